@@ -1,0 +1,232 @@
+"""A small convolutional autoencoder for 28 x 28 digit images.
+
+``ConvAutoencoder`` is the torch module; ``ImageAutoencoder`` wraps it as a
+scikit-learn-style estimator (``fit`` / ``encode`` / ``decode`` / ``save`` / ``load``).
+Latent codes of fitted digits are the targets Y of the semi-discrete OT map.
+
+Outputs follow the input's kind: numpy in -> numpy out, torch in -> torch out (on the
+input's device).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
+from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
+
+IMAGE_SIZE = 28
+
+
+def _check_images(images, name: str = "images") -> torch.Tensor:
+    """Validate digit images: (n, 28, 28) or (n, 1, 28, 28), values in [0, 1] -> float32 (n, 1, 28, 28) on CPU."""
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.dtype in (np.uint8, torch.uint8):
+        raise TypeError(f"{name} must be floats in [0, 1], got uint8 pixels; divide by 255 first")
+    x = as_tensor(images, name)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"{name} must have shape (n, 28, 28) or (n, 1, 28, 28), got shape {tuple(x.shape)}")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} must have pixel values in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    return x
+
+
+def _like(out: torch.Tensor, ref):
+    """Return ``out`` as a torch tensor on ``ref``'s device if ``ref`` is a tensor, else as numpy."""
+    if isinstance(ref, torch.Tensor):
+        return out.to(ref.device)
+    return out.cpu().numpy()
+
+
+class ConvAutoencoder(nn.Module):
+    r"""Convolutional autoencoder :math:`x \mapsto D(E(x))` for 1 x 28 x 28 images.
+
+    Encoder: two stride-2 convolutions (28 -> 14 -> 7) and two linear layers to a
+    ``latent_dim`` code; decoder: the mirror image with transposed convolutions and a
+    sigmoid, so reconstructions are pixels in [0, 1] (deterministic autoencoder,
+    Hinton & Salakhutdinov [1]_).
+
+    Parameters
+    ----------
+    latent_dim : int
+        Dimension d of the code z = E(x).
+    width : int
+        Channels of the first convolution (the second has ``2 * width``).
+
+    References
+    ----------
+    .. [1] G. E. Hinton, R. R. Salakhutdinov, "Reducing the dimensionality of data with
+       neural networks", Science 313 (2006).
+    """
+
+    def __init__(self, latent_dim: int = 8, width: int = 32, hidden: int = 256):
+        super().__init__()
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        c1, c2 = check_positive_int(width, "width"), 2 * width
+        hidden = check_positive_int(hidden, "hidden")
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),   # (n, c1, 14, 14)
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),  # (n, c2, 7, 7)
+            nn.Flatten(),
+            nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(),
+            nn.Linear(hidden, latent_dim),                        # (n, d)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.ReLU(),
+            nn.Linear(hidden, c2 * 7 * 7), nn.ReLU(),
+            nn.Unflatten(1, (c2, 7, 7)),
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),  # (n, c1, 14, 14)
+            nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1), nn.Sigmoid(),  # (n, 1, 28, 28)
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 1, 28, 28) -> (n, latent_dim)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(n, latent_dim) -> (n, 1, 28, 28) in [0, 1]."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+class ImageAutoencoder:
+    r"""Estimator wrapper: fit a :class:`ConvAutoencoder` on digits, then encode / decode.
+
+    ``fit`` minimises the mean binary cross-entropy between :math:`D(E(x))` and
+    :math:`x` (see :func:`otgen.autoencoder.training.train_autoencoder`). The default
+    schedule (20 epochs, batch 64) fits the 4,000 embedded MNIST training digits in
+    about 1.5 minutes on one CPU thread, to a test reconstruction MSE of about 0.020 per
+    pixel with ``latent_dim=8`` (0.042 with ``latent_dim=2``).
+
+    Parameters
+    ----------
+    latent_dim : int
+        Code dimension d (``2`` gives a plottable latent space).
+    epochs, batch_size : int
+    lr, weight_decay : float
+    loss : {"bce", "mse"}
+    width, hidden : int
+        Network size (see :class:`ConvAutoencoder`).
+    device : str or torch.device, optional
+        ``None``: CUDA when available, else CPU.
+    seed : int
+        Seeds the weight initialisation and the shuffling.
+    verbose : bool
+        Show a progress bar during ``fit``.
+
+    Attributes
+    ----------
+    model_ : ConvAutoencoder
+        The trained network (in eval mode).
+    history_ : dict
+        Per-epoch ``"loss"``, per-step ``"step_loss"``, cumulative ``"time"`` (s).
+    """
+
+    def __init__(self, latent_dim: int = 8, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
+                 weight_decay: float = 0.0, loss: str = "bce", width: int = 32, hidden: int = 256,
+                 device=None, seed: int = 0, verbose: bool = True):
+        self.latent_dim = latent_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.loss = loss
+        self.width = width
+        self.hidden = hidden
+        self.device = device
+        self.seed = seed
+        self.verbose = verbose
+
+    # -- settings ------------------------------------------------------------------
+    _SETTINGS = ("latent_dim", "epochs", "batch_size", "lr", "weight_decay", "loss", "width", "hidden", "seed")
+
+    def _build(self) -> ConvAutoencoder:
+        return ConvAutoencoder(self.latent_dim, width=self.width, hidden=self.hidden)
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this ImageAutoencoder is not fitted yet; call fit(images) first")
+
+    # -- fit -----------------------------------------------------------------------
+    def fit(self, images) -> "ImageAutoencoder":
+        """Train on ``images`` (n, 28, 28) or (n, 1, 28, 28) with values in [0, 1]; returns self."""
+        x = _check_images(images)
+        check_positive_int(self.latent_dim, "latent_dim")
+        check_positive_float(self.lr, "lr")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        seed = check_positive_int(self.seed, "seed", minimum=0)
+        dev = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self._build()
+        self.history_ = train_autoencoder(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                          weight_decay=self.weight_decay, loss=self.loss, device=dev, seed=seed,
+                                          verbose=self.verbose, desc="fit autoencoder")
+        self.model_ = model
+        return self
+
+    # -- inference -----------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.model_.parameters()).device
+
+    def encode(self, images):
+        """Latent codes of ``images`` (n, 28, 28) or (n, 1, 28, 28) -> (n, latent_dim)."""
+        self._check_fitted()
+        x = _check_images(images)
+        z = batched_apply(self.model_.encode, x, batch_size=1024, device=self._device())
+        return _like(z, images)
+
+    def decode(self, codes):
+        """Images from latent codes (n, latent_dim) -> (n, 28, 28) in [0, 1]."""
+        self._check_fitted()
+        z = as_tensor(codes, "codes", ndim=2)
+        if z.shape[1] != self.model_.latent_dim:
+            raise ValueError(f"codes must have shape (n, {self.model_.latent_dim}), got shape {tuple(z.shape)}")
+        x = batched_apply(self.model_.decode, z, batch_size=1024, device=self._device())[:, 0]  # (n, 28, 28)
+        return _like(x, codes)
+
+    def reconstruct(self, images):
+        """``decode(encode(images))`` -> (n, 28, 28)."""
+        self._check_fitted()
+        x = _check_images(images)
+        out = batched_apply(self.model_, x, batch_size=1024, device=self._device())[:, 0]
+        return _like(out, images)
+
+    def reconstruction_error(self, images, per_image: bool = False):
+        r"""Mean squared pixel error :math:`\frac{1}{784}\|D(E(x)) - x\|^2`.
+
+        Returns a float (mean over images) or, with ``per_image=True``, an (n,) array.
+        """
+        self._check_fitted()
+        x = _check_images(images)[:, 0]  # (n, 28, 28)
+        err = ((torch.as_tensor(self.reconstruct(x)) - x) ** 2).mean(dim=(1, 2))  # (n,)
+        return err.numpy() if per_image else float(err.mean())
+
+    # -- persistence ---------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write settings, weights and history to ``path`` (a torch file)."""
+        self._check_fitted()
+        state = {"settings": {k: getattr(self, k) for k in self._SETTINGS},
+                 "state_dict": {k: v.cpu() for k, v in self.model_.state_dict().items()},
+                 "history": self.history_}
+        torch.save(state, os.fspath(path))
+
+    @classmethod
+    def load(cls, path, device=None, verbose: bool = True) -> "ImageAutoencoder":
+        """Read an autoencoder written by :meth:`save` (onto ``device``)."""
+        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        est = cls(**state["settings"], device=device, verbose=verbose)
+        model = est._build()
+        model.load_state_dict(state["state_dict"])
+        est.model_ = model.to(resolve_device(device)).eval()
+        est.history_ = state["history"]
+        return est

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+
+from otgen.metrics import MNISTClassifier, frechet_distance
+from otgen.metrics.classifier import _random_shift
+
+
+def _blocks(n=120, seed=0):
+    """Synthetic labelled 28x28 images: class c = a bright 6x6 block in cell c of a 3x4 grid (classes 0..9)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    x = 0.1 * rng.random((n, 28, 28)).astype(np.float32)
+    for i, c in enumerate(y):
+        r, col = 1 + 9 * (c // 4), 1 + 7 * (c % 4)
+        x[i, r:r + 6, col:col + 6] = 1.0
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = _blocks()
+    return MNISTClassifier(epochs=4, batch_size=20, lr=3e-3, max_shift=1, feature_dim=16,
+                           device="cpu", verbose=False).fit(x, y)
+
+
+def test_fit_history_and_loss_decreases(fitted):
+    h = fitted.history_
+    assert len(h["loss"]) == 4 and len(h["accuracy"]) == 4 and len(h["step_loss"]) == 4 * 6
+    assert h["loss"][-1] < 0.5 * h["loss"][0]
+
+
+def test_outputs(fitted):
+    x, y = _blocks(30, seed=1)
+    p = fitted.predict_proba(x)
+    assert isinstance(p, np.ndarray) and p.shape == (30, 10)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+    pred = fitted.predict(x)
+    assert pred.shape == (30,) and pred.dtype == np.int64
+    np.testing.assert_array_equal(pred, p.argmax(1))
+    assert fitted.score(x, y) == pytest.approx(np.mean(pred == y))
+    assert fitted.score(x, y) >= 0.9                 # the blocks are easy
+    f = fitted.features(x)
+    assert f.shape == (30, 16) and f.min() >= 0      # post-ReLU
+    ft = fitted.features(torch.from_numpy(x)[:, None])
+    assert isinstance(ft, torch.Tensor)
+    np.testing.assert_allclose(ft.numpy(), f, rtol=1e-5, atol=1e-6)
+    assert frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    x, _ = _blocks(12, seed=2)
+    fitted.save(tmp_path / "clf.pt")
+    back = MNISTClassifier.load(tmp_path / "clf.pt", device="cpu")
+    np.testing.assert_array_equal(back.predict_proba(x), fitted.predict_proba(x))
+    np.testing.assert_array_equal(back.features(x), fitted.features(x))
+    assert back.feature_dim == 16 and back.history_ == fitted.history_
+
+
+def test_reproducible():
+    x, y = _blocks(40)
+    kw = dict(epochs=1, batch_size=20, feature_dim=8, device="cpu", verbose=False)
+    a = MNISTClassifier(seed=1, **kw).fit(x, y).predict_proba(x)
+    b = MNISTClassifier(seed=1, **kw).fit(x, y).predict_proba(x)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_random_shift():
+    x = torch.zeros(3, 1, 28, 28)
+    x[:, 0, 10, 12] = 1.0
+    gen = torch.Generator().manual_seed(0)
+    s = _random_shift(x, 2, gen)
+    assert s.shape == x.shape
+    for img in s[:, 0]:
+        assert float(img.sum()) == 1.0            # a small shift keeps the pixel inside
+        r, c = map(int, torch.nonzero(img)[0])
+        assert abs(r - 10) <= 2 and abs(c - 12) <= 2
+    assert torch.equal(_random_shift(x, 0, gen), x)
+
+
+def test_bad_inputs(fitted):
+    x, y = _blocks(10)
+    clf = MNISTClassifier(device="cpu", verbose=False)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        clf.predict(x)
+    with pytest.raises(ValueError, match="length 10"):
+        clf.fit(x, y[:5])
+    with pytest.raises(ValueError, match="integers"):
+        clf.fit(x, np.full(10, 10))
+    with pytest.raises(ValueError, match=r"\(n, 28, 28\)"):
+        fitted.predict(np.zeros((2, 3, 28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match="max_shift"):
+        MNISTClassifier(max_shift=-1, device="cpu", verbose=False).fit(x, y)
+
+
+@pytest.mark.slow
+def test_accuracy_on_embedded_mnist():
+    from otgen.data.mnist import load_mnist
+    xtr, ytr = load_mnist("train")
+    xte, yte = load_mnist("test")
+    clf = MNISTClassifier(device="cpu", verbose=False).fit(xtr, ytr)
+    assert clf.score(xte, yte) >= 0.97
+
+
+def test_digit_metrics(fitted):
+    from otgen.metrics import digit_metrics
+    x, _ = _blocks(40, seed=3)
+    same = digit_metrics(fitted, x, x, k=3, device="cpu")
+    assert set(same) == {"mode_mixture", "low_confidence", "class_histogram", "class_kl", "fid",
+                         "precision", "recall", "density", "coverage"}
+    assert same["class_kl"] == pytest.approx(0.0, abs=1e-12) and same["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert sum(same["class_histogram"]) == pytest.approx(1.0)
+    # a collapsed generator (always class 0) is caught by the class KL and the recall
+    collapsed = digit_metrics(fitted, torch.from_numpy(x[::10]), x, k=3, device="cpu")
+    assert collapsed["class_kl"] > 1.0 and collapsed["recall"] < 0.5
+    with pytest.raises(TypeError, match="MNISTClassifier"):
+        digit_metrics(object(), x, x)
+
