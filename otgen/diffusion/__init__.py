@@ -1,0 +1,9 @@
+"""Diffusion baseline: noise schedules, DDPM/DDIM samplers, denoisers, training and sampling loops."""
+
+from otgen.diffusion.denoisers import MLPDenoiser, sinusoidal_embedding
+from otgen.diffusion.latent import LatentDiffusion
+from otgen.diffusion.schedules import DDIMScheduler, DDPMScheduler, NoiseSchedule
+from otgen.diffusion.training import sample, train_denoiser
+
+__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "MLPDenoiser", "sinusoidal_embedding",
+           "train_denoiser", "sample", "LatentDiffusion"]
