@@ -62,40 +62,57 @@ class Laplacian:
         return out
 
 
-def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, n: int, n_samples: int,
-                       band_fraction: float = 0.25, band_per_cell: float = 32.0) -> tuple[Laplacian, float]:
-    """Finite-difference Hessian of the cell masses from top-2 samples.
+def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tensor, n_samples: int,
+                       band_fraction: float = 0.05, band_per_cell: float = 64.0) -> tuple[Laplacian, float]:
+    """Finite-difference Hessian of the cell masses from the top-2 cells of samples.
+
+    A sample x whose best two cells are (i, j) with score gap g lies at distance
+    g / |y_i − y_j| from their facet. Samples within distance δ of a facet (on either
+    side) fill a slab of mass ≈ 2 δ ∫_facet ρ, and the Hessian entry is
+    ∫_facet ρ / |y_i − y_j|, so
+
+    .. math::  L_{ij} \approx \frac{\#\{x : \{\text{top}_1, \text{top}_2\} = \{i, j\},\ g / |y_i - y_j| < \delta\}}
+                                  {2 M \delta |y_i - y_j|}.
+
+    Measuring the band in source distance rather than score gap keeps it equally wide
+    for near and far target pairs (clustered targets have both), so the weights of
+    the few long facets between clusters — the slow modes — are estimated as well as
+    the many short ones.
 
     Parameters
     ----------
     top_idx : (m, 2) int64 — best and second-best cell of each sample.
     gaps : (m,) — score difference between them (>= 0).
-    n : number of cells N.
-    n_samples : total number of samples these m rows were drawn among with equal weight
-        (normally m itself).
-    band_fraction, band_per_cell : δ is the gap quantile that puts
+    Y : (N, d) targets.
+    n_samples : number of samples the m rows represent (normally m).
+    band_fraction, band_per_cell : δ is the distance quantile that puts
         ``min(band_fraction * m, band_per_cell * N)`` samples in the band.
 
     Returns
     -------
     (Laplacian, median gap) — the median gap is the typical width of a cell in score units.
     """
+    n = Y.shape[0]
     m = gaps.shape[0]
+    a, b = top_idx[:, 0], top_idx[:, 1]
+    sep = torch.empty(m, dtype=torch.float64, device=Y.device)          # |y_a - y_b|
+    for r in range(0, m, 1 << 18):
+        sep[r:r + (1 << 18)] = (Y[a[r:r + (1 << 18)]] - Y[b[r:r + (1 << 18)]]).double().norm(dim=1)
+    dist = gaps.double() / sep.clamp_min(1e-300)                         # (m,) distance to the facet
     k = int(min(band_fraction * m, band_per_cell * n))
     k = max(1, min(k, m - 1))
-    gaps64 = gaps.double()
-    delta = float(gaps64.kthvalue(k).values)
-    if delta <= 0:  # degenerate ties; fall back to the smallest positive gap scale
-        pos = gaps64[gaps64 > 0]
+    delta = float(dist.kthvalue(k).values)
+    if delta <= 0:  # degenerate ties; fall back to the smallest positive distance
+        pos = dist[dist > 0]
         delta = float(pos.min()) if pos.numel() else 1.0
-    sel = gaps64 <= delta
-    a = top_idx[sel, 0]
-    b = top_idx[sel, 1]
+    sel = dist <= delta
+    a, b, sep = a[sel], b[sel], sep[sel]
     lo, hi = torch.minimum(a, b), torch.maximum(a, b)
     key = lo * n + hi
-    uniq, counts = torch.unique(key, return_counts=True)
-    w = counts.double() / (2.0 * n_samples * delta)
-    return Laplacian(uniq // n, uniq % n, w, n), float(gaps64.median())
+    uniq, inv = torch.unique(key, return_inverse=True)
+    w = torch.zeros(uniq.shape[0], dtype=torch.float64, device=Y.device).index_add_(0, inv, 1.0 / sep)
+    w /= 2.0 * n_samples * delta
+    return Laplacian(uniq // n, uniq % n, w, n), float(gaps.double().median())
 
 
 def lm_step(lap: Laplacian, grad: torch.Tensor, weights: torch.Tensor, tau: float, clip: float = math.inf,

@@ -369,7 +369,7 @@ class SemiDiscreteOT:
                 # sufficient decrease (Kitagawa-Merigot-Thibert), up to the estimates' noise
                 accepted = state["h_acc"] is None or tv <= state["tv_acc"] + 0.5 * (noise + state["noise_acc"])
                 if accepted:
-                    lap, gap_scale = estimate_laplacian(top[:, :2], gap, Na, top.shape[0], **self._hess_opts)
+                    lap, gap_scale = estimate_laplacian(top[:, :2], gap, Yc, top.shape[0], **self._hess_opts)
                     full = tv <= self._newton_below and not bool((masses == 0).any())
                     direction = lm_step(lap, grad, nua, self._tau, self._clip * gap_scale, diagonal=not full)
                     alpha = line_search(vals, top, direction, nua)

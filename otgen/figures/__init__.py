@@ -1,0 +1,6 @@
+"""Matplotlib figures (Agg), each written as PNG + JSON of the numbers behind it."""
+
+from otgen.figures.mode_mixture_2d import mode_mixture_2d_figure, off_support_rate
+from otgen.figures.singular_set import detector_precision_recall, singular_set_figure
+
+__all__ = ["singular_set_figure", "detector_precision_recall", "mode_mixture_2d_figure", "off_support_rate"]
