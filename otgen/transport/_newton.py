@@ -64,7 +64,7 @@ class Laplacian:
 
 def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tensor, n_samples: int,
                        band_fraction: float = 0.05, band_per_cell: float = 64.0) -> tuple[Laplacian, float]:
-    """Finite-difference Hessian of the cell masses from the top-2 cells of samples.
+    r"""Finite-difference Hessian of the cell masses from the top-2 cells of samples.
 
     A sample x whose best two cells are (i, j) with score gap g lies at distance
     g / |y_i − y_j| from their facet. Samples within distance δ of a facet (on either

@@ -57,7 +57,7 @@ from otgen.transport.sources import SourceSampler, check_source, source_std
 
 _CHECKPOINT_VERSION = 1
 _DRAW_ROWS = 1 << 16  # source points drawn at a time
-_RESCUE_ROWS = 1 << 18  # points kept to find the heights that revive empty cells
+_SEARCH_ROWS = 1 << 18  # points whose top-k feed the line search and the revival of empty cells
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class SemiDiscreteOT:
     _hess_opts = dict(band_fraction=0.05, band_per_cell=64.0)
     _clip = 10.0     # trust region of one Newton direction, in median score gaps
     _tau = 1e-3      # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
+    _m0_per_target = 64    # first-iteration points per target
     _newton_below = 0.1   # TV below which (and with no empty cell) the full Newton step is used
     _topk = 6        # candidates per sample kept for the line search
     _ms_factor, _ms_min_size, _ms_tol, _ms_max_iter = 8, 64, 0.05, 30   # multiscale warm start
@@ -261,14 +262,16 @@ class SemiDiscreteOT:
     def _evaluate(self, scorer, h, it, M, n_top):
         """Score M fresh points (two independent randomisations of M/2) at heights h.
 
-        Returns masses (N,) f64, the estimate's noise level, and the top-k scores and
-        cells (n_top, k) of the first ``n_top`` points (for the Hessian and line search).
+        Returns masses (N,) f64, the estimate's noise level, the top-2 scores and cells
+        (n_top, 2) of the first ``n_top`` points (Hessian), their top-k (line search)
+        for the first ``_SEARCH_ROWS`` points, and those points (reviving empty cells).
         """
         N = scorer.N
+        k = min(self._topk, N)
         counts = torch.zeros(2, N, dtype=torch.float64, device=self._device)
         h32 = h.to(self.dtype)
-        vals, tops, xs = [], [], []
-        top_left, x_left = n_top, min(n_top, _RESCUE_ROWS)
+        v2, i2, vk, ik, xs = [], [], [], [], []
+        top_left, search_left = n_top, min(n_top, _SEARCH_ROWS)
         for r in range(2):
             sampler = SourceSampler(self.source, scorer.d, _mix_seed(self.seed, it, r), qmc=self.qmc,
                                     dtype=self.dtype, device=self._device)
@@ -276,15 +279,20 @@ class SemiDiscreteOT:
             while left > 0:
                 m = min(_DRAW_ROWS, left)
                 X = sampler.draw(m)                                   # (m, d)
+                if search_left > 0:
+                    v, idx = scorer.topk(X, h32, k)                   # (m, k)
+                    vk.append(v)
+                    ik.append(idx)
+                    xs.append(X)
+                    search_left -= m
+                    v, idx = v[:, :2], idx[:, :2]
+                elif top_left > 0:
+                    v, idx = scorer.topk(X, h32, 2)                   # (m, 2), block-wise: cheap
                 if top_left > 0:
-                    v, idx = scorer.topk(X, h32, min(self._topk, N))  # (m, k)
-                    best = idx[:, 0]
-                    vals.append(v)
-                    tops.append(idx)
+                    v2.append(v)
+                    i2.append(idx)
                     top_left -= m
-                    if x_left > 0:
-                        xs.append(X[:x_left])
-                        x_left -= m
+                    best = idx[:, 0]
                 else:
                     _, best = scorer.best(X, h32)
                 counts[r] += torch.bincount(best, minlength=N).double()
@@ -292,7 +300,8 @@ class SemiDiscreteOT:
         masses_r = counts / (M // 2)                                  # (2, N)
         # the TV estimate's noise: with replicates a, b, E ½Σ|noise_i| ≈ ¼ Σ|a_i - b_i|
         noise = 0.25 * float((masses_r[0] - masses_r[1]).abs().sum())
-        return masses_r.mean(0), noise, torch.cat(vals), torch.cat(tops), torch.cat(xs)
+        cat = torch.cat
+        return masses_r.mean(0), noise, (cat(v2), cat(i2)), (cat(vk), cat(ik)), cat(xs)
 
     # ------------------------------------------------------------------ fit
     def fit(self, Y, weights=None, *, init_heights=None, resume=False, callback=None):
@@ -338,7 +347,7 @@ class SemiDiscreteOT:
         Na = Ya.shape[0]
         scorer = Scorer(Yc, int(self.max_memory))
 
-        M0 = self.n_samples if self.n_samples is not None else max(2**16, 256 * Na)
+        M0 = self.n_samples if self.n_samples is not None else max(2**16, self._m0_per_target * Na)
         state = dict(it=0, M=min(_next_pow2(M0), _next_pow2(self.max_samples)),
                      h=None, h_acc=None, tv_acc=math.inf, noise_acc=math.inf, direction=None, alpha=1.0, rejects=0, history=[], elapsed=0.0)
         if init_heights is not None:
@@ -362,22 +371,23 @@ class SemiDiscreteOT:
         try:
             while state["it"] < self.max_iter:
                 it, M = state["it"], state["M"]
-                masses, noise, vals, top, Xs = self._evaluate(scorer, state["h"], it, M, min(M, n_hess_cap))
-                gap = vals[:, 0] - vals[:, 1]
+                masses, noise, (v2, top2), (vk, topk), Xs = self._evaluate(scorer, state["h"], it, M,
+                                                                          min(M, n_hess_cap))
                 grad = masses - nua
                 tv = 0.5 * float(grad.abs().sum())
                 # sufficient decrease (Kitagawa-Merigot-Thibert), up to the estimates' noise
                 accepted = state["h_acc"] is None or tv <= state["tv_acc"] + 0.5 * (noise + state["noise_acc"])
                 if accepted:
-                    lap, gap_scale = estimate_laplacian(top[:, :2], gap, Yc, top.shape[0], **self._hess_opts)
+                    lap, gap_scale = estimate_laplacian(top2, v2[:, 0] - v2[:, 1], Yc, top2.shape[0],
+                                                        **self._hess_opts)
                     full = tv <= self._newton_below and not bool((masses == 0).any())
                     direction = lm_step(lap, grad, nua, self._tau, self._clip * gap_scale, diagonal=not full)
-                    alpha = line_search(vals, top, direction, nua)
+                    alpha = line_search(vk, topk, direction, nua)
                     # cells no sample reached get their own full step (no Hessian row to scale)
                     rescue = torch.zeros_like(direction)
                     empty = torch.nonzero(masses == 0).squeeze(1)
                     if empty.numel():
-                        rescue[empty] = rescue_empty(Xs, vals[: Xs.shape[0], 0], Yc, state["h"].to(Yc.dtype),
+                        rescue[empty] = rescue_empty(Xs, vk[:, 0], Yc, state["h"].to(Yc.dtype),
                                                      empty, nua)
                     state.update(h_acc=state["h"].clone(), tv_acc=tv, noise_acc=noise, direction=direction,
                                  rescue=rescue, alpha=alpha, rejects=0)
@@ -399,7 +409,9 @@ class SemiDiscreteOT:
                     break
                 # more points when the estimate is mostly noise (or steps keep failing)
                 tv_a, noise_a = state["tv_acc"], state["noise_acc"]
-                if state["M"] < self.max_samples and (tv_a <= 1.5 * noise_a or state["rejects"] >= 2
+                acc = [e["tv"] for e in state["history"] if e["accepted"] and e["n_samples"] == state["M"]]
+                stalled = len(acc) >= 4 and acc[-1] > 0.85 * acc[-4]   # < 15% progress in 3 steps
+                if state["M"] < self.max_samples and (tv_a <= 2.0 * noise_a or state["rejects"] >= 2 or stalled
                                                       or (tv_a <= self.tol and noise_a > self.tol / 2)):
                     state["M"] = min(state["M"] * 4, _next_pow2(self.max_samples))
                 h_new = state["h_acc"] + state["alpha"] * state["direction"] + state["rescue"]

@@ -125,9 +125,12 @@ def test_gap_threshold_rules():
 
 def test_dual_graph_pairs_are_true_neighbours(blobs):
     Y, labels, ot, det = blobs
+    from otgen.transport.power2d import power_facets, square_domain
     pairs, counts = dual_graph(ot, 4096, seed=1)
-    known = {tuple(p) for p in det.pairs_}
+    exact, _, _ = power_facets(Y, ot.heights_.numpy(), square_domain())   # the exact dual graph
+    known = {tuple(p) for p in exact}
     assert all(tuple(p) in known for p in pairs)
+    assert len({tuple(p) for p in det.pairs_} - known) == 0
     assert counts.sum() == 4096 and (counts > 0).all()
 
 
