@@ -2,6 +2,7 @@
 
     otgen demo [--out DIR]                 fit OT to a 2-D Gaussian mixture, draw the power diagram
     otgen fit-ot CODES.npy --out FILE.pt   fit the Brenier potential of saved latent codes
+    otgen compare mnist [--out DIR]        OT vs diffusion on MNIST latents: report.md, metrics.json, figures
     otgen figure NAME [--out DIR]          the figures of the paper-style comparisons
 """
 
@@ -96,6 +97,11 @@ def _figure(args) -> int:
         numbers = figures.mode_mixture_2d_figure(out, dataset=args.dataset, n_data=args.n_targets or 1000,
                                                  n_samples=args.n_samples, seed=args.seed,
                                                  diffusion_steps=args.diffusion_steps)
+    elif args.name == "mnist-mode-mixture":
+        numbers = figures.mnist_mode_mixture_figure(out, n_points=args.n_points, tau=args.tau,
+                                                    diffusion_steps=args.diffusion_steps, method=args.method,
+                                                    data_dir=args.data_dir, device=args.device, seed=args.seed,
+                                                    cache_dir=args.cache_dir, verbose=not args.quiet)
     else:  # detector-pr
         numbers = figures.detector_precision_recall(out, n=args.n_targets or 400, seed=args.seed)
     if not args.quiet:
@@ -103,6 +109,21 @@ def _figure(args) -> int:
         print(json.dumps(shown, indent=2))
         print(f"wrote figures to {out}")
     return 0
+
+
+def _compare(args) -> int:
+    from otgen.compare import compare_mnist
+
+    if args.dataset != "mnist":
+        raise ValueError(f"only 'mnist' can be compared so far, got {args.dataset!r}")
+    result = compare_mnist(args.out, latent_dim=args.latent_dim, ae_epochs=args.ae_epochs,
+                           clf_epochs=args.clf_epochs, n_samples=args.n_samples, data_dir=args.data_dir,
+                           device=args.device, seed=args.seed, cache_dir=args.cache_dir,
+                           verbose=not args.quiet, diffusion_steps=args.diffusion_steps, ot_tol=args.ot_tol,
+                           n_train=args.n_train)
+    if not args.quiet:
+        print((Path(args.out) / "report.md").read_text())
+    return 0 if result else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,15 +156,39 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_fit_ot)
 
+    c = sub.add_parser("compare", help="OT versus diffusion on the same latents: every metric, a report folder")
+    c.add_argument("dataset", choices=["mnist"])
+    c.add_argument("--out", default="otgen-out/compare-mnist")
+    c.add_argument("--latent-dim", type=int, default=8)
+    c.add_argument("--ae-epochs", type=int, default=20)
+    c.add_argument("--clf-epochs", type=int, default=20)
+    c.add_argument("--n-samples", type=int, default=1000)
+    c.add_argument("--diffusion-steps", type=int, default=10000)
+    c.add_argument("--ot-tol", type=float, default=0.03)
+    c.add_argument("--n-train", type=int, default=None, help="use a seeded subset of the training digits")
+    c.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default: embedded subset)")
+    c.add_argument("--cache-dir", default=None, help="trained artifacts (default: OUT/cache)")
+    c.add_argument("--device", default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=_compare)
+
     g = sub.add_parser("figure", help="draw a figure (PNG + the numbers behind it as JSON)")
-    g.add_argument("name", choices=["singular-set", "mode-mixture", "detector-pr"],
+    g.add_argument("name", choices=["singular-set", "mode-mixture", "detector-pr", "mnist-mode-mixture"],
                    help="singular-set: the singular set of OT to a crescent (exact 2-D); mode-mixture: OT vs "
-                        "DDPM on 8/25-Gaussian mixtures; detector-pr: detector precision/recall on two blobs")
+                        "DDPM on 8/25-Gaussian mixtures; detector-pr: detector precision/recall on two blobs; "
+                        "mnist-mode-mixture: the MNIST latent-space figure, OT vs diffusion")
     g.add_argument("--out", default="otgen-out/figures")
     g.add_argument("--dataset", choices=["ring", "grid"], default="ring", help="for mode-mixture")
     g.add_argument("--n-targets", type=int, default=None, help="data points (figure-specific default)")
     g.add_argument("--n-samples", type=int, default=2000)
-    g.add_argument("--diffusion-steps", type=int, default=3000, help="training steps of the DDPM baseline")
+    g.add_argument("--diffusion-steps", type=int, default=10000, help="training steps of the DDPM baseline")
+    g.add_argument("--n-points", type=int, default=100, help="generated points (mnist-mode-mixture)")
+    g.add_argument("--tau", type=float, default=0.2, help="mixed-digit threshold (mnist-mode-mixture)")
+    g.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
+    g.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default: embedded subset)")
+    g.add_argument("--cache-dir", default=None, help="where trained models are cached")
+    g.add_argument("--device", default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=_figure)

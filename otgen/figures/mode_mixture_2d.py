@@ -80,7 +80,7 @@ def _dataset(name, n, seed):
     return gaussian_grid(n, seed=seed)
 
 
-def mode_mixture_2d_figure(out_dir, dataset="ring", n_data=1000, n_samples=2000, seed=0, diffusion_steps=3000, *,
+def mode_mixture_2d_figure(out_dir, dataset="ring", n_data=1000, n_samples=2000, seed=0, diffusion_steps=10000, *,
                            ot_tol=0.05, k=3, diffusion_hidden=128, diffusion_depth=3, diffusion_method="ddpm",
                            num_inference_steps=None, diffusion_kwargs=None):
     """Data, OT samples (with the singular-set detector) and DDPM samples on a 2-D mixture.

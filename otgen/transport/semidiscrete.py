@@ -14,14 +14,20 @@ pushing μ to :math:`\\sum_i \\nu_i \\delta_{y_i}` [1]_ [2]_. h minimises the co
    \\qquad \\nabla E(h)_i = \\mu(W_i(h)) - \\nu_i.
 
 The solver is a stochastic damped Newton method (see :mod:`otgen.transport._newton`
-and [3]_): each iteration scores fresh scrambled-Sobol source points against all
+and [3]_). Each iteration scores fresh scrambled-Sobol source points against all
 targets (one chunked GEMM with h folded in, then a row-wise argmax), estimates the
-masses and, from the same samples, the Hessian (the Laplacian of the power
-diagram), and takes a Levenberg–Marquardt-damped Newton step. The number of points
-grows when the error estimate reaches its own noise, so that the reported error is
-never mostly noise: ``converged_`` means the total-variation error
-½ Σ |μ(W_i) − ν_i| is below ``tol`` *and* the estimate's noise (measured from two
-independent randomisations) is below ``tol / 2``.
+masses and, from the same samples' two best cells, the Hessian (the Laplacian of the
+power diagram). Far from the solution (TV > 0.1, or while some cell gets no point)
+the step uses the Hessian's diagonal — every cell corrects its own mass — and cells
+no point reached are revived directly; near it the full Newton system is solved by
+conjugate gradients. The step length is chosen by a line search that re-scores the
+same points' k best cells (common random numbers), and a step whose measured error
+grew beyond the noise is shortened. A multiscale warm start (k-means-coarsened
+targets, [5]_) places each cluster's mass before the fine solve. The number of points
+grows ×4 when the error estimate reaches its own noise or progress stalls, so that
+the reported error is never mostly noise: ``converged_`` means the total-variation
+error ½ Σ |μ(W_i) − ν_i| is below ``tol`` *and* the estimate's noise (measured from
+two independent randomisations) is below ``tol / 2``.
 
 References
 ----------
@@ -34,6 +40,8 @@ References
    semi-discrete optimal transport", J. Eur. Math. Soc. 21 (2019).
 .. [4] N. Lei, D. An, Y. Guo, K. Su, S. Liu, Z. Luo, S.-T. Yau, X. Gu, "A geometric
    understanding of deep learning" (AE-OT), Engineering 6 (2020).
+.. [5] Q. Mérigot, "A multiscale approach to optimal transport", Computer Graphics
+   Forum 30 (2011).
 """
 
 from __future__ import annotations
@@ -141,8 +149,9 @@ class SemiDiscreteOT:
     Attributes
     ----------
     targets_ : (N, d) tensor;  weights_ : (N,) float64;  heights_ : (N,) float64 with mean 0
-    n_iter_ : int;  converged_ : bool;  history_ : list of dicts (per iteration: ``tv``,
-    ``noise``, ``n_samples``, ``accepted``, ``step``, ``time`` — seconds since the start);
+    n_iter_ : int;  converged_ : bool;  history_ : list of dicts, one per iteration: ``tv``
+    (estimated error), ``noise`` (its noise), ``n_samples``, ``accepted``, ``n_empty`` (cells
+    no point reached), ``step`` (step length), ``time`` (seconds since the start);
     result_ : :class:`SemiDiscreteResult`.
 
     Notes
@@ -348,8 +357,9 @@ class SemiDiscreteOT:
         scorer = Scorer(Yc, int(self.max_memory))
 
         M0 = self.n_samples if self.n_samples is not None else max(2**16, self._m0_per_target * Na)
-        state = dict(it=0, M=min(_next_pow2(M0), _next_pow2(self.max_samples)),
-                     h=None, h_acc=None, tv_acc=math.inf, noise_acc=math.inf, direction=None, alpha=1.0, rejects=0, history=[], elapsed=0.0)
+        state = dict(it=0, M=min(_next_pow2(M0), _next_pow2(self.max_samples)), h=None, h_acc=None,
+                     tv_acc=math.inf, noise_acc=math.inf, direction=None, rescue=None, alpha=1.0, rejects=0,
+                     history=[], elapsed=0.0)
         if init_heights is not None:
             h0 = init_heights[idx_active]  # centring the targets leaves the cells (and h) unchanged
             state["h"] = h0 - h0.mean()
@@ -375,7 +385,7 @@ class SemiDiscreteOT:
                                                                           min(M, n_hess_cap))
                 grad = masses - nua
                 tv = 0.5 * float(grad.abs().sum())
-                # sufficient decrease (Kitagawa-Merigot-Thibert), up to the estimates' noise
+                # a step is kept unless the error grew by more than the estimates' noise
                 accepted = state["h_acc"] is None or tv <= state["tv_acc"] + 0.5 * (noise + state["noise_acc"])
                 if accepted:
                     lap, gap_scale = estimate_laplacian(top2, v2[:, 0] - v2[:, 1], Yc, top2.shape[0],
@@ -425,6 +435,7 @@ class SemiDiscreteOT:
         if self.checkpoint is not None:
             self._write_checkpoint(state, fingerprint)
 
+        self._scorer_cache = None
         self.targets_ = Y
         self.weights_ = nu
         self.heights_ = self._full_heights(state["h_acc"], idx_active, Y, N)
