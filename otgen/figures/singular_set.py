@@ -19,7 +19,6 @@ References
 from __future__ import annotations
 
 import numpy as np
-import torch
 from matplotlib.collections import LineCollection, PolyCollection
 
 from otgen._validation import check_positive_float, check_positive_int

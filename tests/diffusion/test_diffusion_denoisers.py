@@ -6,15 +6,6 @@ import torch
 from otgen.diffusion import MLPDenoiser, sinusoidal_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads; avoid oversubscribing shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sinusoidal_embedding_values():
     t = torch.tensor([0, 1, 500])
     e = sinusoidal_embedding(t, 8)

@@ -9,15 +9,6 @@ import torch
 from otgen.diffusion import DDIMScheduler, DDPMScheduler, NoiseSchedule, sample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads; avoid oversubscribing shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class GaussianOracle(torch.nn.Module):
     """Exact eps-predictor E[eps | x_t] for data N(m, S).
 

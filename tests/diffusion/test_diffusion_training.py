@@ -10,15 +10,6 @@ MEAN = torch.tensor([2.0, -1.0])
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads; avoid oversubscribing shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _gaussian(n, seed):
     g = torch.Generator().manual_seed(seed)
     return MEAN + torch.randn(n, 2, generator=g) @ torch.linalg.cholesky(COV).T
