@@ -1,6 +1,5 @@
 """Execute the notebooks with nbclient (fresh kernel, tiny settings inside the notebook)."""
 
-import os
 from pathlib import Path
 
 import pytest

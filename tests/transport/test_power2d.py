@@ -9,7 +9,7 @@ import torch
 from otgen._validation import ConvergenceWarning
 from otgen.transport.power2d import (cell_areas, cell_masses, disc_domain, power_cells, power_facets,
                                      solve_power2d, square_domain)
-from otgen.transport.power2d import _diagram, _hessian, _shoelace
+from otgen.transport.power2d import _hessian, _shoelace
 
 CROSS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])   # e1, e2, -e1, -e2
 
