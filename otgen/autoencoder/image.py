@@ -10,12 +10,12 @@ input's device).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from otgen._persistence import load_estimator, save_estimator
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
 from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 
@@ -214,19 +214,9 @@ class ImageAutoencoder:
     # -- persistence ---------------------------------------------------------------
     def save(self, path) -> None:
         """Write settings, weights and history to ``path`` (a torch file)."""
-        self._check_fitted()
-        state = {"settings": {k: getattr(self, k) for k in self._SETTINGS},
-                 "state_dict": {k: v.cpu() for k, v in self.model_.state_dict().items()},
-                 "history": self.history_}
-        torch.save(state, os.fspath(path))
+        save_estimator(self, path)
 
     @classmethod
     def load(cls, path, device=None, verbose: bool = True) -> "ImageAutoencoder":
-        """Read an autoencoder written by :meth:`save` (onto ``device``)."""
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        est = cls(**state["settings"], device=device, verbose=verbose)
-        model = est._build()
-        model.load_state_dict(state["state_dict"])
-        est.model_ = model.to(resolve_device(device)).eval()
-        est.history_ = state["history"]
-        return est
+        """Read a autoencoder written by :meth:`save` (onto ``device``)."""
+        return load_estimator(cls, path, lambda est: est._build(), device=device, verbose=verbose)

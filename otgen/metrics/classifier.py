@@ -10,7 +10,6 @@ Outputs follow the input's kind: numpy in -> numpy out, torch in -> torch out.
 from __future__ import annotations
 
 import math
-import os
 import time
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from otgen._persistence import load_estimator, save_estimator
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
 from otgen.autoencoder.image import _check_images, _like
 from otgen.autoencoder.training import batched_apply
@@ -199,19 +199,9 @@ class MNISTClassifier:
 
     def save(self, path) -> None:
         """Write settings, weights and history to ``path`` (a torch file)."""
-        self._check_fitted()
-        state = {"settings": {k: getattr(self, k) for k in self._SETTINGS},
-                 "state_dict": {k: v.cpu() for k, v in self.model_.state_dict().items()},
-                 "history": self.history_}
-        torch.save(state, os.fspath(path))
+        save_estimator(self, path)
 
     @classmethod
     def load(cls, path, device=None, verbose: bool = True) -> "MNISTClassifier":
         """Read a classifier written by :meth:`save` (onto ``device``)."""
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        est = cls(**state["settings"], device=device, verbose=verbose)
-        model = _CNN(est.feature_dim)
-        model.load_state_dict(state["state_dict"])
-        est.model_ = model.to(resolve_device(device)).eval()
-        est.history_ = state["history"]
-        return est
+        return load_estimator(cls, path, lambda est: _CNN(est.feature_dim), device=device, verbose=verbose)

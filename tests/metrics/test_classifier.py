@@ -117,3 +117,13 @@ def test_digit_metrics(fitted):
     with pytest.raises(TypeError, match="MNISTClassifier"):
         digit_metrics(object(), x, x)
 
+
+
+def test_load_rejects_a_file_that_is_not_a_saved_model(tmp_path):
+    import torch
+    from otgen.autoencoder import ImageAutoencoder
+    from otgen.metrics import MNISTClassifier
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    for cls in (MNISTClassifier, ImageAutoencoder):
+        with pytest.raises(ValueError, match="not a .* file written by save"):
+            cls.load(tmp_path / "other.pt")
