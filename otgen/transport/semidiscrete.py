@@ -499,15 +499,16 @@ class SemiDiscreteOT:
             self._scorer_cache = (Scorer(Yc, int(self.max_memory)), self.targets_.mean(0))
         return self._scorer_cache
 
-    def _shifted_heights(self):
-        """Heights for the centred targets: <x, y_i> + h_i = <x, y_i - c> + (h_i) + <x, c>."""
+    def _scoring_heights(self):
+        """Heights in the scoring dtype. The scorer holds centred targets y_i - c; the cells are the
+        same because <x, y_i> + h_i = <x, y_i - c> + h_i + <x, c> and <x, c> is common to all i."""
         return self.heights_.to(self.targets_.dtype)
 
     def assign(self, X):
         """Index of the power cell containing each row of X (N×d targets, X of shape (M, d)) -> (M,) int64."""
         X = self._check_X(X)
         scorer, _ = self._scorer()
-        return scorer.best(X, self._shifted_heights())[1]
+        return scorer.best(X, self._scoring_heights())[1]
 
     def transform(self, X):
         """The transport map ∇u_h(X) = Y[assign(X)], shape (M, d)."""
@@ -517,14 +518,14 @@ class SemiDiscreteOT:
         """Brenier potential u_h(X) = max_i <x, y_i> + h_i, shape (M,)."""
         X = self._check_X(X)
         scorer, c = self._scorer()
-        return scorer.best(X, self._shifted_heights())[0].double() + (X @ c).double()
+        return scorer.best(X, self._scoring_heights())[0].double() + (X @ c).double()
 
     def topk(self, X, k=2):
         """The k best cells of each row of X: scores <x, y_i> + h_i (M, k) and indices (M, k)."""
         X = self._check_X(X)
         k = check_positive_int(k, "k")
         scorer, c = self._scorer()
-        vals, idx = scorer.topk(X, self._shifted_heights(), k)
+        vals, idx = scorer.topk(X, self._scoring_heights(), k)
         return vals + (X @ c)[:, None], idx
 
     def cell_masses(self, n_samples=2**20, seed=None):
@@ -536,7 +537,7 @@ class SemiDiscreteOT:
                                                                                2**40), qmc=self.qmc,
                                 dtype=self.targets_.dtype, device=self.targets_.device)
         counts = torch.zeros(self.targets_.shape[0], dtype=torch.float64, device=self.targets_.device)
-        h = self._shifted_heights()
+        h = self._scoring_heights()
         left = n_samples
         while left > 0:
             m = min(_DRAW_ROWS, left)
