@@ -38,6 +38,9 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 
+from otgen.transport._dist import Local
+
+_LOCAL = Local()
 
 @dataclass
 class Laplacian:
@@ -62,8 +65,9 @@ class Laplacian:
         return out
 
 
-def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tensor, n_samples: int,
-                       band_fraction: float = 0.05, band_per_cell: float = 64.0) -> tuple[Laplacian, float]:
+def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tensor, n_samples: int | None = None,
+                       band_fraction: float = 0.05, band_per_cell: float = 64.0, *, comm: Local = _LOCAL,
+                       pos: torch.Tensor | None = None) -> tuple[Laplacian, float]:
     r"""Finite-difference Hessian of the cell masses from the top-2 cells of samples.
 
     A sample x whose best two cells are (i, j) with score gap g lies at distance
@@ -84,35 +88,41 @@ def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tenso
     top_idx : (m, 2) int64 — best and second-best cell of each sample.
     gaps : (m,) — score difference between them (>= 0).
     Y : (N, d) targets.
-    n_samples : number of samples the m rows represent (normally m).
+    n_samples : number of samples the m rows represent (default: m, over all ranks).
     band_fraction, band_per_cell : δ is the distance quantile that puts
         ``min(band_fraction * m, band_per_cell * N)`` samples in the band.
+    comm, pos : the communicator of a distributed solve (:mod:`otgen.transport._dist`)
+        and each row's global position; the rows of all ranks together then give
+        exactly the single-process estimate.
 
     Returns
     -------
     (Laplacian, median gap) — the median gap is the typical width of a cell in score units.
     """
     n = Y.shape[0]
-    m = gaps.shape[0]
+    m = comm.count(gaps.shape[0])
+    n_samples = m if n_samples is None else n_samples
     a, b = top_idx[:, 0], top_idx[:, 1]
-    sep = torch.empty(m, dtype=torch.float64, device=Y.device)          # |y_a - y_b|
-    for r in range(0, m, 1 << 18):
+    sep = torch.empty(a.shape[0], dtype=torch.float64, device=Y.device)  # |y_a - y_b|
+    for r in range(0, a.shape[0], 1 << 18):
         sep[r:r + (1 << 18)] = (Y[a[r:r + (1 << 18)]] - Y[b[r:r + (1 << 18)]]).double().norm(dim=1)
     dist = gaps.double() / sep.clamp_min(1e-300)                         # (m,) distance to the facet
     k = int(min(band_fraction * m, band_per_cell * n))
     k = max(1, min(k, m - 1))
-    delta = float(dist.kthvalue(k).values)
+    delta = comm.kth(dist, k)
     if delta <= 0:  # degenerate ties; fall back to the smallest positive distance
-        pos = dist[dist > 0]
-        delta = float(pos.min()) if pos.numel() else 1.0
+        positive = dist[dist > 0]
+        delta = comm.kth(positive, 1) if comm.count(positive.numel()) else 1.0
     sel = dist <= delta
     a, b, sep = a[sel], b[sel], sep[sel]
+    if pos is not None:   # the selected rows of all ranks, in the single-process order
+        a, b, sep = comm.gather_ordered(pos[sel], a, b, sep)
     lo, hi = torch.minimum(a, b), torch.maximum(a, b)
     key = lo * n + hi
     uniq, inv = torch.unique(key, return_inverse=True)
     w = torch.zeros(uniq.shape[0], dtype=torch.float64, device=Y.device).index_add_(0, inv, 1.0 / sep)
     w /= 2.0 * n_samples * delta
-    return Laplacian(uniq // n, uniq % n, w, n), float(gaps.double().median())
+    return Laplacian(uniq // n, uniq % n, w, n), comm.kth(gaps.double(), (m + 1) // 2)   # (lower) median gap
 
 
 def lm_step(lap: Laplacian, grad: torch.Tensor, weights: torch.Tensor, tau: float, clip: float = math.inf,
@@ -176,7 +186,7 @@ def _components(lap: Laplacian) -> torch.Tensor:
 
 
 def line_search(vals: torch.Tensor, idx: torch.Tensor, direction: torch.Tensor, weights: torch.Tensor,
-                alphas=(1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)) -> float:
+                alphas=(1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125), *, comm: Local = _LOCAL) -> float:
     """Step length along ``direction`` that minimises the predicted TV error.
 
     For each sample we keep its k best cells and their scores (vals, idx: (m, k)). After
@@ -186,25 +196,29 @@ def line_search(vals: torch.Tensor, idx: torch.Tensor, direction: torch.Tensor, 
     on the *same* samples (common random numbers), so the comparison is free of noise
     between α's. Returns the best α (the damping of [1]_, made stochastic).
     """
-    m, n = vals.shape[0], weights.shape[0]
+    n = weights.shape[0]
+    m = comm.count(vals.shape[0])
     vals64 = vals.double()
     step_scores = direction[idx]                                        # (m, k)
-    n_empty0 = int((torch.bincount(idx[:, 0], minlength=n) == 0).sum())
-    best_alpha, best_key = alphas[-1], (math.inf, math.inf)
-    for a in alphas:
+    counts = torch.zeros(len(alphas) + 1, n, dtype=torch.float64, device=weights.device)
+    counts[0] = torch.bincount(idx[:, 0], minlength=n).double()         # before the step
+    for r, a in enumerate(alphas, start=1):
         win = (vals64 + a * step_scores).argmax(dim=1)                 # (m,)
-        cells = idx.gather(1, win[:, None]).squeeze(1)
-        counts = torch.bincount(cells, minlength=n)
-        tv = 0.5 * float((counts.double() / m - weights).abs().sum())
+        counts[r] = torch.bincount(idx.gather(1, win[:, None]).squeeze(1), minlength=n).double()
+    counts = comm.sum_(counts)                                          # exact: integer counts
+    n_empty0 = int((counts[0] == 0).sum())
+    best_alpha, best_key = alphas[-1], (math.inf, math.inf)
+    for a, cnt in zip(alphas, counts[1:]):
+        tv = 0.5 * float((cnt / m - weights).abs().sum())
         # KMT keep every cell alive: a step that empties cells ranks behind one that does not
-        key = (max(0, int((counts == 0).sum()) - n_empty0), tv)
+        key = (max(0, int((cnt == 0).sum()) - n_empty0), tv)
         if key < best_key:
             best_alpha, best_key = a, key
     return best_alpha
 
 
 def rescue_empty(X: torch.Tensor, best: torch.Tensor, Y: torch.Tensor, h: torch.Tensor, empty: torch.Tensor,
-                 weights: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+                 weights: torch.Tensor, chunk: int = 256, *, comm: Local = _LOCAL) -> torch.Tensor:
     """Height increases that give empty cells back some mass.
 
     A cell that no sample hits has no Hessian row, so Newton cannot move it. For each
@@ -213,13 +227,13 @@ def rescue_empty(X: torch.Tensor, best: torch.Tensor, Y: torch.Tensor, h: torch.
     would then win about half its mass. X: (m, d), best: (m,) best scores,
     Y: (N, d), h: (N,), empty: (E,) indices. Returns the increases (E,) float64.
     """
-    m = X.shape[0]
+    m = comm.count(X.shape[0])
     out = torch.empty(empty.shape[0], dtype=torch.float64, device=h.device)
     bestT = best.to(X.dtype)[None, :]                                   # (1, m)
     for c0 in range(0, empty.shape[0], chunk):
         e = empty[c0:c0 + chunk]
         margin = bestT - torch.addmm(h[e].to(X.dtype)[:, None], Y[e], X.T)  # (E_c, m)
         q = (weights[e] * m / 2).clamp(1, m).long()                    # (E_c,)
-        low = margin.topk(int(q.max()), dim=1, largest=False).values    # (E_c, q_max) ascending
+        low = comm.smallest(margin, int(q.max()))                       # (E_c, q_max) ascending, all ranks
         out[c0:c0 + chunk] = low.gather(1, (q - 1)[:, None]).squeeze(1).double()
     return out.clamp_min(0)

@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from otgen._validation import (ConvergenceWarning, as_tensor, check_dtype, check_positive_float,
                                check_positive_int, check_weights, resolve_device)
+from otgen.transport._dist import make_comm
 from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
 from otgen.transport._multiscale import kmeans, refine_heights
 from otgen.transport._scoring import Scorer
@@ -96,6 +97,11 @@ def _mix_seed(*parts: int) -> int:
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(math.ceil(math.log2(max(1, n)))))
+
+
+def _to_device(state: dict, device) -> dict:
+    """The solver state with its tensors moved to ``device``."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
 class SemiDiscreteOT:
@@ -144,7 +150,17 @@ class SemiDiscreteOT:
     checkpoint : str or path, optional
         File written (atomically) every ``checkpoint_every`` iterations; ``fit(...,
         resume=True)`` continues from it and reaches the same result as an
-        uninterrupted fit.
+        uninterrupted fit. :meth:`load` reads it as a (partly) fitted solver.
+    parallel : {None, "samples"}, default None
+        ``"samples"``: a sample-parallel solve over the initialised default
+        ``torch.distributed`` group (gloo on CPUs, nccl on GPUs; launch with
+        ``torchrun``). Every rank calls ``fit`` with the same targets and settings,
+        holds all targets and heights, and scores its own share of every iteration's
+        points (blocks of 2^16 Sobol points dealt round-robin); counts and the other
+        statistics are reduced exactly (:mod:`otgen.transport._dist`), so every rank
+        applies the same update and the result equals the single-process fit with
+        the same seed. Rank 0 writes the checkpoint; a bad input on any rank raises
+        the same error on all ranks.
 
     Attributes
     ----------
@@ -173,7 +189,7 @@ class SemiDiscreteOT:
     def __init__(self, source="uniform", tol=1e-2, max_iter=100, *, n_samples=None,
                  max_samples=2**26, max_memory=256 << 20, qmc=True, init="multiscale",
                  device=None, dtype=torch.float32, seed=0, verbose=True,
-                 checkpoint=None, checkpoint_every=5):
+                 checkpoint=None, checkpoint_every=5, parallel=None):
         self.source = source
         self.tol = tol
         self.max_iter = max_iter
@@ -188,6 +204,7 @@ class SemiDiscreteOT:
         self.verbose = verbose
         self.checkpoint = checkpoint
         self.checkpoint_every = checkpoint_every
+        self.parallel = parallel
 
     # ------------------------------------------------------------------ validation
     def _check_settings(self):
@@ -199,6 +216,8 @@ class SemiDiscreteOT:
         check_positive_int(self.max_samples, "max_samples", minimum=16)
         check_positive_int(self.max_memory, "max_memory", minimum=1 << 16)
         check_positive_int(self.checkpoint_every, "checkpoint_every")
+        if self.parallel not in (None, "samples"):
+            raise ValueError(f"parallel must be None or 'samples', got {self.parallel!r}")
         if self.init not in ("multiscale", "linear", "zero"):
             raise ValueError(f"init must be 'multiscale', 'linear' or 'zero', got {self.init!r}")
         check_dtype(self.dtype)
@@ -229,6 +248,18 @@ class SemiDiscreteOT:
                              "cannot share mass in a power diagram: merge them (np.unique(Y, axis=0, "
                              "return_inverse=True)) and add their weights")
         return Y
+
+    def _check_fit_inputs(self, Y, weights, init_heights, callback, device):
+        Y = self._check_targets(Y, self.dtype, device)
+        N = Y.shape[0]
+        nu = check_weights(weights, N, "weights", device=device)
+        if init_heights is not None:
+            init_heights = as_tensor(init_heights, "init_heights", ndim=1, dtype=torch.float64, device=device)
+            if init_heights.shape[0] != N:
+                raise ValueError(f"init_heights must have length {N} (one per target), got {init_heights.shape[0]}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        return Y, nu, init_heights
 
     # ------------------------------------------------------------------ initial heights
     def _linear_init(self, Yc: torch.Tensor) -> torch.Tensor:
@@ -268,49 +299,62 @@ class SemiDiscreteOT:
         return refine_heights(Yc, nu, labels, C, coarse.heights_, mean, var)
 
     # ------------------------------------------------------------------ one pass
-    def _evaluate(self, scorer, h, it, M, n_top):
+    def _evaluate(self, scorer, h, it, M, n_top, comm):
         """Score M fresh points (two independent randomisations of M/2) at heights h.
 
         Returns masses (N,) f64, the estimate's noise level, the top-2 scores and cells
-        (n_top, 2) of the first ``n_top`` points (Hessian), their top-k (line search)
-        for the first ``_SEARCH_ROWS`` points, and those points (reviving empty cells).
+        (n_top, 2) of the first ``n_top`` points (Hessian) with their global positions,
+        their top-k (line search) for the first ``_SEARCH_ROWS`` points, and those points
+        (reviving empty cells). In a sample-parallel solve block b of ``_DRAW_ROWS``
+        points belongs to rank b mod world; the per-point outputs are this rank's rows,
+        the masses are reduced over all ranks.
         """
         N = scorer.N
         k = min(self._topk, N)
         counts = torch.zeros(2, N, dtype=torch.float64, device=self._device)
         h32 = h.to(self.dtype)
-        v2, i2, vk, ik, xs = [], [], [], [], []
-        top_left, search_left = n_top, min(n_top, _SEARCH_ROWS)
+        v2, i2, pos, vk, ik, xs = [], [], [], [], [], []
+        n_search = min(n_top, _SEARCH_ROWS)
+        offset = block = 0          # global position of the next point, index of the next block
         for r in range(2):
             sampler = SourceSampler(self.source, scorer.d, _mix_seed(self.seed, it, r), qmc=self.qmc,
                                     dtype=self.dtype, device=self._device)
             left = M // 2
             while left > 0:
                 m = min(_DRAW_ROWS, left)
-                X = sampler.draw(m)                                   # (m, d)
-                if search_left > 0:
-                    v, idx = scorer.topk(X, h32, k)                   # (m, k)
-                    vk.append(v)
-                    ik.append(idx)
-                    xs.append(X)
-                    search_left -= m
-                    v, idx = v[:, :2], idx[:, :2]
-                elif top_left > 0:
-                    v, idx = scorer.topk(X, h32, 2)                   # (m, 2), block-wise: cheap
-                if top_left > 0:
-                    v2.append(v)
-                    i2.append(idx)
-                    top_left -= m
-                    best = idx[:, 0]
+                if not comm.owns(block):
+                    sampler.skip(m)
                 else:
-                    _, best = scorer.best(X, h32)
-                counts[r] += torch.bincount(best, minlength=N).double()
+                    X = sampler.draw(m)                                   # (m, d)
+                    if offset < n_search:
+                        v, idx = scorer.topk(X, h32, k)                   # (m, k)
+                        vk.append(v)
+                        ik.append(idx)
+                        xs.append(X)
+                        v, idx = v[:, :2], idx[:, :2]
+                    elif offset < n_top:
+                        v, idx = scorer.topk(X, h32, 2)                   # (m, 2), block-wise: cheap
+                    if offset < n_top:
+                        v2.append(v)
+                        i2.append(idx)
+                        pos.append(torch.arange(offset, offset + m, device=self._device))
+                        best = idx[:, 0]
+                    else:
+                        _, best = scorer.best(X, h32)
+                    counts[r] += torch.bincount(best, minlength=N).double()
+                offset += m
                 left -= m
-        masses_r = counts / (M // 2)                                  # (2, N)
+                block += 1
+        masses_r = comm.sum_(counts) / (M // 2)                       # (2, N)
         # the TV estimate's noise: with replicates a, b, E ½Σ|noise_i| ≈ ¼ Σ|a_i - b_i|
         noise = 0.25 * float((masses_r[0] - masses_r[1]).abs().sum())
-        cat = torch.cat
-        return masses_r.mean(0), noise, (cat(v2), cat(i2)), (cat(vk), cat(ik)), cat(xs)
+
+        def cat(parts, cols, dtype):   # a rank may own no block of a subset
+            return torch.cat(parts) if parts else torch.empty((0,) + cols, dtype=dtype, device=self._device)
+
+        i64 = torch.int64
+        return (masses_r.mean(0), noise, (cat(v2, (2,), self.dtype), cat(i2, (2,), i64), cat(pos, (), i64)),
+                (cat(vk, (k,), self.dtype), cat(ik, (k,), i64)), cat(xs, (scorer.d,), self.dtype))
 
     # ------------------------------------------------------------------ fit
     def fit(self, Y, weights=None, *, init_heights=None, resume=False, callback=None):
@@ -336,15 +380,21 @@ class SemiDiscreteOT:
         """
         device = self._check_settings()
         self._device = device
-        Y = self._check_targets(Y, self.dtype, device)
+        comm = make_comm(self.parallel, device)
+        error = None
+        try:
+            Y, nu, init_heights = self._check_fit_inputs(Y, weights, init_heights, callback, device)
+        except (ValueError, TypeError) as e:
+            error = e
+        comm.check_all(error)      # one rank's bad input fails every rank, nobody hangs
         N, d = Y.shape
-        nu = check_weights(weights, N, "weights", device=device)
-        if init_heights is not None:
-            init_heights = as_tensor(init_heights, "init_heights", ndim=1, dtype=torch.float64, device=device)
-            if init_heights.shape[0] != N:
-                raise ValueError(f"init_heights must have length {N} (one per target), got {init_heights.shape[0]}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        fingerprint = self._fingerprint(Y, nu)
+        if comm.world > 1:
+            mine = (fingerprint, {k: v for k, v in self._settings().items() if k != "verbose"})
+            same = comm.broadcast_object(mine)
+            comm.check_all(None if same == mine else ValueError(
+                "every rank must call fit with the same targets, weights and settings; this rank's differ "
+                f"from rank 0's (shape {tuple(Y.shape)} vs {same[0][0]})"))
 
         active = nu > 0
         idx_active = torch.nonzero(active).squeeze(1)
@@ -369,36 +419,45 @@ class SemiDiscreteOT:
             state["h"] = self._linear_init(Yc)
         else:
             state["h"] = torch.zeros(Na, dtype=torch.float64, device=device)
-        fingerprint = self._fingerprint(Y, nu)
-        if resume and self.checkpoint is not None and os.path.exists(self.checkpoint):
-            state = self._read_checkpoint(fingerprint, device)
+        state["h"] = comm.broadcast(state["h"])    # rank 0's start (identical anyway on like hardware)
+        if resume and self.checkpoint is not None:
+            error = None
+            if comm.rank == 0 and os.path.exists(self.checkpoint):
+                try:
+                    state = self._read_checkpoint(fingerprint, device)
+                except ValueError as e:
+                    error = e
+            comm.check_all(error)
+            state = comm.broadcast_object(state if comm.rank == 0 else None)
+            state = _to_device(state, device)
+        writer = self.checkpoint is not None and comm.rank == 0
 
         self.converged_ = False
         t_start = time.perf_counter() - state["elapsed"]
-        bar = tqdm(total=self.max_iter, initial=state["it"], disable=not self.verbose,
+        bar = tqdm(total=self.max_iter, initial=state["it"], disable=not self.verbose or comm.rank != 0,
                    desc="semi-discrete OT", unit="it", leave=False)
         n_hess_cap = min(max(2**18, 256 * Na), 2**22)   # points whose top-k feed the Hessian and line search
         try:
             while state["it"] < self.max_iter:
                 it, M = state["it"], state["M"]
-                masses, noise, (v2, top2), (vk, topk), Xs = self._evaluate(scorer, state["h"], it, M,
-                                                                          min(M, n_hess_cap))
+                masses, noise, (v2, top2, pos), (vk, topk), Xs = self._evaluate(scorer, state["h"], it, M,
+                                                                               min(M, n_hess_cap), comm)
                 grad = masses - nua
                 tv = 0.5 * float(grad.abs().sum())
                 # a step is kept unless the error grew by more than the estimates' noise
                 accepted = state["h_acc"] is None or tv <= state["tv_acc"] + 0.5 * (noise + state["noise_acc"])
                 if accepted:
-                    lap, gap_scale = estimate_laplacian(top2, v2[:, 0] - v2[:, 1], Yc, top2.shape[0],
-                                                        **self._hess_opts)
+                    lap, gap_scale = estimate_laplacian(top2, v2[:, 0] - v2[:, 1], Yc, comm=comm,
+                                                        pos=pos if comm.world > 1 else None, **self._hess_opts)
                     full = tv <= self._newton_below and not bool((masses == 0).any())
                     direction = lm_step(lap, grad, nua, self._tau, self._clip * gap_scale, diagonal=not full)
-                    alpha = line_search(vk, topk, direction, nua)
+                    alpha = line_search(vk, topk, direction, nua, comm=comm)
                     # cells no sample reached get their own full step (no Hessian row to scale)
                     rescue = torch.zeros_like(direction)
                     empty = torch.nonzero(masses == 0).squeeze(1)
                     if empty.numel():
                         rescue[empty] = rescue_empty(Xs, vk[:, 0], Yc, state["h"].to(Yc.dtype),
-                                                     empty, nua)
+                                                     empty, nua, comm=comm)
                     state.update(h_acc=state["h"].clone(), tv_acc=tv, noise_acc=noise, direction=direction,
                                  rescue=rescue, alpha=alpha, rejects=0)
                 else:   # the predicted decrease did not happen: shorter step from the last accepted point
@@ -425,15 +484,15 @@ class SemiDiscreteOT:
                                                       or (tv_a <= self.tol and noise_a > self.tol / 2)):
                     state["M"] = min(state["M"] * 4, _next_pow2(self.max_samples))
                 h_new = state["h_acc"] + state["alpha"] * state["direction"] + state["rescue"]
-                state["h"] = h_new - h_new.mean()
+                state["h"] = comm.broadcast(h_new - h_new.mean())   # keeps the ranks bit-identical
                 state["elapsed"] = time.perf_counter() - t_start
-                if self.checkpoint is not None and state["it"] % self.checkpoint_every == 0:
-                    self._write_checkpoint(state, fingerprint)
+                if writer and state["it"] % self.checkpoint_every == 0:
+                    self._write_checkpoint(state, fingerprint, Y, nu)
         finally:
             bar.close()
         state["elapsed"] = time.perf_counter() - t_start
-        if self.checkpoint is not None:
-            self._write_checkpoint(state, fingerprint)
+        if writer:
+            self._write_checkpoint(state, fingerprint, Y, nu)
 
         self._scorer_cache = None
         self.targets_ = Y
@@ -443,7 +502,7 @@ class SemiDiscreteOT:
         self.history_ = state["history"]
         self.result_ = SemiDiscreteResult(self.heights_, state["tv_acc"], state["noise_acc"],
                                           self.converged_, self.n_iter_, self.history_)
-        if not self.converged_:
+        if not self.converged_ and comm.rank == 0:
             warnings.warn(f"SemiDiscreteOT stopped after max_iter={self.max_iter} iterations with estimated "
                           f"TV error {state['tv_acc']:.4g} (noise {state['noise_acc']:.2g}) above tol={self.tol}"
                           f" or not certified; raise max_iter or max_samples (now {self.max_samples}), "
@@ -476,9 +535,10 @@ class SemiDiscreteOT:
                     dtype=str(self.dtype).replace("torch.", ""), seed=self.seed, verbose=self.verbose,
                     checkpoint_every=self.checkpoint_every)
 
-    def _write_checkpoint(self, state, fingerprint):
+    def _write_checkpoint(self, state, fingerprint, Y, nu):
+        """Atomic write (temporary file, then rename): a killed run leaves the last good checkpoint."""
         payload = dict(version=_CHECKPOINT_VERSION, settings=self._settings(), fingerprint=fingerprint,
-                       state=dict(state))
+                       state=_to_device(dict(state), "cpu"), targets=Y.cpu(), weights=nu.cpu())
         tmp = f"{self.checkpoint}.tmp"
         torch.save(payload, tmp)
         os.replace(tmp, self.checkpoint)
@@ -491,6 +551,22 @@ class SemiDiscreteOT:
             raise ValueError(f"checkpoint {self.checkpoint} was written for other targets/weights "
                              f"(shape {payload['fingerprint'][0]}); refusing to resume from it")
         return payload["state"]
+
+    @classmethod
+    def _payload_from_checkpoint(cls, ck):
+        """A save()-style payload from a checkpoint: the last accepted heights of the fit."""
+        state, Y, nu = ck["state"], ck["targets"], ck["weights"]
+        if state["h_acc"] is None:
+            raise ValueError("the checkpoint was written before the first iteration; it holds no heights yet")
+        idx_active = torch.nonzero(nu > 0).squeeze(1)
+        s = dict(ck["settings"])
+        s["dtype"] = getattr(torch, s["dtype"])
+        heights = cls(**s)._full_heights(state["h_acc"].cpu(), idx_active, Y, Y.shape[0])
+        hist = state["history"]
+        converged = bool(hist) and hist[-1]["accepted"] and hist[-1]["tv"] <= s["tol"] \
+            and hist[-1]["noise"] <= s["tol"] / 2
+        return dict(settings=ck["settings"], targets=Y, weights=nu, heights=heights, n_iter=state["it"],
+                    converged=converged, history=hist)
 
     # ------------------------------------------------------------------ using the map
     def _scorer(self):
@@ -564,10 +640,13 @@ class SemiDiscreteOT:
 
     @classmethod
     def load(cls, path, device=None):
-        """Load a solver written by :meth:`save` (onto ``device``, default CUDA when available)."""
+        """Load a solver written by :meth:`save`, or the last checkpoint of a (possibly distributed,
+        possibly unfinished) fit, onto ``device`` (default CUDA when available)."""
         payload = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(payload, dict) and "state" in payload and "targets" in payload:
+            payload = cls._payload_from_checkpoint(payload)
         if not isinstance(payload, dict) or "heights" not in payload:
-            raise ValueError(f"{path} is not a SemiDiscreteOT file written by save()")
+            raise ValueError(f"{path} is not a SemiDiscreteOT file written by save() or a checkpoint of fit()")
         s = dict(payload["settings"])
         s["dtype"] = getattr(torch, s["dtype"])
         ot = cls(**s, device=device)

@@ -96,6 +96,13 @@ class SourceSampler:
         else:
             self._gen = torch.Generator().manual_seed(seed)
 
+    def skip(self, m: int) -> None:
+        """Advance the stream by ``m`` points without returning them (another rank draws them)."""
+        if self.qmc:
+            self._engine.fast_forward(m)
+        else:
+            torch.rand(m, self._n_uniform, generator=self._gen, dtype=self.dtype)
+
     def draw(self, m: int) -> torch.Tensor:
         """Next ``m`` points, shape (m, d), on ``device``."""
         if self.qmc:

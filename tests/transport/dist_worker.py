@@ -1,0 +1,58 @@
+"""One rank of a sample-parallel solve, started by tests/transport/test_distributed.py.
+
+python dist_worker.py TASK RANK WORLD INIT_FILE OUT_DIR
+
+TASK: ``fit`` (fit, write heights), ``sleep`` (fit with a checkpoint every iteration and
+stall forever after iteration 3, to be killed), ``resume`` (resume that checkpoint),
+``bad`` (rank 1 gets a NaN in its targets).
+"""
+
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from otgen.transport import SemiDiscreteOT
+
+
+def problem():
+    """Three clusters in 3-D: the solver needs a few full-Newton steps."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[-1.0, 0, 0], [1.0, 0.5, 0], [0, -1.0, 1.0]])
+    return centres[rng.integers(0, 3, 240)] + 0.3 * rng.normal(size=(240, 3))
+
+
+def main():
+    task, rank, world, init_file, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    Y = problem()
+    ck = out / "ck.pt"
+    callback = None
+    if task == "bad" and rank == 1:
+        Y[5, 1] = np.nan
+    if task == "sleep":
+        def callback(it, h, info):
+            if it == 3:
+                (out / f"stalled{rank}").write_text("3")
+                time.sleep(600)
+    ot = SemiDiscreteOT(tol=0.01, verbose=False, parallel="samples",
+                        checkpoint=ck if task in ("sleep", "resume") else None, checkpoint_every=1)
+    try:
+        ot.fit(Y, resume=task == "resume", callback=callback)
+    except (ValueError, TypeError) as e:
+        (out / f"error{rank}.txt").write_text(f"{type(e).__name__}: {e}")
+        dist.destroy_process_group()
+        sys.exit(3)
+    np.save(out / f"heights{rank}.npy", ot.heights_.cpu().numpy())
+    (out / f"n_iter{rank}.txt").write_text(str(ot.n_iter_))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
