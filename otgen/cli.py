@@ -68,6 +68,25 @@ def _demo(args) -> int:
     return 0
 
 
+def _init_distributed(device):
+    """Under torchrun (WORLD_SIZE > 1): join the process group; returns (rank, world, device)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), world, f"cuda:{local}" if cuda else "cpu"
+
+
 def _fit_ot(args) -> int:
     from otgen.transport import SemiDiscreteOT
 
@@ -76,14 +95,24 @@ def _fit_ot(args) -> int:
         raise SystemExit(f"otgen fit-ot: {path} does not exist")
     Y = np.load(path)
     weights = np.load(args.weights) if args.weights else None
-    sd = SemiDiscreteOT(source=args.source, tol=args.tol, max_iter=args.max_iter, device=args.device,
-                        seed=args.seed, verbose=not args.quiet,
-                        checkpoint=args.out + ".ckpt" if args.resume else None)
-    sd.fit(Y, weights, resume=args.resume)
-    sd.save(args.out)
-    if not args.quiet:
-        print(f"converged={sd.converged_} after {sd.n_iter_} iterations, TV {sd.result_.tv_error:.4f}; "
-              f"wrote {args.out}")
+    rank, world, device = _init_distributed(args.device)
+    try:
+        sd = SemiDiscreteOT(source=args.source, tol=args.tol, max_iter=args.max_iter, device=device,
+                            max_samples=args.max_samples, seed=args.seed, verbose=not args.quiet,
+                            checkpoint=args.out + ".ckpt" if args.resume else None,
+                            checkpoint_every=args.checkpoint_every, parallel="samples" if world > 1 else None)
+        sd.fit(Y, weights, resume=args.resume)
+        if rank == 0:
+            tmp = args.out + ".tmp"
+            sd.save(tmp)
+            Path(tmp).replace(args.out)
+        if not args.quiet and rank == 0:
+            print(f"converged={sd.converged_} after {sd.n_iter_} iterations, TV {sd.result_.tv_error:.4f}"
+                  f"{f' ({world} processes)' if world > 1 else ''}; wrote {args.out}")
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+            dist.destroy_process_group()
     return 0
 
 
@@ -143,16 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     d.set_defaults(func=_demo)
 
-    f = sub.add_parser("fit-ot", help="fit the Brenier potential of latent codes saved with numpy.save")
+    f = sub.add_parser("fit-ot", help="fit the Brenier potential of latent codes saved with numpy.save",
+                       description="Fit the Brenier potential of (N, d) codes. Under torchrun the solve is "
+                       "sample-parallel over all processes (gloo on CPUs, nccl on GPUs): "
+                       "torchrun --standalone --nproc_per_node 2 $(which otgen) fit-ot codes.npy --out pot.pt")
     f.add_argument("codes", help="(N, d) array in a .npy file")
     f.add_argument("--out", required=True, help="where to save the fitted potential (.pt)")
     f.add_argument("--weights", help="optional (N,) .npy file of target masses")
     f.add_argument("--source", choices=["uniform", "ball", "gaussian"], default="uniform")
     f.add_argument("--tol", type=float, default=0.01)
     f.add_argument("--max-iter", type=int, default=100)
+    f.add_argument("--max-samples", type=int, default=2**26, help="cap on source points per iteration")
     f.add_argument("--device", default=None)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--resume", action="store_true", help="checkpoint to OUT.ckpt and resume from it")
+    f.add_argument("--checkpoint-every", type=int, default=5, help="iterations between checkpoints (--resume)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_fit_ot)
 

@@ -114,3 +114,22 @@ def test_sortable_keys_keep_the_float_order():
     assert bool((k[1:] > k[:-1]).all())
     y = torch.randn(1000, dtype=torch.float64) * torch.logspace(-200, 200, 1000, dtype=torch.float64)
     assert torch.equal(torch.argsort(_sortable(y)), torch.argsort(y))
+
+
+def test_fit_ot_cli_under_torchrun(tmp_path):
+    """`torchrun ... otgen fit-ot` writes the same potential as one process."""
+    Y = np.random.default_rng(1).normal(size=(150, 3))
+    np.save(tmp_path / "codes.npy", Y)
+    root = str(WORKER.parents[2])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root)
+    args = ["fit-ot", str(tmp_path / "codes.npy"), "--tol", "0.02", "--quiet"]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "otgen.cli", *args, "--out", str(tmp_path / "two.pt")],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    one = subprocess.run([sys.executable, "-m", "otgen.cli", *args, "--out", str(tmp_path / "one.pt")],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr
+    two, one = SemiDiscreteOT.load(tmp_path / "two.pt", "cpu"), SemiDiscreteOT.load(tmp_path / "one.pt", "cpu")
+    assert two.converged_ and two.n_iter_ == one.n_iter_
+    torch.testing.assert_close(two.heights_, one.heights_, rtol=0, atol=1e-12)
