@@ -94,22 +94,30 @@ class Distributed(Local):
     def count(self, n: int) -> int:
         return int(self.sum_(torch.tensor([int(n)], dtype=torch.int64))[0])
 
-    def kth(self, values: torch.Tensor, k: int) -> float:
-        keys = _sortable(values)
-        lo_hi = torch.tensor([keys.min() if keys.numel() else 2**62, -(keys.max() if keys.numel() else -2**62)],
-                             dtype=torch.int64)
-        lo_hi = self._to(lo_hi)
-        self.dist.all_reduce(lo_hi, op=self.dist.ReduceOp.MIN)
-        lo, hi = int(lo_hi[0]), -int(lo_hi[1])
-        while lo < hi:          # smallest key with count(keys <= key) >= k
-            mid = lo + (hi - lo) // 2
-            if self.count(int((keys <= mid).sum())) >= k:
-                hi = mid
-            else:
-                lo = mid + 1
-        bits = torch.tensor([lo], dtype=torch.int64)
-        bits = bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
-        return float(bits.view(torch.float64)[0])
+    def kth(self, values: torch.Tensor, k: int, buckets: int = 4096) -> float:
+        """k-th smallest of non-negative ``values`` over all ranks, exactly.
+
+        Radix-style selection on the sortable integer keys: each round all-reduces a
+        histogram of ``buckets`` equal key ranges and keeps the one holding the k-th
+        key, so 64-bit keys need about 6 rounds.
+        """
+        keys = _sortable(values.clamp_min(0)).cpu()                     # (m,) int64 >= 0
+        ext = torch.tensor([keys.min() if keys.numel() else 2**62, -(keys.max() if keys.numel() else 0)],
+                           dtype=torch.int64)
+        ext = self._to(ext)
+        self.dist.all_reduce(ext, op=self.dist.ReduceOp.MIN)
+        lo, hi = int(ext[0]), -int(ext[1])                              # the k-th key is in [lo, hi]
+        while lo < hi:
+            width = (hi - lo) // buckets + 1
+            inside = keys[(keys >= lo) & (keys <= hi)]
+            hist = torch.zeros(buckets + 1, dtype=torch.int64)          # [keys below lo, buckets...]
+            hist[0] = int((keys < lo).sum())
+            hist[1:] = torch.bincount((inside - lo) // width, minlength=buckets)[:buckets]
+            hist = self.sum_(hist)                                      # global counts
+            cum = torch.cumsum(hist[1:], 0) + hist[0]
+            b = int(torch.searchsorted(cum, torch.tensor([k], dtype=cum.dtype)))  # first bucket reaching k
+            lo, hi = lo + b * width, min(hi, lo + (b + 1) * width - 1)
+        return float(torch.tensor([lo], dtype=torch.int64).view(torch.float64)[0])
 
     def _all_gather_var(self, t: torch.Tensor) -> list[torch.Tensor]:
         """all_gather of tensors whose first dimension differs between ranks."""

@@ -101,6 +101,14 @@ def test_bad_input_on_one_rank_fails_every_rank(tmp_path):
     assert msgs[0].startswith("ValueError: rank 1 of 2:") and "NaN" in msgs[0]
 
 
+def test_distributed_order_statistics_are_exact(tmp_path):
+    codes, outs = _wait(_spawn("kth", tmp_path), timeout=120)
+    assert codes == [0, 0], outs
+    for r in range(2):
+        got, want = eval((tmp_path / f"kth{r}.txt").read_text())
+        assert got == want
+
+
 def test_parallel_needs_a_process_group():
     with pytest.raises(RuntimeError, match="init_process_group"):
         SemiDiscreteOT(parallel="samples", verbose=False).fit(np.random.default_rng(0).normal(size=(20, 2)))
