@@ -100,7 +100,7 @@ def _fit_ot(args) -> int:
         sd = SemiDiscreteOT(source=args.source, tol=args.tol, max_iter=args.max_iter, device=device,
                             max_samples=args.max_samples, seed=args.seed, verbose=not args.quiet,
                             checkpoint=args.out + ".ckpt" if args.resume else None,
-                            checkpoint_every=args.checkpoint_every, parallel="samples" if world > 1 else None)
+                            checkpoint_every=args.checkpoint_every, parallel=args.parallel if world > 1 else None)
         sd.fit(Y, weights, resume=args.resume)
         if rank == 0:
             tmp = args.out + ".tmp"
@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--resume", action="store_true", help="checkpoint to OUT.ckpt and resume from it")
     f.add_argument("--checkpoint-every", type=int, default=5, help="iterations between checkpoints (--resume)")
+    f.add_argument("--parallel", choices=["samples", "targets"], default="samples",
+                   help="under torchrun: split each iteration's points (default) or the targets over processes")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_fit_ot)
 

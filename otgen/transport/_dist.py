@@ -171,11 +171,73 @@ class Distributed(Local):
         raise kind(f"rank {r} of {self.world}: {text}") from error
 
 
+class TargetSharded(Distributed):
+    """Target-sharded solve: every rank scores the *same* points against its slice of the
+    targets (:class:`ShardedScorer` merges the winners), so the per-sample statistics
+    are already global and their reductions are the identity; only the group-wide
+    operations (broadcast, checks) communicate."""
+
+    owns = Local.owns
+    sum_ = Local.sum_
+    count = Local.count
+    kth = Local.kth
+    gather_ordered = Local.gather_ordered
+    smallest = Local.smallest
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous slice [lo, hi) of n targets (sizes differ by at most one)."""
+        q, r = divmod(n, self.world)
+        lo = self.rank * q + min(self.rank, r)
+        return lo, lo + q + (self.rank < r)
+
+
+class ShardedScorer:
+    """A :class:`~otgen.transport._scoring.Scorer` whose targets are split over the ranks.
+
+    Each rank holds rows [lo, hi) of the targets and scores every point against them;
+    the per-rank winners (best, or top-k) are all-gathered and merged, so ``best`` and
+    ``topk`` return the same cells as a single scorer over all targets.
+    """
+
+    def __init__(self, Y: torch.Tensor, max_memory: int, comm: TargetSharded):
+        from otgen.transport._scoring import Scorer
+
+        self.N, self.d = Y.shape
+        self.comm = comm
+        self.lo, self.hi = comm.shard(self.N)
+        self.local = Scorer(Y[self.lo:self.hi].contiguous(), max_memory)
+
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        buf = self.comm._to(t.contiguous())
+        bufs = [torch.empty_like(buf) for _ in range(self.comm.world)]
+        self.comm.dist.all_gather(bufs, buf)
+        return torch.stack(bufs).to(t.device)                          # (world, *t.shape)
+
+    def best(self, X: torch.Tensor, h: torch.Tensor):
+        v, i = self.local.best(X, h[self.lo:self.hi])                   # (m,), (m,)
+        V, I = self._gather(v), self._gather(i + self.lo)               # (world, m)
+        w = V.argmax(0)                                                 # first rank among ties
+        return V.gather(0, w[None]).squeeze(0), I.gather(0, w[None]).squeeze(0)
+
+    def topk(self, X: torch.Tensor, h: torch.Tensor, k: int):
+        k = min(k, self.N)
+        v, i = self.local.topk(X, h[self.lo:self.hi], k)                # (m, k') with k' <= k
+        if v.shape[1] < k:                                              # a shard smaller than k
+            pad = k - v.shape[1]
+            v = torch.cat([v, v.new_full((v.shape[0], pad), float("-inf"))], 1)
+            i = torch.cat([i, i.new_zeros((i.shape[0], pad))], 1)
+        V = self._gather(v).permute(1, 0, 2).flatten(1)                 # (m, world * k)
+        I = self._gather(i + self.lo).permute(1, 0, 2).flatten(1)
+        vals, sel = V.topk(k, dim=1)
+        return vals, I.gather(1, sel)
+
+
 def make_comm(parallel, device) -> Local:
-    """``None`` -> :class:`Local`; ``"samples"`` -> :class:`Distributed` over the default group."""
+    """``None`` -> :class:`Local`; ``"samples"`` -> :class:`Distributed`; ``"targets"`` ->
+    :class:`TargetSharded`, over the default process group."""
     if parallel is None:
         return Local()
-    return Distributed(device)
+    return Distributed(device) if parallel == "samples" else TargetSharded(device)
 
 
-__all__ = ["Local", "Distributed", "make_comm"]
+__all__ = ["Local", "Distributed", "TargetSharded", "ShardedScorer", "make_comm"]

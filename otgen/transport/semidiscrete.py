@@ -58,7 +58,7 @@ from tqdm.auto import tqdm
 
 from otgen._validation import (ConvergenceWarning, as_tensor, check_dtype, check_positive_float,
                                check_positive_int, check_weights, resolve_device)
-from otgen.transport._dist import make_comm
+from otgen.transport._dist import ShardedScorer, make_comm
 from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
 from otgen.transport._multiscale import kmeans, refine_heights
 from otgen.transport._scoring import Scorer
@@ -151,16 +151,26 @@ class SemiDiscreteOT:
         File written (atomically) every ``checkpoint_every`` iterations; ``fit(...,
         resume=True)`` continues from it and reaches the same result as an
         uninterrupted fit. :meth:`load` reads it as a (partly) fitted solver.
-    parallel : {None, "samples"}, default None
-        ``"samples"``: a sample-parallel solve over the initialised default
-        ``torch.distributed`` group (gloo on CPUs, nccl on GPUs; launch with
-        ``torchrun``). Every rank calls ``fit`` with the same targets and settings,
-        holds all targets and heights, and scores its own share of every iteration's
-        points (blocks of 2^16 Sobol points dealt round-robin); counts and the other
-        statistics are reduced exactly (:mod:`otgen.transport._dist`), so every rank
-        applies the same update and the result equals the single-process fit with
-        the same seed. Rank 0 writes the checkpoint; a bad input on any rank raises
-        the same error on all ranks.
+    parallel : {None, "samples", "targets"}, default None
+        Solve over the initialised default ``torch.distributed`` group (gloo on
+        CPUs, nccl on GPUs; launch with ``torchrun``). Every rank calls ``fit`` with
+        the same targets and settings and ends with the same heights; rank 0 writes
+        the checkpoint; a bad input on any rank raises the same error on all ranks.
+
+        ``"samples"`` (the default choice): every rank holds all targets and scores
+        its own share of each iteration's points (blocks of 2^16 Sobol points dealt
+        round-robin); counts and the other statistics are reduced exactly
+        (:mod:`otgen.transport._dist`), so the result equals the single-process fit
+        with the same seed. Communication per iteration is O(N), independent of the
+        number of points.
+
+        ``"targets"``: for targets whose scoring does not fit one device. Every
+        rank scores all points against its slice of N/P targets and the per-point
+        winners are all-gathered (O(M·k) communication per iteration, so use it
+        only when "samples" cannot hold the targets). What is split is the scoring:
+        its GEMM work and the device memory of the score blocks. Each rank still
+        keeps a copy of all targets for the O(N) bookkeeping (edge lengths of the
+        Hessian, reviving empty cells, the multiscale start).
 
     Attributes
     ----------
@@ -216,8 +226,8 @@ class SemiDiscreteOT:
         check_positive_int(self.max_samples, "max_samples", minimum=16)
         check_positive_int(self.max_memory, "max_memory", minimum=1 << 16)
         check_positive_int(self.checkpoint_every, "checkpoint_every")
-        if self.parallel not in (None, "samples"):
-            raise ValueError(f"parallel must be None or 'samples', got {self.parallel!r}")
+        if self.parallel not in (None, "samples", "targets"):
+            raise ValueError(f"parallel must be None, 'samples' or 'targets', got {self.parallel!r}")
         if self.init not in ("multiscale", "linear", "zero"):
             raise ValueError(f"init must be 'multiscale', 'linear' or 'zero', got {self.init!r}")
         check_dtype(self.dtype)
@@ -404,7 +414,12 @@ class SemiDiscreteOT:
         center = Ya.mean(0)
         Yc = Ya - center                                               # cells unchanged by centring
         Na = Ya.shape[0]
-        scorer = Scorer(Yc, int(self.max_memory))
+        if self.parallel == "targets":
+            comm.check_all(None if Na >= comm.world else ValueError(
+                f"parallel='targets' needs at least one target per rank: {Na} targets, {comm.world} ranks"))
+            scorer = ShardedScorer(Yc, int(self.max_memory), comm)
+        else:
+            scorer = Scorer(Yc, int(self.max_memory))
 
         M0 = self.n_samples if self.n_samples is not None else max(2**16, self._m0_per_target * Na)
         state = dict(it=0, M=min(_next_pow2(M0), _next_pow2(self.max_samples)), h=None, h_acc=None,

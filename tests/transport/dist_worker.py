@@ -2,7 +2,7 @@
 
 python dist_worker.py TASK RANK WORLD INIT_FILE OUT_DIR
 
-TASK: ``fit`` (fit, write heights), ``sleep`` (fit with a checkpoint every iteration and
+TASK: ``fit`` (fit, write heights), ``targets`` (the same, target-sharded), ``sleep`` (fit with a checkpoint every iteration and
 stall forever after iteration 3, to be killed), ``resume`` (resume that checkpoint),
 ``bad`` (rank 1 gets a NaN in its targets).
 """
@@ -39,7 +39,16 @@ def main():
         allv = torch.cat(parts)
         got = [comm.kth(parts[rank], k) for k in (1, 2, 7, 300, allv.numel() // 2, allv.numel())]
         want = [float(allv.kthvalue(k).values) for k in (1, 2, 7, 300, allv.numel() // 2, allv.numel())]
-        (out / f"kth{rank}.txt").write_text(repr((got, want)))
+        # target-sharded scoring (shards of 5 and 4 targets, k = 6) against one scorer
+        from otgen.transport._dist import ShardedScorer, TargetSharded
+        from otgen.transport._scoring import Scorer
+        g = torch.Generator().manual_seed(0)
+        Yt, X, h = torch.randn(9, 3, generator=g), torch.randn(500, 3, generator=g), torch.randn(9, generator=g)
+        sh, one = ShardedScorer(Yt, 1 << 20, TargetSharded(torch.device("cpu"))), Scorer(Yt, 1 << 20)
+        same = [torch.equal(sh.best(X, h)[1], one.best(X, h)[1]),
+                torch.equal(sh.topk(X, h, 6)[1], one.topk(X, h, 6)[1]),
+                torch.equal(sh.topk(X, h, 6)[0], one.topk(X, h, 6)[0])]
+        (out / f"kth{rank}.txt").write_text(repr((got, want, same)))
         dist.destroy_process_group()
         return
     Y = problem()
@@ -52,7 +61,7 @@ def main():
             if it == 3:
                 (out / f"stalled{rank}").write_text("3")
                 time.sleep(600)
-    ot = SemiDiscreteOT(tol=0.01, verbose=False, parallel="samples",
+    ot = SemiDiscreteOT(tol=0.01, verbose=False, parallel="targets" if task == "targets" else "samples",
                         checkpoint=ck if task in ("sleep", "resume") else None, checkpoint_every=1)
     try:
         ot.fit(Y, resume=task == "resume", callback=callback)

@@ -74,6 +74,15 @@ def test_two_ranks_equal_the_single_process_fit(tmp_path, single):
     np.testing.assert_allclose(h0, single.heights_.numpy(), rtol=0, atol=1e-12)
 
 
+def test_target_sharded_fit_equals_the_single_process_fit(tmp_path, single):
+    codes, outs = _wait(_spawn("targets", tmp_path))
+    assert codes == [0, 0], outs
+    h0, h1 = (np.load(tmp_path / f"heights{r}.npy") for r in range(2))
+    np.testing.assert_array_equal(h0, h1)
+    assert int((tmp_path / "n_iter0.txt").read_text()) == single.n_iter_
+    np.testing.assert_allclose(h0, single.heights_.numpy(), rtol=0, atol=1e-9)
+
+
 def test_killed_run_resumes_to_the_same_answer(tmp_path, single):
     procs = _spawn("sleep", tmp_path)
     deadline = time.time() + 180
@@ -101,12 +110,13 @@ def test_bad_input_on_one_rank_fails_every_rank(tmp_path):
     assert msgs[0].startswith("ValueError: rank 1 of 2:") and "NaN" in msgs[0]
 
 
-def test_distributed_order_statistics_are_exact(tmp_path):
+def test_distributed_order_statistics_and_sharded_scoring_are_exact(tmp_path):
     codes, outs = _wait(_spawn("kth", tmp_path), timeout=120)
     assert codes == [0, 0], outs
     for r in range(2):
-        got, want = eval((tmp_path / f"kth{r}.txt").read_text())
+        got, want, sharded_equal = eval((tmp_path / f"kth{r}.txt").read_text())
         assert got == want
+        assert sharded_equal == [True, True, True]
 
 
 def test_parallel_needs_a_process_group():
