@@ -256,13 +256,16 @@ def fit_artifacts(*, latent_dim, ae_epochs, clf_epochs, diffusion_steps, ot_tol,
     # the solver rejects duplicate targets: merge them and add their weights
     zu, inv, counts = np.unique(z, axis=0, return_inverse=True, return_counts=True)
     weights = None if len(zu) == len(z) else counts / counts.sum()
-    ot_set = dict(ae_set, kind="ot", source="uniform", tol=ot_tol, max_iter=ot_max_iter)
+    # 2-D latents (the figure): exact power diagrams; clustered 2-D codes with near-duplicates
+    # stall the sampled Hessian (see the README's note), the exact Newton method does not
+    method = "exact2d" if z.shape[1] == 2 else "stochastic"
+    ot_set = dict(ae_set, kind="ot", source="uniform", tol=ot_tol, max_iter=ot_max_iter, method=method)
 
     def fit_ot():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             ot = SemiDiscreteOT(source="uniform", tol=ot_tol, max_iter=ot_max_iter, device=dev, seed=seed,
-                                verbose=verbose).fit(zu if weights is not None else z, weights)
+                                verbose=verbose, method=method).fit(zu if weights is not None else z, weights)
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return ot

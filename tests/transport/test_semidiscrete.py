@@ -257,3 +257,40 @@ def test_bad_use_of_the_map(rng):
         sd.transform(np.zeros(3))
     with pytest.raises(ValueError, match="length 10"):
         SemiDiscreteOT(verbose=False).fit(rng.normal(size=(10, 3)), init_heights=np.zeros(9))
+
+
+# ----------------------------------------------------------------------------- exact 2-D method
+
+def test_exact2d_meets_tol_exactly_with_near_duplicates(rng):
+    """Clustered 2-D codes with a pair 3e-4 apart (what stalls the sampled Hessian) solve exactly."""
+    centres = rng.normal(size=(6, 2)) * 3
+    Y = centres[rng.integers(0, 6, 600)] + 0.3 * rng.normal(size=(600, 2))
+    Y[1] = Y[0] + 3e-4
+    nu = rng.uniform(0.5, 1.5, 600)
+    nu /= nu.sum()
+    sd = SemiDiscreteOT(method="exact2d", tol=1e-6, dtype=torch.float64, verbose=False).fit(Y, nu)
+    exact = power2d.cell_masses(Y, sd.heights_.numpy(), power2d.square_domain())
+    assert sd.converged_ and 0.5 * np.abs(exact - nu).sum() <= 1e-6
+    assert abs(float(sd.heights_.mean())) < 1e-12 and sd.history_[-1]["noise"] == 0.0
+    # the map agrees with the exact cells: Monte-Carlo masses of assign() match nu
+    assert 0.5 * np.abs(sd.cell_masses(2**20).numpy() - nu).sum() < 0.4 * np.sqrt(600 / 2**20) * 2
+
+
+def test_exact2d_ball_and_zero_weights(rng):
+    Y = rng.normal(size=(80, 2))
+    nu = np.full(80, 1 / 78)
+    nu[[3, 7]] = 0
+    sd = SemiDiscreteOT(source="ball", method="exact2d", tol=1e-8, verbose=False).fit(Y, nu)
+    masses = power2d.cell_masses(Y, sd.heights_.numpy(), power2d.disc_domain())
+    np.testing.assert_allclose(masses, nu, atol=1e-7)
+
+
+def test_exact2d_rejects_other_problems(rng):
+    with pytest.raises(ValueError, match="2-D targets"):
+        SemiDiscreteOT(method="exact2d", verbose=False).fit(rng.normal(size=(10, 3)))
+    with pytest.raises(ValueError, match="'uniform' or 'ball'"):
+        SemiDiscreteOT(method="exact2d", source="gaussian", verbose=False).fit(rng.normal(size=(10, 2)))
+    with pytest.raises(ValueError, match="method"):
+        SemiDiscreteOT(method="newton", verbose=False).fit(rng.normal(size=(10, 2)))
+    with pytest.warns(ConvergenceWarning, match="exact2d"):
+        SemiDiscreteOT(method="exact2d", tol=1e-12, max_iter=1, verbose=False).fit(rng.normal(size=(50, 2)))
