@@ -1,7 +1,7 @@
 """A small transformer autoencoder for video clips on space-time tokens.
 
 A clip (T, C, H, W) is cut into space-time patches (:func:`otgen.tokens.patchify`),
-encoded by a transformer, and pooled into ``latent_tokens`` latent tokens of
+encoded by a transformer, and read out into ``latent_tokens`` latent tokens of
 ``token_dim`` channels each: the clip's code is the flat vector of
 ``latent_dim = latent_tokens * token_dim`` numbers, ordered (latent token, channel).
 This is the "compress the video, then work on latent tokens" design of Sora [1]_,
@@ -71,45 +71,32 @@ class _Block(nn.Module):
         return h + self.mlp(self.norm2(h))
 
 
-class _QueryPool(nn.Module):
-    """Cross-attention pooling of N tokens into L learned query tokens (Perceiver [3]_).
-
-    ``q <- q + Attn(LN(q), LN(h), LN(h))``, ``q <- q + MLP(LN(q))``: each latent token is a
-    learned, content-dependent weighted average of the token sequence, so the pooled code
-    does not depend on where in the sequence (which frames, which patches) the content is,
-    only on what the queries attend to.
-    """
-
-    def __init__(self, n_queries: int, width: int, heads: int, mlp_ratio: int):
-        super().__init__()
-        self.queries = nn.Parameter(0.02 * torch.randn(n_queries, width))
-        self.norm_q, self.norm_kv = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
-
-    def forward(self, h):                                                  # (B, N, W)
-        q = self.queries.expand(h.shape[0], -1, -1)                        # (B, L, W)
-        kv = self.norm_kv(h)
-        q = q + self.attn(self.norm_q(q), kv, kv, need_weights=False)[0]   # (B, L, W)
-        return q + self.mlp(self.norm2(q))
-
-
 class SpaceTimeAutoencoder(nn.Module):
     r"""Transformer autoencoder :math:`x \mapsto D(E(x))` on space-time tokens.
 
     Encoder :math:`E`: tokens :math:`s = \mathrm{patchify}(x) \in \mathbb R^{N \times P}`,
-    :math:`h^0 = s W_{in} + p` (positions :math:`p` a learned projection of the factorised
-    sinusoidal embedding of the tubelet coordinates), ``depth`` pre-norm transformer
-    blocks, cross-attention pooling into ``latent_tokens`` learned queries
-    (Perceiver [3]_), then a linear map of each to ``token_dim`` channels:
-    :math:`z \in \mathbb R^{L \times k}`, flattened to :math:`L k` numbers.
+    :math:`h^0_i = W_{in} s_i + p_i` (positions :math:`p_i` a learned projection of the
+    factorised sinusoidal embedding of the tubelet coordinates), ``depth`` pre-norm
+    transformer blocks [2]_, then a position-wise linear read-out of the whole token grid
+    into ``latent_tokens`` latent tokens of ``token_dim`` channels,
 
-    Decoder :math:`D`: the latent tokens are embedded (plus a learned position each) and
-    appended to N learned output queries (plus the projected tubelet positions);
-    ``depth`` transformer blocks run over the N + L tokens, the N query outputs are mapped
-    linearly to P values and put back by :func:`otgen.tokens.unpatchify` (MAE-style
-    decoder [4]_), with a sigmoid when ``sigmoid=True``.
+    .. math:: z_l = \sum_{i=1}^{N} A_{l,i}\, \mathrm{LN}(h^L_i) + b_l \in \mathbb R^{k}, \qquad l = 1..L,
+
+    flattened to :math:`L k` numbers (order (latent token, channel)).
+
+    Decoder :math:`D`: N output queries :math:`q_i = B_i z + c_i + p'_i` (a per-token linear
+    map of the whole code; :math:`c_i` are learned per-output-token queries) and the L
+    latent tokens embedded as :math:`U z_l + e_l` go through ``depth`` transformer blocks
+    together (MAE-style decoder [4]_); the N query outputs are mapped linearly to P values
+    each and put back by :func:`otgen.tokens.unpatchify`, through a sigmoid when ``sigmoid``.
+
+    Why a linear read-out rather than cross-attention pooling into learned queries
+    (Perceiver [3]_): the clips are sparse (a digit or a ball on a black background), so
+    at initialisation the uniformly weighted average over tokens is almost the same for
+    every clip and the code carries no signal; with cross-attention pooling the fit stays at
+    the mean clip for the first ~300 steps (measured on moving digits), whereas the
+    position-wise read-out (the ``Flatten + Linear`` of a convolutional encoder) starts
+    learning at once. For the same reason the decoder reads the code per output token.
 
     Parameters
     ----------
@@ -118,44 +105,42 @@ class SpaceTimeAutoencoder(nn.Module):
         Must divide (T, H, W).
     latent_tokens, token_dim : int, default 4, 4
         Code of ``latent_tokens`` x ``token_dim`` numbers.
-    width, depth, heads, mlp_ratio : int, default 128, 2, 4, 2
+    width, depth, heads, mlp_ratio : int, default 64, 2, 4, 2
         Token width, transformer blocks in the encoder and in the decoder, attention
         heads (dividing ``width``), MLP width in multiples of ``width``.
     sigmoid : bool, default True
         Squash the output into [0, 1] (for the binary cross-entropy loss).
     """
 
-    def __init__(self, clip_shape, tubelet=(4, 8, 8), latent_tokens: int = 4, token_dim: int = 4, width: int = 128,
+    def __init__(self, clip_shape, tubelet=(4, 8, 8), latent_tokens: int = 4, token_dim: int = 4, width: int = 64,
                  depth: int = 2, heads: int = 4, mlp_ratio: int = 2, sigmoid: bool = True):
         super().__init__()
-        T, C, H, W = clip_shape
         self.clip_shape, self.tubelet = tuple(clip_shape), tubelet
         grid = token_grid(self.clip_shape, tubelet)                        # (T/t, H/p, W/q)
-        self.n_tokens = math.prod(grid)
-        self.patch_dim = (T * C * H * W) // self.n_tokens                   # P = t C p q
-        self.latent_tokens = check_positive_int(latent_tokens, "latent_tokens")
+        self.n_tokens = N = math.prod(grid)
+        self.patch_dim = P = math.prod(self.clip_shape) // N                # P = t C p q
+        self.latent_tokens = L = check_positive_int(latent_tokens, "latent_tokens")
         self.token_dim = check_positive_int(token_dim, "token_dim")
-        self.latent_dim = latent_tokens * token_dim
+        self.latent_dim = L * token_dim
         for v, name in ((width, "width"), (depth, "depth"), (heads, "heads"), (mlp_ratio, "mlp_ratio")):
             check_positive_int(v, name)
         if width % heads:
             raise ValueError(f"width must be divisible by heads, got width={width} and heads={heads}")
-        self.sigmoid = sigmoid
-        N, P, L = self.n_tokens, self.patch_dim, latent_tokens
+        self.width, self.sigmoid = width, bool(sigmoid)
         d_pos = 6 * math.ceil(width / 6)                                   # positional_embedding needs 6 | dim
-        self.register_buffer("pos", positional_embedding(self.clip_shape, tubelet, d_pos), persistent=False)  # (N, d_pos)
+        pos = positional_embedding(self.clip_shape, tubelet, d_pos)        # (N, d_pos), fixed
+        self.register_buffer("pos", pos, persistent=False)
         # encoder
         self.embed = nn.Linear(P, width)
         self.enc_pos = nn.Linear(d_pos, width, bias=False)
         self.enc_blocks = nn.ModuleList([_Block(width, heads, mlp_ratio) for _ in range(depth)])
-        self.pool = _QueryPool(L, width, heads, mlp_ratio)
-        self.to_latent = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, token_dim))
+        self.enc_norm = nn.LayerNorm(width)
+        self.to_latent = nn.Linear(N * width, self.latent_dim)             # A, b
         # decoder
-        self.from_latent = nn.Linear(token_dim, width)
-        self.latent_pos = nn.Parameter(0.02 * torch.randn(L, width))
-        self.out_queries = nn.Parameter(0.02 * torch.randn(N, width))
-        self.code_to_queries = nn.Linear(self.latent_dim, width)
+        self.to_queries = nn.Linear(self.latent_dim, N * width)            # B, c
         self.dec_pos = nn.Linear(d_pos, width, bias=False)
+        self.from_latent = nn.Linear(token_dim, width)                     # U
+        self.latent_pos = nn.Parameter(0.02 * torch.randn(L, width))       # e
         self.dec_blocks = nn.ModuleList([_Block(width, heads, mlp_ratio) for _ in range(depth)])
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, P))
 
@@ -164,14 +149,13 @@ class SpaceTimeAutoencoder(nn.Module):
         h = self.embed(patchify(x, self.tubelet)) + self.enc_pos(self.pos)  # (B, N, W)
         for block in self.enc_blocks:
             h = block(h)
-        z = self.to_latent(self.pool(h))                                    # (B, L, k)
-        return z.flatten(1)                                                 # (B, L k)
+        return self.to_latent(self.enc_norm(h).flatten(1))                 # (B, L k)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, latent_tokens * token_dim) -> (B, T, C, H, W) (in [0, 1] with ``sigmoid``)."""
-        B, N = z.shape[0], self.n_tokens
+        B, N, W = z.shape[0], self.n_tokens, self.width
+        q = self.to_queries(z).view(B, N, W) + self.dec_pos(self.pos)      # (B, N, W)
         lat = self.from_latent(z.view(B, self.latent_tokens, self.token_dim)) + self.latent_pos  # (B, L, W)
-        q = self.out_queries + self.dec_pos(self.pos) + self.code_to_queries(z)[:, None]  # (B, N, W)
         h = torch.cat([q, lat], dim=1)                                      # (B, N + L, W)
         for block in self.dec_blocks:
             h = block(h)
@@ -195,8 +179,12 @@ class VideoAutoencoder:
     read it as tokens: ``DiTDenoiser(n_tokens=latent_tokens, token_dim=token_dim)`` or
     ``LatentDiffusion(denoiser="dit", n_tokens=latent_tokens)``.
 
-    With the defaults, fitting 2,000 moving-digit clips of 16 x 1 x 32 x 32 takes about
-    two minutes on two CPU cores (see the project's report for measured errors).
+    With the defaults (1,500 steps), fitting 2,000 clips of 16 x 1 x 32 x 32 takes about
+    1.5-2.5 minutes on one CPU thread. Measured held-out reconstruction MSE per pixel
+    (seed 0): 0.0114 on :func:`otgen.data.moving_digits` (mean clip 0.0187, 16-component
+    PCA 0.0127: digits land at the right places along the right paths, blurred) and
+    0.0021 on :func:`otgen.data.bistable` (mean clip 0.0151, PCA 0.0025: sharp balls in
+    the right wells).
 
     Parameters
     ----------
@@ -204,10 +192,11 @@ class VideoAutoencoder:
         Code of ``latent_dim_ = latent_tokens * token_dim`` numbers.
     tubelet : int or tuple (t, p, q), default (4, 8, 8)
         Space-time patch size; must divide (T, H, W) of the clips.
-    width, depth, heads, mlp_ratio : int, default 128, 2, 4, 2
-        Network size (see :class:`SpaceTimeAutoencoder`).
-    epochs, batch_size : int, default 12, 32
-    lr, weight_decay : float, default 1e-3, 0.0
+    width, depth, heads, mlp_ratio : int, default 64, 2, 4, 2
+        Network size (see :class:`SpaceTimeAutoencoder`). Wider networks (128) reach the
+        same error per step on moving digits at 2.5 times the cost.
+    epochs, batch_size : int, default 12, 16
+    lr, weight_decay : float, default 2e-3, 0.0
     loss : {"bce", "mse"}, default "bce"
         ``"bce"`` puts a sigmoid on the output (reconstructions in [0, 1]); ``"mse"`` a
         linear output.
@@ -234,9 +223,9 @@ class VideoAutoencoder:
         Per-epoch ``"loss"``, per-step ``"step_loss"``, cumulative ``"time"`` (s).
     """
 
-    def __init__(self, latent_tokens: int = 4, token_dim: int = 4, tubelet=(4, 8, 8), width: int = 128,
-                 depth: int = 2, heads: int = 4, mlp_ratio: int = 2, epochs: int = 12, batch_size: int = 32,
-                 lr: float = 1e-3, weight_decay: float = 0.0, loss: str = "bce", clip_shape=None, device=None,
+    def __init__(self, latent_tokens: int = 4, token_dim: int = 4, tubelet=(4, 8, 8), width: int = 64,
+                 depth: int = 2, heads: int = 4, mlp_ratio: int = 2, epochs: int = 12, batch_size: int = 16,
+                 lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", clip_shape=None, device=None,
                  seed: int = 0, verbose: bool = True):
         self.latent_tokens = latent_tokens
         self.token_dim = token_dim
@@ -268,15 +257,11 @@ class VideoAutoencoder:
         if not hasattr(self, "model_"):
             raise RuntimeError("this VideoAutoencoder is not fitted yet; call fit(clips) first")
 
-    @property
-    def latent_dim_(self) -> int:
-        self._check_fitted()
-        return self.model_.latent_dim
-
-    @property
-    def latent_shape_(self) -> tuple:
-        self._check_fitted()
-        return (self.model_.latent_tokens, self.model_.token_dim)
+    def _set_fitted(self, model: SpaceTimeAutoencoder, clip_shape) -> None:
+        self.model_ = model
+        self.clip_shape_ = tuple(int(s) for s in clip_shape)
+        self.latent_dim_ = model.latent_dim
+        self.latent_shape_ = (model.latent_tokens, model.token_dim)
 
     # -- fit -----------------------------------------------------------------------
     def fit(self, clips) -> "VideoAutoencoder":
@@ -294,8 +279,7 @@ class VideoAutoencoder:
         self.history_ = train_autoencoder(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                           weight_decay=self.weight_decay, loss=self.loss, device=dev, seed=seed,
                                           verbose=self.verbose, desc="fit video autoencoder")
-        self.model_ = model
-        self.clip_shape_ = clip_shape
+        self._set_fitted(model, clip_shape)
         return self
 
     # -- inference -----------------------------------------------------------------
@@ -348,5 +332,5 @@ class VideoAutoencoder:
     def load(cls, path, device=None, verbose: bool = True) -> "VideoAutoencoder":
         """Read a video autoencoder written by :meth:`save` (onto ``device``)."""
         est = load_estimator(cls, path, lambda e: e._build(e.clip_shape), device=device, verbose=verbose)
-        est.clip_shape_ = tuple(est.clip_shape)
+        est._set_fitted(est.model_, est.clip_shape)
         return est

@@ -128,7 +128,8 @@ class DiTDenoiser(nn.Module):
         self.config = dict(n_tokens=check_positive_int(n_tokens, "n_tokens"),
                            token_dim=check_positive_int(token_dim, "token_dim"),
                            width=check_positive_int(width, "width"), depth=check_positive_int(depth, "depth"),
-                           heads=check_positive_int(heads, "heads"), mlp_ratio=check_positive_int(mlp_ratio, "mlp_ratio"),
+                           heads=check_positive_int(heads, "heads"),
+                           mlp_ratio=check_positive_int(mlp_ratio, "mlp_ratio"),
                            time_embed_dim=check_positive_int(time_embed_dim, "time_embed_dim", minimum=2))
         if width % heads:
             raise ValueError(f"width must be divisible by heads, got width={width} and heads={heads}")
