@@ -18,6 +18,7 @@ import torch
 
 _BLOCK = 64                     # columns per block in _block_argmax
 _TARGET_BLOCK_BYTES = 8 << 20   # score block that stays in cache (8 MiB); capped by max_memory
+_MIN_GEMM_ROWS = 256            # rows of a score block when max_memory allows
 
 
 def _block_argmax(S: torch.Tensor):
@@ -88,17 +89,34 @@ class Scorer:
         # column chunks only when a block of min_rows full rows exceeds the budget
         self.col_chunk = min(self.N, max(_BLOCK * 4, max_memory // (item * min_rows)))
         block_bytes = min(max_memory, _TARGET_BLOCK_BYTES) if Y.device.type == "cpu" else max_memory
-        self.block_rows = max(min_rows, block_bytes // (item * self.col_chunk))
+        # at least _MIN_GEMM_ROWS rows when the budget allows: thinner GEMMs run at half speed (N ~ 1e5)
+        fit_rows = max_memory // (item * self.col_chunk)
+        self.block_rows = max(min_rows, block_bytes // (item * self.col_chunk), min(_MIN_GEMM_ROWS, fit_rows))
+        self._buf = None                                 # one reused score block (see _scores)
+
+    def _scores(self, X: torch.Tensor, h: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
+        """S = X Y[c0:c1]ᵀ + h[c0:c1], shape (m, c1 - c0), written into one reused buffer.
+
+        Allocating a fresh block per call let the CPU allocator's footprint grow to
+        many blocks (measured 3.4 GB instead of 0.3 GB at N = 1e5); callers use S
+        before the next call and keep only reductions of it.
+        """
+        m, n = X.shape[0], c1 - c0
+        if self._buf is None or self._buf.dtype != X.dtype or self._buf.device != X.device \
+                or self._buf.numel() < m * n:
+            self._buf = torch.empty(max(m, self.block_rows) * self.col_chunk, dtype=X.dtype, device=X.device)
+        out = self._buf[: m * n].view(m, n)
+        return torch.addmm(h[c0:c1], X, self.Yt[:, c0:c1], out=out)
 
     # -- one block of rows -------------------------------------------------------------
     def _best_rows(self, X: torch.Tensor, h: torch.Tensor):
         """X (m, d), h (N,) -> best value (m,), best index (m,)."""
         if self.col_chunk >= self.N:
-            return _block_argmax(torch.addmm(h, X, self.Yt))
+            return _block_argmax(self._scores(X, h, 0, self.N))
         best_v = best_i = None
         for c0 in range(0, self.N, self.col_chunk):
             c1 = min(self.N, c0 + self.col_chunk)
-            v, i = _block_argmax(torch.addmm(h[c0:c1], X, self.Yt[:, c0:c1]))
+            v, i = _block_argmax(self._scores(X, h, c0, c1))
             i = i + c0
             if best_v is None:
                 best_v, best_i = v, i
@@ -112,12 +130,12 @@ class Scorer:
         """X (m, d) -> top-k values (m, k) (descending) and indices (m, k)."""
         k = min(k, self.N)
         if self.col_chunk >= self.N:
-            S = torch.addmm(h, X, self.Yt)
+            S = self._scores(X, h, 0, self.N)
             return _block_top2(S) if k == 2 else S.topk(k, dim=1)
         vals = idx = None
         for c0 in range(0, self.N, self.col_chunk):
             c1 = min(self.N, c0 + self.col_chunk)
-            v, i = torch.addmm(h[c0:c1], X, self.Yt[:, c0:c1]).topk(min(k, c1 - c0), dim=1)
+            v, i = self._scores(X, h, c0, c1).topk(min(k, c1 - c0), dim=1)
             i = i + c0
             if vals is None:
                 vals, idx = v, i

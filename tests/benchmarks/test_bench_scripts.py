@@ -1,0 +1,87 @@
+"""The benchmark scripts run end to end (``--quick``) and write the JSON and tables they promise.
+
+Both scripts run at the same time, each in its own subprocess, into ``tmp_path``. No timing
+thresholds: only the presence of the keys and positive finite numbers are checked.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = ("bench_scaling.py", "bench_generation.py")
+
+
+def _positive(x, what):
+    assert isinstance(x, (int, float)) and not isinstance(x, bool), f"{what}: {x!r} is not a number"
+    assert math.isfinite(x) and x > 0, f"{what}: {x!r} is not a positive finite number"
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """Run both scripts with --quick (in parallel) and return {script: output folder}."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    outs, procs = {}, {}
+    for script in SCRIPTS:
+        outs[script] = tmp_path_factory.mktemp(script.replace(".py", ""))
+        procs[script] = subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / script), "--quick", "--device", "cpu",
+             "--out", str(outs[script])],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for script, p in procs.items():
+        log, _ = p.communicate(timeout=240)
+        assert p.returncode == 0, f"{script} --quick failed:\n{log[-4000:]}"
+    return outs
+
+
+def test_scaling_quick(quick_runs):
+    out = quick_runs["bench_scaling.py"]
+    res = json.loads((out / "scaling.json").read_text())
+    assert {"machine", "settings", "iteration", "tv", "tv_not_run"} <= set(res)
+    assert res["iteration"] and res["tv"]
+    for r in res["iteration"]:
+        assert "error" not in r, r
+        for key in ("N", "d", "M", "m_default", "iteration_s", "bare_gemm_s", "ratio", "argmax_pass_s",
+                    "top2_pass_s", "top6_pass_s", "argmax_ratio", "top6_ratio", "gemm_gflops", "peak_rss_mb",
+                    "rss_before_fit_mb", "default_m_iteration_lower_bound_s"):
+            _positive(r[key], f"iteration[{key}]")
+        assert r["M"] & (r["M"] - 1) == 0 and r["M"] <= r["m_default"]
+        assert len(r["iteration_times_s"]) == r["iters"] >= 2
+        for t in r["iteration_times_s"]:
+            _positive(t, "iteration_times_s")
+    for r in res["tv"]:
+        assert "error" not in r, r
+        for key in ("target_tv", "fit_wall_s", "tv", "eval_floor", "eval_noise", "eval_points", "final_M",
+                    "iterations", "peak_rss_mb"):
+            _positive(r[key], f"tv[{key}]")
+        assert r["warm_start_s"] >= 0
+        assert math.isclose(r["eval_floor"], 0.4 * math.sqrt(r["N"] / r["eval_points"]))
+        if r["converged"]:
+            _positive(r["time_to_target_s"], "time_to_target_s")
+    table = (out / "scaling.md").read_text()
+    assert "iteration / GEMM" in table and "measured TV" in table
+
+
+def test_generation_quick(quick_runs):
+    out = quick_runs["bench_generation.py"]
+    res = json.loads((out / "generation.json").read_text())
+    assert {"machine", "settings", "setup", "batches"} <= set(res)
+    assert res["setup"]["latent_dim"] == 8
+    assert res["settings"]["ddpm_steps"] == 1000 and res["settings"]["ddim_steps"] == 50
+    for b in res["batches"]:
+        gens = b["generators"]
+        assert {"DDPM", "DDIM", "OT plain (OTGenerator, no extension)",
+                "OT extended (piecewise-linear, k=3)"} <= set(gens)
+        for name, g in gens.items():
+            _positive(g["samples_per_s"], f"{name} samples_per_s")
+            _positive(g["seconds_per_batch"], f"{name} seconds_per_batch")
+        for name, r in b["ratios"].items():
+            _positive(r["vs_ddpm"], f"{name} vs DDPM")
+            _positive(r["vs_ddim"], f"{name} vs DDIM")
+    table = (out / "generation.md").read_text()
+    assert "OT / DDPM-1000" in table and "OT / DDIM-50" in table
