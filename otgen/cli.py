@@ -3,6 +3,7 @@
     otgen demo [--out DIR]                 fit OT to a 2-D Gaussian mixture, draw the power diagram
     otgen fit-ot CODES.npy --out FILE.pt   fit the Brenier potential of saved latent codes
     otgen compare mnist [--out DIR]        OT vs diffusion on MNIST latents: report.md, metrics.json, figures
+    otgen compare video --dataset NAME     OT vs a diffusion transformer on video clip latents (critical states)
     otgen figure NAME [--out DIR]          the figures of the paper-style comparisons
 """
 
@@ -131,6 +132,12 @@ def _figure(args) -> int:
                                                     diffusion_steps=args.diffusion_steps, method=args.method,
                                                     data_dir=args.data_dir, device=args.device, seed=args.seed,
                                                     cache_dir=args.cache_dir, verbose=not args.quiet)
+    elif args.name == "video-critical-states":
+        numbers = figures.video_critical_states_figure(out, n_train=args.n_train or 2000,
+                                                       ae_epochs=args.ae_epochs, dit_steps=args.dit_steps,
+                                                       diffusion_steps=args.diffusion_steps, n_points=args.n_points,
+                                                       device=args.device, seed=args.seed, cache_dir=args.cache_dir,
+                                                       verbose=not args.quiet)
     else:  # detector-pr
         numbers = figures.detector_precision_recall(out, n=args.n_targets or 400, seed=args.seed)
     if not args.quiet:
@@ -140,19 +147,52 @@ def _figure(args) -> int:
     return 0
 
 
+_MNIST_DEFAULTS = dict(out="otgen-out/compare-mnist", ae_epochs=20, n_samples=1000, diffusion_steps=10000, ot_tol=0.03)
+_VIDEO_DEFAULTS = dict(ae_epochs=24, n_samples=500, diffusion_steps=10000, ot_tol=0.03, n_train=2000)
+
+
 def _compare(args) -> int:
+    if args.dataset == "video":
+        from otgen.compare_video import compare_video
+
+        v = {k: (getattr(args, k) if getattr(args, k) is not None else d) for k, d in _VIDEO_DEFAULTS.items()}
+        video = args.video_dataset or "bistable"
+        out = args.out or f"otgen-out/compare-video-{video}"
+        result = compare_video(video, out, n_train=v["n_train"], n_test=args.n_test, ae_epochs=v["ae_epochs"],
+                               diffusion_steps=v["diffusion_steps"], dit_steps=args.dit_steps,
+                               n_samples=v["n_samples"], ddpm_steps=args.ddpm_steps, ddim_steps=args.ddim_steps,
+                               ot_tol=v["ot_tol"], n_long=args.n_long, n_critical=args.n_critical, ae_extra=args.ae_extra,
+                               angle_threshold=_angle(args.angle_threshold), device=args.device, seed=args.seed,
+                               cache_dir=args.cache_dir, verbose=not args.quiet)
+        if not args.quiet:
+            print((Path(out) / "report.md").read_text())
+        return 0 if result else 1
     from otgen.compare import compare_mnist
 
     if args.dataset != "mnist":
-        raise ValueError(f"only 'mnist' can be compared so far, got {args.dataset!r}")
-    result = compare_mnist(args.out, latent_dim=args.latent_dim, ae_epochs=args.ae_epochs,
-                           clf_epochs=args.clf_epochs, n_samples=args.n_samples, data_dir=args.data_dir,
+        raise ValueError(f"only 'mnist' and 'video' can be compared, got {args.dataset!r}")
+    if args.video_dataset is not None:
+        raise ValueError("--dataset chooses the clips of 'otgen compare video'; 'otgen compare mnist' has none")
+    m = {k: (getattr(args, k) if getattr(args, k) is not None else d) for k, d in _MNIST_DEFAULTS.items()}
+    result = compare_mnist(m["out"], latent_dim=args.latent_dim, ae_epochs=m["ae_epochs"],
+                           clf_epochs=args.clf_epochs, n_samples=m["n_samples"], data_dir=args.data_dir,
                            device=args.device, seed=args.seed, cache_dir=args.cache_dir,
-                           verbose=not args.quiet, diffusion_steps=args.diffusion_steps, ot_tol=args.ot_tol,
+                           verbose=not args.quiet, diffusion_steps=m["diffusion_steps"], ot_tol=m["ot_tol"],
                            n_train=args.n_train)
     if not args.quiet:
-        print((Path(args.out) / "report.md").read_text())
+        print((Path(m["out"]) / "report.md").read_text())
     return 0 if result else 1
+
+
+def _angle(value):
+    """--angle-threshold: 'persistence', 'gap', 'ratio' or a number of radians."""
+    if value is None or value in ("gap", "ratio", "persistence"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--angle-threshold must be 'persistence', 'gap', 'ratio' or a number of radians, "
+                         f"got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,17 +232,36 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_fit_ot)
 
-    c = sub.add_parser("compare", help="OT versus diffusion on the same latents: every metric, a report folder")
-    c.add_argument("dataset", choices=["mnist"])
-    c.add_argument("--out", default="otgen-out/compare-mnist")
-    c.add_argument("--latent-dim", type=int, default=8)
-    c.add_argument("--ae-epochs", type=int, default=20)
-    c.add_argument("--clf-epochs", type=int, default=20)
-    c.add_argument("--n-samples", type=int, default=1000)
-    c.add_argument("--diffusion-steps", type=int, default=10000)
-    c.add_argument("--ot-tol", type=float, default=0.03)
-    c.add_argument("--n-train", type=int, default=None, help="use a seeded subset of the training digits")
-    c.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default: embedded subset)")
+    c = sub.add_parser("compare", help="OT versus diffusion on the same latents: every metric, a report folder",
+                       description="mnist: OT vs latent DDPM/DDIM on MNIST digits. video: OT vs a diffusion "
+                       "transformer (DDPM, DDIM) and an MLP DDPM on video clip latents, with the critical-state "
+                       "measurements (pick the clips with --dataset).")
+    c.add_argument("dataset", choices=["mnist", "video"])
+    c.add_argument("--dataset", dest="video_dataset", choices=["moving-digits", "bistable", "permanence"], default=None,
+                   help="clips for 'compare video' (default: bistable)")
+    c.add_argument("--out", default=None,
+                   help="report folder (default: otgen-out/compare-mnist, otgen-out/compare-video-DATASET)")
+    c.add_argument("--latent-dim", type=int, default=8, help="mnist only")
+    c.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, video 24)")
+    c.add_argument("--clf-epochs", type=int, default=20, help="mnist only")
+    c.add_argument("--n-samples", type=int, default=None, help="samples per generator (default: mnist 1000, video 500)")
+    c.add_argument("--diffusion-steps", type=int, default=None,
+                   help="training steps of the (MLP) latent diffusion (default: 10000)")
+    c.add_argument("--dit-steps", type=int, default=4000, help="video: training steps of the diffusion transformer")
+    c.add_argument("--ddpm-steps", type=int, default=1000, help="video: DDPM sampling steps")
+    c.add_argument("--ddim-steps", type=int, default=50, help="video: DDIM sampling steps")
+    c.add_argument("--ot-tol", type=float, default=None, help="TV tolerance of the OT solve (default: 0.03)")
+    c.add_argument("--n-train", type=int, default=None,
+                   help="mnist: a seeded subset of the training digits; video: training clips (default 2000)")
+    c.add_argument("--n-test", type=int, default=1000, help="video: held-out clips")
+    c.add_argument("--n-long", type=int, default=100, help="video (bistable): long clips for the localisation")
+    c.add_argument("--ae-extra", type=int, default=None,
+                   help="video (bistable): extra transition clips for the autoencoder only (default: n-train / 4)")
+    c.add_argument("--n-critical", type=int, default=250,
+                   help="video (bistable): flagged source points for the critical-state generation")
+    c.add_argument("--angle-threshold", default="persistence",
+                   help="video: detector threshold rule, 'persistence' (default), 'gap', 'ratio' or radians")
+    c.add_argument("--data-dir", default=None, help="mnist: folder with the MNIST IDX files (default: embedded subset)")
     c.add_argument("--cache-dir", default=None, help="trained artifacts (default: OUT/cache)")
     c.add_argument("--device", default=None)
     c.add_argument("--seed", type=int, default=0)
@@ -210,16 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_compare)
 
     g = sub.add_parser("figure", help="draw a figure (PNG + the numbers behind it as JSON)")
-    g.add_argument("name", choices=["singular-set", "mode-mixture", "detector-pr", "mnist-mode-mixture"],
+    g.add_argument("name", choices=["singular-set", "mode-mixture", "detector-pr", "mnist-mode-mixture",
+                                    "video-critical-states"],
                    help="singular-set: the singular set of OT to a crescent (exact 2-D); mode-mixture: OT vs "
                         "DDPM on 8/25-Gaussian mixtures; detector-pr: detector precision/recall on two blobs; "
-                        "mnist-mode-mixture: the MNIST latent-space figure, OT vs diffusion")
+                        "mnist-mode-mixture: the MNIST latent-space figure, OT vs diffusion; video-critical-states: "
+                        "bistable-ball latent map and filmstrips, OT on the singular set vs the diffusion transformer")
     g.add_argument("--out", default="otgen-out/figures")
     g.add_argument("--dataset", choices=["ring", "grid"], default="ring", help="for mode-mixture")
     g.add_argument("--n-targets", type=int, default=None, help="data points (figure-specific default)")
     g.add_argument("--n-samples", type=int, default=2000)
     g.add_argument("--diffusion-steps", type=int, default=10000, help="training steps of the DDPM baseline")
-    g.add_argument("--n-points", type=int, default=100, help="generated points (mnist-mode-mixture)")
+    g.add_argument("--n-points", type=int, default=100,
+                   help="generated points (mnist-mode-mixture); flagged source points (video-critical-states)")
+    g.add_argument("--n-train", type=int, default=None, help="training clips (video-critical-states, default 2000)")
+    g.add_argument("--ae-epochs", type=int, default=24, help="autoencoder epochs (video-critical-states)")
+    g.add_argument("--dit-steps", type=int, default=4000, help="diffusion-transformer steps (video-critical-states)")
     g.add_argument("--tau", type=float, default=0.2, help="mixed-digit threshold (mnist-mode-mixture)")
     g.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm")
     g.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files (default: embedded subset)")
