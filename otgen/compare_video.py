@@ -512,6 +512,11 @@ def _discussion(m: dict) -> list:
              f"{_fmt(real[key])}, their AE reconstructions {_fmt(rec[key])} (the floor of this latent space). "
              f"OT (extended) is {_verdict(ot[key], dd[key])} the DiT (DDPM) and {_verdict(ot[key], ml[key])} the "
              "MLP DDPM on this number."]
+    if rec[key] is not None and rec[key] > 0.2:
+        lines.append(f"- Caveat: {_fmt(rec[key])} of the autoencoder's own reconstructions of real clips already fail this "
+                     "instrument, so the generator rows mostly measure the autoencoder, not the generators (one "
+                     f"binomial standard error at n = {m['settings']['n_samples']} is up to "
+                     f"{_fmt(float(np.sqrt(0.25 / m['settings']['n_samples'])), 3)}).")
     if ds == "bistable":
         lines.append(f"- Transitions among the samples: OT (extended) {_fmt(ot['transition_rate'])}, DiT DDPM "
                      f"{_fmt(dd['transition_rate'])}, DiT DDIM {_fmt(di['transition_rate'])}, MLP DDPM "

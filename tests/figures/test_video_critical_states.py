@@ -1,7 +1,6 @@
 """The video critical-states figure with tiny settings, its helpers, and the CLI commands of issue 5."""
 
 import json
-import os
 import warnings
 
 import numpy as np
