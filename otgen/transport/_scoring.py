@@ -43,31 +43,27 @@ def _block_max(S: torch.Tensor) -> torch.Tensor:
     return bmax
 
 
-def _block_top2(S: torch.Tensor):
-    """Row-wise top-2 of S (m, n), descending: values (m, 2), indices (m, 2).
+def _block_topk(S: torch.Tensor, k: int):
+    """Row-wise top-k of S (m, n), descending: values (m, k), indices (m, k).
 
-    The best two entries are either both in the block holding the maximum, or the
-    maximum's block gives the first and the best other block the second.
+    The k best entries of a row lie in the k blocks (of _BLOCK columns) with the
+    largest block maxima: an entry e in block B is beaten by every entry above it,
+    and each block ranked above B holds one entry above max(B) >= e, so fewer than
+    k blocks rank above B. One vectorised block-max pass, a top-k over the n/_BLOCK
+    block maxima and a top-k over k·_BLOCK gathered columns replace ``S.topk``,
+    whose CPU kernel costs several GEMMs at small d. Values are exact; at ties
+    the indices are some set of maximal entries.
     """
     m, n = S.shape
-    if n <= 2 * _BLOCK or S.device.type != "cpu":
-        return S.topk(2, dim=1)
+    if n <= 2 * k * _BLOCK or S.device.type != "cpu":
+        return S.topk(k, dim=1)
     bmax = _block_max(S)                                                # (m, nb)
-    blk = bmax.argmax(dim=1)                                            # (m,)
-    cols = blk[:, None] * _BLOCK + torch.arange(_BLOCK, device=S.device)  # (m, B)
-    valid = cols < n
+    blk = bmax.topk(k, dim=1).indices                                   # (m, k)
+    cols = (blk[:, :, None] * _BLOCK + torch.arange(_BLOCK, device=S.device)).flatten(1)  # (m, k·B)
+    valid = cols < n                                                    # the last block may be short
     cols.clamp_(max=n - 1)
-    inner = S.gather(1, cols).masked_fill_(~valid, float("-inf"))       # (m, B)
-    v_in, j_in = inner.topk(2, dim=1)                                   # (m, 2)
-    i_in = cols.gather(1, j_in)
-    bmax.scatter_(1, blk[:, None], float("-inf"))
-    v_out, b_out = bmax.max(dim=1)                                      # best other block
-    cols_out = (b_out[:, None] * _BLOCK + torch.arange(_BLOCK, device=S.device)).clamp_(max=n - 1)
-    i_out = cols_out.gather(1, S.gather(1, cols_out).argmax(dim=1, keepdim=True)).squeeze(1)
-    use_out = v_out > v_in[:, 1]
-    vals = torch.stack([v_in[:, 0], torch.where(use_out, v_out, v_in[:, 1])], dim=1)
-    idx = torch.stack([i_in[:, 0], torch.where(use_out, i_out, i_in[:, 1])], dim=1)
-    return vals, idx
+    vals, j = S.gather(1, cols).masked_fill_(~valid, float("-inf")).topk(k, dim=1)  # (m, k)
+    return vals, cols.gather(1, j)
 
 
 class Scorer:
@@ -131,11 +127,11 @@ class Scorer:
         k = min(k, self.N)
         if self.col_chunk >= self.N:
             S = self._scores(X, h, 0, self.N)
-            return _block_top2(S) if k == 2 else S.topk(k, dim=1)
+            return _block_topk(S, k)
         vals = idx = None
         for c0 in range(0, self.N, self.col_chunk):
             c1 = min(self.N, c0 + self.col_chunk)
-            v, i = self._scores(X, h, c0, c1).topk(min(k, c1 - c0), dim=1)
+            v, i = _block_topk(self._scores(X, h, c0, c1), min(k, c1 - c0))
             i = i + c0
             if vals is None:
                 vals, idx = v, i

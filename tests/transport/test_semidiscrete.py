@@ -11,7 +11,7 @@ from scipy.stats import norm
 
 from otgen import ConvergenceWarning
 from otgen.transport import SemiDiscreteOT, power2d
-from otgen.transport._scoring import Scorer, _block_argmax, _block_top2
+from otgen.transport._scoring import Scorer, _block_argmax, _block_topk
 
 
 def fit(Y, weights=None, **kw):
@@ -175,14 +175,25 @@ def test_convergence_warning_and_flag(rng):
 
 # ----------------------------------------------------------------------------- the kernel
 
-@pytest.mark.parametrize("shape", [(300, 129), (257, 1000), (64, 5000), (10, 40)])
-def test_block_argmax_and_top2_are_exact(shape):
+@pytest.mark.parametrize("shape", [(300, 129), (257, 1000), (64, 5000), (10, 40), (50, 777)])
+@pytest.mark.parametrize("k", [1, 2, 6])
+def test_block_argmax_and_topk_are_exact(shape, k):
     S = torch.randn(*shape)
     v, i = _block_argmax(S)
     assert torch.equal(i, S.argmax(1)) and torch.equal(v, S.max(1).values)
-    v2, i2 = _block_top2(S)
-    rv, ri = S.topk(2, dim=1)
-    assert torch.equal(v2, rv) and torch.equal(i2, ri)
+    vk, ik = _block_topk(S, k)
+    rv, ri = S.topk(k, dim=1)
+    assert torch.equal(vk, rv) and torch.equal(ik, ri)
+
+
+def test_block_topk_with_ties_gives_maximal_distinct_entries():
+    g = torch.Generator().manual_seed(1)
+    S = torch.randint(0, 4, (200, 3000), generator=g).float()   # many ties, also across blocks
+    S[:, -5:] = 9.0                                              # the best entries in the short last block
+    v, i = _block_topk(S, 6)
+    assert torch.equal(v, S.topk(6, dim=1).values)
+    assert torch.equal(S.gather(1, i), v)
+    assert all(len(set(row.tolist())) == 6 for row in i)
 
 
 def test_scorer_column_chunks_match_full(device):
