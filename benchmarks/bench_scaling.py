@@ -7,7 +7,8 @@ subprocess (so that its peak memory is its own):
 
 * **time per solver iteration** at a fixed number M of source points: a real
   ``SemiDiscreteOT.fit`` with ``n_samples = max_samples = M`` (so M never grows),
-  ``init="linear"`` (no multiscale warm start to wait for) and ``max_iter = --iters``;
+  ``init="linear"`` (no multiscale warm start to wait for; ``--init multiscale`` starts
+  near the solution, as a real solve does after its warm start) and ``max_iter = --iters``;
   the per-iteration time is the median of the differences of ``history_[i]["time"]``
   over the accepted iterations among 2.. (the first one carries one-time
   costs; a rejected iteration only re-scores points). M is chosen per size so
@@ -115,10 +116,10 @@ def _targets(N, d, device):
     return torch.as_tensor(gaussian_mixture(N, d, seed=0)[0], dtype=torch.float32, device=device)
 
 
-def _fit_fixed_m(Y, M, iters, device):
+def _fit_fixed_m(Y, M, iters, device, init="linear"):
     """A real fit at a fixed M points per iteration; returns the fitted solver."""
     from otgen.transport import SemiDiscreteOT
-    sd = SemiDiscreteOT(tol=1e-6, max_iter=iters, n_samples=M, max_samples=M, init="linear", device=device,
+    sd = SemiDiscreteOT(tol=1e-6, max_iter=iters, n_samples=M, max_samples=M, init=init, device=device,
                         seed=0, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -154,7 +155,7 @@ def worker_iteration(spec):
         mem_before = torch.cuda.memory_allocated(device) / 2**20
     rss_before = _rss_mb()
     t_wall = time.perf_counter()
-    sd = _fit_fixed_m(Y, M, spec["iters"], device)
+    sd = _fit_fixed_m(Y, M, spec["iters"], device, spec.get("init", "linear"))
     t_wall = time.perf_counter() - t_wall
     rss_peak = _rss_mb()
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -328,6 +329,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--iters", type=int, default=5, help="iterations of the fixed-M fit")
     p.add_argument("--iter-seconds", type=float, default=3.0, help="aimed time of one iteration (chooses M)")
+    p.add_argument("--init", default="linear", choices=["linear", "multiscale"],
+                   help="start of the fixed-M fit: linear (far from the solution: many empty cells) or the "
+                        "multiscale warm start (near it: the steady iterations of a real solve); default linear")
     p.add_argument("--reps", type=int, default=2, help="repetitions (best of) of the bare GEMM and scoring passes")
     p.add_argument("--tv-max-seconds", type=float, default=150.0, help="time budget of one fit to the TV target")
     p.add_argument("--eval-seconds", type=float, default=60.0, help="time budget of one TV evaluation")
@@ -373,7 +377,7 @@ def main(argv=None):
                      cpu_count=os.cpu_count(), device=device, threads=args.threads,
                      gpu=torch.cuda.get_device_name(0) if device == "cuda" else None,
                      loadavg_start=list(os.getloadavg()), date=time.strftime("%Y-%m-%d %H:%M")),
-        settings=dict(iters=iters, iter_seconds=iter_seconds, reps=reps, m_max=m_max, m_calib=m_calib,
+        settings=dict(init=args.init, iters=iters, iter_seconds=iter_seconds, reps=reps, m_max=m_max, m_calib=m_calib,
                       tv_max_seconds=tv_max_seconds, eval_seconds=eval_seconds, eval_max=eval_max, quick=args.quick),
         iteration=[], tv=[], tv_not_run=[])
     t_all = time.perf_counter()
@@ -386,7 +390,7 @@ def main(argv=None):
     for N, d in sizes:
         spec = dict(mode="iter", N=N, d=d, device=device, threads=args.threads, iters=iters,
                     iter_seconds=iter_seconds, reps=reps, m_min=2**10 if not args.quick else 2**8, m_max=m_max,
-                    m_calib=m_calib)
+                    m_calib=m_calib, init=args.init)
         r = _run_worker(spec, args.threads)
         results["iteration"].append(r)
         if "error" in r:
@@ -438,7 +442,8 @@ def write_table(results, out):
              f"average {mach['loadavg_start'][0]:.1f} at the start, {mach.get('loadavg_end', [math.nan])[0]:.1f} at "
              "the end (the machine was shared: compare ratios, which are measured side by side in one process, "
              "rather than absolute times).", "",
-             "**Time per iteration** (fit at a fixed M, median of the accepted iterations among 2..k; in "
+             "**Time per iteration** (fit at a fixed M from the "
+             f"{results['settings'].get('init', 'linear')} start, median of the accepted iterations among 2..k; in "
              "parentheses the median of the rejected ones, which only score the points) against the bare GEMM + bias "
              "of the same M points (best of the solver's block shapes and max_memory blocks), and the solver's "
              "scoring passes over the same points:", "",
