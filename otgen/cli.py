@@ -178,7 +178,7 @@ def _compare(args) -> int:
                            clf_epochs=args.clf_epochs, n_samples=m["n_samples"], data_dir=args.data_dir,
                            device=args.device, seed=args.seed, cache_dir=args.cache_dir,
                            verbose=not args.quiet, diffusion_steps=m["diffusion_steps"], ot_tol=m["ot_tol"],
-                           n_train=args.n_train)
+                           n_train=args.n_train, angle_quantile=args.angle_quantile, mode_rule=args.mode_rule)
     if not args.quiet:
         print((Path(m["out"]) / "report.md").read_text())
     return 0 if result else 1
@@ -261,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video (bistable): flagged source points for the critical-state generation")
     c.add_argument("--angle-threshold", default="persistence",
                    help="video: detector threshold rule, 'persistence' (default), 'gap', 'ratio' or radians")
+    c.add_argument("--angle-quantile", type=float, default=None,
+                   help="mnist: detector threshold at this quantile of the neighbour angles (default: the gap rule)")
+    c.add_argument("--mode-rule", choices=["component", "facet"], default="component",
+                   help="mnist: the extended OT map blends cells of one connected mode (default) or not across a "
+                        "singular facet")
     c.add_argument("--data-dir", default=None, help="mnist: folder with the MNIST IDX files (default: embedded subset)")
     c.add_argument("--cache-dir", default=None, help="trained artifacts (default: OUT/cache)")
     c.add_argument("--device", default=None)

@@ -81,6 +81,24 @@ def test_second_call_reuses_the_cache(runs):
         assert first["rows"][name]["fid"] == pytest.approx(second["rows"][name]["fid"])
 
 
+def test_quantile_threshold_and_facet_rule_change_only_the_extended_ot_row(runs):
+    first, _ = runs
+    out = os.path.dirname(os.path.dirname(first["paths"]["report"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        third = compare_mnist(os.path.join(out, "c"), cache_dir=os.path.join(out, "cache"), angle_quantile=0.7,
+                              mode_rule="facet", **TINY)
+    assert third["all_cached"]
+    assert first["ot"]["angle_rule"] == "gap" and first["ot"]["mode_rule"] == "component"
+    assert third["ot"]["angle_rule"] == "quantile 0.7" and third["ot"]["mode_rule"] == "facet"
+    assert third["ot"]["n_singular_pairs"] == pytest.approx(0.3 * third["ot"]["n_pairs"], rel=0.05)
+    assert third["settings"]["angle_quantile"] == 0.7
+    for name in ("OT (plain)", "DDIM", "real digits"):
+        assert third["rows"][name]["mode_mixture"] == first["rows"][name]["mode_mixture"]
+    report = open(third["paths"]["report"]).read()
+    assert "rule quantile 0.7" in report and "standard error" in report
+
+
 @pytest.mark.parametrize("kw, exc", [
     (dict(n_samples=5), ValueError),            # must exceed k = 5
     (dict(latent_dim=0), ValueError),
@@ -89,6 +107,8 @@ def test_second_call_reuses_the_cache(runs):
     (dict(verbose="yes"), TypeError),
     (dict(cache_dir=3), TypeError),
     (dict(seed=-1), ValueError),
+    (dict(angle_quantile=1.5), ValueError),
+    (dict(mode_rule="simplex"), ValueError),
 ])
 def test_validation(tmp_path, kw, exc):
     with pytest.raises(exc):
@@ -142,3 +162,15 @@ def test_gaussian_generator_matches_moments(rng):
     assert torch.equal(g.sample(5, seed=3)[0], g.sample(5, seed=3)[0])
     with pytest.raises(ValueError):
         GaussianCodeGenerator(np.ones(4))
+
+
+def test_cli_passes_the_detector_options(monkeypatch):
+    import otgen.compare
+    from otgen.cli import main
+
+    seen = {}
+    monkeypatch.setattr(otgen.compare, "compare_mnist", lambda out_dir, **kw: seen.update(kw) or {"ok": True})
+    assert main(["compare", "mnist", "--quiet"]) == 0
+    assert seen["angle_quantile"] is None and seen["mode_rule"] == "component"
+    assert main(["compare", "mnist", "--quiet", "--angle-quantile", "0.7", "--mode-rule", "facet"]) == 0
+    assert seen["angle_quantile"] == 0.7 and seen["mode_rule"] == "facet"

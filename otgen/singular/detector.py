@@ -259,18 +259,29 @@ class SingularSetDetector:
     4. Singular pairs :math:`\\theta_{ij} > \\tau`; the connected components of the dual graph
        without them are the modes.
 
+    :meth:`same_mode` (used by the piecewise-linear extension of
+    :class:`~otgen.generate.OTGenerator` to decide whether it may blend the top-k targets of a
+    point) compares the modes of the cells (``mode_rule="component"``), or, with
+    ``mode_rule="facet"``, only asks that no two of the cells be separated by a singular facet,
+    :math:`\\theta_{ij} \\le \\tau` for every pair. The facet rule is the local rule of AE-OT [3]_
+    (the extension is dropped on the simplices that touch a singular facet); it matters when the
+    modes touch along non-singular facets too, so that cutting the singular ones leaves a single
+    connected component (the 8-d MNIST latent: a third of the adjacent cells carry different digits).
+
     A source point x is near the singular set when two of its top-k cells are adjacent across
     a singular facet: :meth:`score` is the largest angle over the adjacent pairs among its
     top-k cells, :meth:`predict` compares it with the threshold.
 
     Parameters
     ----------
-    angle_threshold : float, "gap", "ratio" or None, default None
+    angle_threshold : float, "gap", "ratio", "quantile" or None, default None
         Radians in (0, π], or a rule that chooses it from the data: ``None`` / ``"gap"`` the
         largest log-gap (:func:`gap_threshold`, for separated modes); ``"ratio"`` the fixed
         multiple ``min_ratio`` of the median angle (:func:`ratio_threshold`, for a connected but
         non-convex support, whose singular set has jumps that grow continuously from zero at its
-        end points and therefore no gap).
+        end points and therefore no gap); ``"quantile"`` the ``quantile``-quantile of the
+        neighbour angles (a fraction ``1 - quantile`` of the adjacent pairs is singular: a
+        hyper-parameter for latents whose angles show no gap).
     k : int, default 3
         Cells considered per source point by :meth:`score` (k >= 2).
     n_samples : int, default 65536
@@ -278,6 +289,10 @@ class SingularSetDetector:
     seed : int, default 0
     min_ratio, min_gap : float
         Settings of :func:`gap_threshold` (used when ``angle_threshold`` is None).
+    quantile : float in (0, 1), default 0.9
+        Used when ``angle_threshold="quantile"``.
+    mode_rule : {"component", "facet"}, default "component"
+        What :meth:`same_mode` compares (see above).
 
     Attributes
     ----------
@@ -305,19 +320,23 @@ class SingularSetDetector:
     2
     """
 
-    def __init__(self, angle_threshold=None, k=3, n_samples=2**16, seed=0, *, min_ratio=5.0, min_gap=1.5):
+    def __init__(self, angle_threshold=None, k=3, n_samples=2**16, seed=0, *, min_ratio=5.0, min_gap=1.5,
+                 quantile=0.9, mode_rule="component"):
         self.angle_threshold = angle_threshold
         self.k = k
         self.n_samples = n_samples
         self.seed = seed
         self.min_ratio = min_ratio
         self.min_gap = min_gap
+        self.quantile = quantile
+        self.mode_rule = mode_rule
 
     def _check_settings(self):
         if self.angle_threshold is not None and not (isinstance(self.angle_threshold, str) and
-                                                      self.angle_threshold in ("gap", "ratio")):
+                                                      self.angle_threshold in ("gap", "ratio", "quantile")):
             if isinstance(self.angle_threshold, str):
-                raise ValueError(f"angle_threshold must be a number, 'gap', 'ratio' or None, got {self.angle_threshold!r}")
+                raise ValueError(f"angle_threshold must be a number, 'gap', 'ratio', 'quantile' or None, "
+                                 f"got {self.angle_threshold!r}")
             t = check_positive_float(self.angle_threshold, "angle_threshold")
             if t > math.pi:
                 raise ValueError(f"angle_threshold must be in (0, pi] radians, got {self.angle_threshold!r}")
@@ -326,6 +345,11 @@ class SingularSetDetector:
         _check_seed(self.seed)
         check_positive_float(self.min_ratio, "min_ratio")
         check_positive_float(self.min_gap, "min_gap")
+        q = self.quantile
+        if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1:
+            raise ValueError(f"quantile must be a number in (0, 1), got {q!r}")
+        if self.mode_rule not in ("component", "facet"):
+            raise ValueError(f"mode_rule must be 'component' or 'facet', got {self.mode_rule!r}")
 
     def fit(self, ot) -> "SingularSetDetector":
         """Estimate the dual graph, the angles, the threshold and the modes of ``ot``.
@@ -355,6 +379,8 @@ class SingularSetDetector:
             self.threshold_ = gap_threshold(self.angles_, self.min_ratio, self.min_gap)
         elif self.angle_threshold == "ratio":
             self.threshold_ = ratio_threshold(self.angles_, self.min_ratio)
+        elif self.angle_threshold == "quantile":
+            self.threshold_ = float(np.quantile(self.angles_, self.quantile)) if len(self.angles_) else math.inf
         else:
             self.threshold_ = float(self.angle_threshold)
         self.singular_ = self.angles_ > self.threshold_
@@ -441,12 +467,31 @@ class SingularSetDetector:
         return self.score(X) > self.threshold_
 
     def same_mode(self, idx) -> np.ndarray:
-        """True for rows of cell indices (M, k) that all lie in one mode (``cell_component_``)."""
+        """True for rows of cell indices that lie in one mode.
+
+        ``mode_rule="component"``: all cells of the row are in the same component
+        (``cell_component_``). ``mode_rule="facet"``: no two cells of the row are separated by a
+        singular facet, :math:`\\theta_{ij} \\le` ``threshold_`` for every pair (adjacent or not).
+
+        Parameters
+        ----------
+        idx : array_like of int, shape (M, k)
+
+        Returns
+        -------
+        ndarray of bool, shape (M,)
+        """
         self._check_fitted()
         if isinstance(idx, torch.Tensor):
             idx = idx.detach().cpu().numpy()
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 2:
             raise ValueError(f"idx must have shape (M, k), got shape {idx.shape}")
+        if getattr(self, "mode_rule", "component") == "facet":
+            ok = np.ones(len(idx), dtype=bool)
+            for a in range(idx.shape[1]):
+                for b in range(a + 1, idx.shape[1]):
+                    ok &= self._pair_angles(idx[:, a], idx[:, b]) <= self.threshold_
+            return ok
         c = self.cell_component_[idx]
         return (c == c[:, :1]).all(1)

@@ -160,3 +160,41 @@ def test_validation_errors(blobs):
         normal_angles(Y, np.zeros((3, 3), dtype=int))
     with pytest.raises(ValueError, match="index"):
         normal_angles(Y, np.array([[0, 200]]))
+
+
+def test_quantile_threshold(blobs):
+    _, _, ot, det = blobs
+    det2 = SingularSetDetector(angle_threshold="quantile", quantile=0.8).fit(ot)
+    assert det2.threshold_ == pytest.approx(np.quantile(det2.angles_, 0.8))
+    assert det2.singular_.mean() == pytest.approx(0.2, abs=0.02)
+    np.testing.assert_array_equal(det2.singular_, det2.angles_ > det2.threshold_)
+    with pytest.raises(ValueError, match="quantile"):
+        SingularSetDetector(angle_threshold="quantile", quantile=1.0).fit(ot)
+    with pytest.raises(ValueError, match="mode_rule"):
+        SingularSetDetector(mode_rule="simplex").fit(ot)
+
+
+def test_facet_mode_rule_blocks_blending_across_singular_facets_only():
+    # two blobs joined by a chain of points: singular facets inside the connected modes do not split
+    # them, so the component rule blends there; the facet rule refuses exactly the rows with a pair
+    # of cells across a singular facet
+    rng = np.random.default_rng(3)
+    Y = np.concatenate([rng.normal([-2.0, 0.0], 0.3, (60, 2)), rng.normal([2.0, 0.0], 0.3, (60, 2)),
+                        np.stack([np.linspace(-1.4, 1.4, 15), np.zeros(15)], 1)])
+    ot = SemiDiscreteOT(tol=0.05, verbose=False).fit(Y)
+    tau = float(np.quantile(SingularSetDetector().fit(ot).angles_, 0.9))
+    comp = SingularSetDetector(angle_threshold=tau).fit(ot)
+    facet = SingularSetDetector(angle_threshold=tau, mode_rule="facet").fit(ot)
+    assert facet.threshold_ == comp.threshold_
+    np.testing.assert_array_equal(facet.cell_component_, comp.cell_component_)
+    _, idx = ot.topk(sample_source("uniform", 3000, 2, seed=4), 3)
+    idx = idx.numpy()
+    c = comp.cell_component_[idx]
+    np.testing.assert_array_equal(comp.same_mode(idx), (c == c[:, :1]).all(1))
+    worst = np.max([facet._pair_angles(idx[:, a], idx[:, b]) for a, b in ((0, 1), (0, 2), (1, 2))], axis=0)
+    np.testing.assert_array_equal(facet.same_mode(idx), worst <= tau)
+    assert 0 < facet.same_mode(idx).mean() < 1
+    assert (comp.same_mode(idx) & ~facet.same_mode(idx)).any()
+    # with no singular set (the gap rule's inf) both rules blend everywhere
+    assert SingularSetDetector(mode_rule="facet").fit(SemiDiscreteOT(tol=0.05, verbose=False).fit(
+        np.random.default_rng(2).standard_normal((200, 2)))).same_mode(idx[:, :2] % 200).all()
