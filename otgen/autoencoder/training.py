@@ -42,7 +42,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: str = "bce")
 
 def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_size: int = 128,
                       lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", device=None,
-                      seed: int = 0, verbose: bool = True, desc: str = "autoencoder") -> dict:
+                      seed: int = 0, verbose: bool = True, desc: str = "autoencoder", augment=None) -> dict:
     r"""Train ``model`` to reconstruct ``data`` with Adam and a cosine learning-rate decay.
 
     Minimises the empirical reconstruction risk
@@ -74,6 +74,11 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         Show a tqdm progress bar with the running loss.
     desc : str
         Progress-bar label.
+    augment : callable, optional
+        ``augment(x, generator) -> x``: a random transformation of each mini-batch ``x``
+        (b, ...) (on ``device``) that maps the data distribution to itself (a symmetry of
+        the data), drawing its randomness from the CPU ``torch.Generator``; the model is
+        trained to reconstruct the transformed batch. ``None`` (default): no augmentation.
 
     Returns
     -------
@@ -95,6 +100,8 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
     lr = check_positive_float(lr, "lr")
     weight_decay = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
     check_choice(loss, "loss", LOSSES)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a callable augment(x, generator) or None, got {type(augment).__name__}")
     seed = check_positive_int(seed, "seed", minimum=0)
     dev = resolve_device(device)
     x_all = as_tensor(data, "data")  # (n, ...) float32 on CPU
@@ -119,6 +126,8 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         for s in range(steps_per_epoch):
             idx = perm[s * batch_size:(s + 1) * batch_size]
             x = x_all[idx].to(dev)  # (b, ...)
+            if augment is not None:
+                x = augment(x, gen)
             l = reconstruction_loss(model.decode(model.encode(x)), x, loss)
             opt.zero_grad(set_to_none=True)
             l.backward()

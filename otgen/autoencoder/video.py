@@ -19,6 +19,8 @@ References
 .. [2] A. Arnab et al. ViViT: A Video Vision Transformer. ICCV 2021 (tubelet embedding).
 .. [3] A. Jaegle et al. Perceiver: General Perception with Iterative Attention. ICML 2021 (latent queries).
 .. [4] K. He et al. Masked Autoencoders Are Scalable Vision Learners. CVPR 2022 (token decoder).
+.. [5] A. Radford, L. Metz, S. Chintala. Unsupervised Representation Learning with Deep Convolutional
+   Generative Adversarial Networks. ICLR 2016 (transposed-convolution decoder).
 """
 
 from __future__ import annotations
@@ -37,6 +39,33 @@ from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 from otgen.tokens import patchify, positional_embedding, token_grid, unpatchify
 
 _BATCH = 256  # clips per inference chunk
+READOUTS = ("linear", "conv")
+#: Symmetries a training clip (n, T, C, H, W) can be augmented with: reverse time, mirror
+#: left-right, mirror up-down, swap rows and columns (needs H == W); the dimension each flips.
+SYMMETRIES = {"time": 1, "hflip": 4, "vflip": 3, "transpose": None}
+
+
+def _check_symmetries(symmetries) -> tuple:
+    if isinstance(symmetries, str) or not isinstance(symmetries, (tuple, list)):
+        raise TypeError(f"symmetries must be a tuple of names among {sorted(SYMMETRIES)}, got {symmetries!r}")
+    for s in symmetries:
+        check_choice(s, "symmetry", tuple(SYMMETRIES))
+    return tuple(symmetries)
+
+
+def augment_clips(x: torch.Tensor, symmetries, generator: torch.Generator) -> torch.Tensor:
+    """Apply each symmetry in ``symmetries`` to a random half of the clips ``x`` (b, T, C, H, W).
+
+    Every symmetry is drawn independently per clip with probability 1/2 (from ``generator``, a CPU
+    ``torch.Generator``), so a batch sees all ``2 ** len(symmetries)`` combinations. Use only
+    symmetries of the data distribution (e.g. all four for :func:`otgen.data.video.permanence`,
+    ``"time"`` for :func:`otgen.data.video.moving_digits`), or the autoencoder learns other clips.
+    """
+    for s in symmetries:
+        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)[:, None, None, None, None]
+        y = x.transpose(3, 4) if s == "transpose" else x.flip(SYMMETRIES[s])
+        x = torch.where(flip, y, x)
+    return x
 
 
 def _check_clips(clips, clip_shape=None, name: str = "clips") -> torch.Tensor:
@@ -69,6 +98,60 @@ class _Block(nn.Module):
         x = self.norm1(h)
         h = h + self.attn(x, x, x, need_weights=False)[0]
         return h + self.mlp(self.norm2(h))
+
+
+class _ConvReadout(nn.Module):
+    r"""Token grid -> clip by transposed 3-D convolutions (the decoder's ``"conv"`` read-out).
+
+    The N decoder tokens (B, N, width) are laid out on their grid (B, width, T/t, H/p, W/q)
+    and upsampled by the tubelet factors (t, p, q), a factor 2 per stage where it divides
+    (a stage takes an odd factor whole): each stage is a transposed convolution with
+    kernel = stride (channels halve, at least ``min_channels``) followed by a residual
+    3 x 3 x 3 convolution, so that neighbouring tubelets are drawn together (an object
+    crossing a tubelet border is one object); the last stage's transposed convolution
+    outputs the C channels. This is the upsampling path of a convolutional decoder
+    (U-Net / DCGAN style [5]_) put after the transformer.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the token grid.
+    grid : tuple (T/t, H/p, W/q)
+    tubelet : tuple (t, p, q)
+    channels : int
+        C, output channels of the clip.
+    min_channels : int, default 8
+    """
+
+    def __init__(self, width: int, grid, tubelet, channels: int, min_channels: int = 8):
+        super().__init__()
+        self.grid = tuple(grid)
+        self.norm = nn.LayerNorm(width)
+        rem, strides = list(tubelet), []
+        while any(f > 1 for f in rem):
+            s = tuple(1 if f == 1 else (2 if f % 2 == 0 else f) for f in rem)
+            strides.append(s)
+            rem = [f // k for f, k in zip(rem, s)]
+        self.up, self.mix = nn.ModuleList(), nn.ModuleList()
+        c = width
+        for i, s in enumerate(strides):
+            last = i == len(strides) - 1
+            c_out = channels if last else max(c // 2, min_channels)
+            self.up.append(nn.ConvTranspose3d(c, c_out, kernel_size=s, stride=s))
+            if not last:
+                self.mix.append(nn.Conv3d(c_out, c_out, kernel_size=3, padding=1))
+            c = c_out
+        self.act = nn.GELU()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, N, W = h.shape
+        g = self.norm(h).transpose(1, 2).reshape(B, W, *self.grid)          # (B, width, T/t, H/p, W/q)
+        for i, up in enumerate(self.up):
+            g = up(g)                                                       # (B, c, ...) upsampled by a stage
+            if i < len(self.mix):
+                g = self.act(g)
+                g = g + self.act(self.mix[i](g))                            # residual 3x3x3 mixing
+        return g.transpose(1, 2)                                            # (B, T, C, H, W) logits
 
 
 class SpaceTimeAutoencoder(nn.Module):
@@ -110,10 +193,15 @@ class SpaceTimeAutoencoder(nn.Module):
         heads (dividing ``width``), MLP width in multiples of ``width``.
     sigmoid : bool, default True
         Squash the output into [0, 1] (for the binary cross-entropy loss).
+    readout : {"linear", "conv"}, default "linear"
+        How the decoder's tokens become pixels: ``"linear"``, a linear map of each token to
+        its P values (MAE [4]_); ``"conv"``, transposed convolutions over the token grid
+        (:class:`_ConvReadout`), which draws sharp objects anywhere in a tubelet and across
+        tubelet borders.
     """
 
     def __init__(self, clip_shape, tubelet=(4, 8, 8), latent_tokens: int = 4, token_dim: int = 4, width: int = 64,
-                 depth: int = 2, heads: int = 4, mlp_ratio: int = 2, sigmoid: bool = True):
+                 depth: int = 2, heads: int = 4, mlp_ratio: int = 2, sigmoid: bool = True, readout: str = "linear"):
         super().__init__()
         self.clip_shape, self.tubelet = tuple(clip_shape), tubelet
         grid = token_grid(self.clip_shape, tubelet)                        # (T/t, H/p, W/q)
@@ -127,6 +215,7 @@ class SpaceTimeAutoencoder(nn.Module):
         if width % heads:
             raise ValueError(f"width must be divisible by heads, got width={width} and heads={heads}")
         self.width, self.sigmoid = width, bool(sigmoid)
+        self.readout = check_choice(readout, "readout", READOUTS)
         d_pos = 6 * math.ceil(width / 6)                                   # positional_embedding needs 6 | dim
         pos = positional_embedding(self.clip_shape, tubelet, d_pos)        # (N, d_pos), fixed
         self.register_buffer("pos", pos, persistent=False)
@@ -142,7 +231,12 @@ class SpaceTimeAutoencoder(nn.Module):
         self.from_latent = nn.Linear(token_dim, width)                     # U
         self.latent_pos = nn.Parameter(0.02 * torch.randn(L, width))       # e
         self.dec_blocks = nn.ModuleList([_Block(width, heads, mlp_ratio) for _ in range(depth)])
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, P))
+        T, C, H, W_ = self.clip_shape
+        tub = (T // grid[0], H // grid[1], W_ // grid[2])                  # (t, p, q)
+        if self.readout == "linear":
+            self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, P))
+        else:
+            self.head = _ConvReadout(width, grid, tub, C)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, latent_tokens * token_dim), ordered (latent token, channel)."""
@@ -159,9 +253,11 @@ class SpaceTimeAutoencoder(nn.Module):
         h = torch.cat([q, lat], dim=1)                                      # (B, N + L, W)
         for block in self.dec_blocks:
             h = block(h)
-        out = self.head(h[:, :N])                                           # (B, N, P)
+        out = self.head(h[:, :N])                          # (B, N, P) linear, (B, T, C, H, W) conv
         if self.sigmoid:
             out = torch.sigmoid(out)
+        if self.readout == "conv":
+            return out
         return unpatchify(out, self.clip_shape, self.tubelet)              # (B, T, C, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +322,7 @@ class VideoAutoencoder:
     def __init__(self, latent_tokens: int = 4, token_dim: int = 4, tubelet=(4, 8, 8), width: int = 64,
                  depth: int = 2, heads: int = 4, mlp_ratio: int = 2, epochs: int = 12, batch_size: int = 16,
                  lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", clip_shape=None, device=None,
-                 seed: int = 0, verbose: bool = True):
+                 seed: int = 0, verbose: bool = True, readout: str = "linear", symmetries=()):
         self.latent_tokens = latent_tokens
         self.token_dim = token_dim
         self.tubelet = tubelet
@@ -243,15 +339,17 @@ class VideoAutoencoder:
         self.device = device
         self.seed = seed
         self.verbose = verbose
+        self.readout = readout
+        self.symmetries = symmetries
 
     # -- settings ------------------------------------------------------------------
     _SETTINGS = ("latent_tokens", "token_dim", "tubelet", "width", "depth", "heads", "mlp_ratio", "epochs",
-                 "batch_size", "lr", "weight_decay", "loss", "clip_shape", "seed")
+                 "batch_size", "lr", "weight_decay", "loss", "clip_shape", "seed", "readout", "symmetries")
 
     def _build(self, clip_shape) -> SpaceTimeAutoencoder:
         return SpaceTimeAutoencoder(clip_shape, self.tubelet, self.latent_tokens, self.token_dim, width=self.width,
                                     depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
-                                    sigmoid=self.loss == "bce")
+                                    sigmoid=self.loss == "bce", readout=self.readout)
 
     def _check_fitted(self):
         if not hasattr(self, "model_"):
@@ -269,16 +367,20 @@ class VideoAutoencoder:
         check_choice(self.loss, "loss", LOSSES)
         check_positive_float(self.lr, "lr")
         seed = check_positive_int(self.seed, "seed", minimum=0)
+        symmetries = _check_symmetries(self.symmetries)
         x = _check_clips(clips, self.clip_shape)
         clip_shape = tuple(int(s) for s in x.shape[1:])
         token_grid(clip_shape, self.tubelet)                                # tubelet must divide (T, H, W)
+        if "transpose" in symmetries and clip_shape[2] != clip_shape[3]:
+            raise ValueError(f"the 'transpose' symmetry needs square frames, got H x W = {clip_shape[2]} x {clip_shape[3]}")
+        augment = (lambda b, g: augment_clips(b, symmetries, g)) if symmetries else None
         dev = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self._build(clip_shape)
         self.history_ = train_autoencoder(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                           weight_decay=self.weight_decay, loss=self.loss, device=dev, seed=seed,
-                                          verbose=self.verbose, desc="fit video autoencoder")
+                                          verbose=self.verbose, desc="fit video autoencoder", augment=augment)
         self._set_fitted(model, clip_shape)
         return self
 
