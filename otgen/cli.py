@@ -148,7 +148,7 @@ def _figure(args) -> int:
 
 
 _MNIST_DEFAULTS = dict(out="otgen-out/compare-mnist", ae_epochs=20, n_samples=1000, diffusion_steps=10000, ot_tol=0.03)
-_VIDEO_DEFAULTS = dict(ae_epochs=24, n_samples=500, diffusion_steps=10000, ot_tol=0.03, n_train=2000)
+_VIDEO_DEFAULTS = dict(ae_epochs=None, n_samples=500, diffusion_steps=10000, ot_tol=0.03, n_train=2000)
 
 
 def _compare(args) -> int:
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None,
                    help="report folder (default: otgen-out/compare-mnist, otgen-out/compare-video-DATASET)")
     c.add_argument("--latent-dim", type=int, default=8, help="mnist only")
-    c.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, video 24)")
+    c.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: mnist 20, video bistable 24, moving-digits 24, permanence 48)")
     c.add_argument("--clf-epochs", type=int, default=20, help="mnist only")
     c.add_argument("--n-samples", type=int, default=None, help="samples per generator (default: mnist 1000, video 500)")
     c.add_argument("--diffusion-steps", type=int, default=None,

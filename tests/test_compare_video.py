@@ -207,6 +207,9 @@ def test_cli_compare_video_defaults(monkeypatch):
     assert main(["compare", "video", "--quiet"]) == 0
     assert seen["dataset"] == "bistable" and seen["out"] == "otgen-out/compare-video-bistable"
     assert (seen["n_train"], seen["ae_epochs"], seen["n_samples"], seen["diffusion_steps"], seen["dit_steps"],
-            seen["angle_threshold"], seen["ae_extra"]) == (2000, 24, 500, 10000, 4000, "persistence", None)
+            seen["angle_threshold"], seen["ae_extra"]) == (2000, None, 500, 10000, 4000, "persistence", None)
+    from otgen.compare_video import AE_EPOCHS, ae_settings
+    assert AE_EPOCHS["bistable"] == 24 and ae_settings("bistable")["latent_tokens"] == 4   # None: per dataset
+    assert ae_settings("permanence", {"width": 32})["width"] == 32
     assert main(["compare", "video", "--dataset", "moving-digits", "--angle-threshold", "0.4", "--quiet"]) == 0
     assert seen["dataset"] == "moving-digits" and seen["angle_threshold"] == 0.4
