@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit-ot", help="fit the Brenier potential of latent codes saved with numpy.save",
                        description="Fit the Brenier potential of (N, d) codes. Under torchrun the solve is "
                        "sample-parallel over all processes (gloo on CPUs, nccl on GPUs): "
-                       "torchrun --standalone --nproc_per_node 2 $(which otgen) fit-ot codes.npy --out pot.pt")
+                       "torchrun --standalone --nproc_per_node 2 -m otgen fit-ot codes.npy --out pot.pt")
     f.add_argument("codes", help="(N, d) array in a .npy file")
     f.add_argument("--out", required=True, help="where to save the fitted potential (.pt)")
     f.add_argument("--weights", help="optional (N,) .npy file of target masses")

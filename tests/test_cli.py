@@ -18,6 +18,19 @@ def test_help_and_version(capsys):
     assert "demo" in capsys.readouterr().out
 
 
+def test_python_dash_m_otgen(tmp_path):
+    """``python -m otgen`` is the CLI (what ``torchrun -m otgen`` runs); errors exit 2."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "otgen", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and otgen.__version__ in r.stdout
+    np.save(tmp_path / "bad.npy", np.zeros(5))
+    r = subprocess.run([sys.executable, "-m", "otgen", "fit-ot", str(tmp_path / "bad.npy"), "--out",
+                        str(tmp_path / "x.pt")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "fit-ot: error" in r.stderr
+
+
 def test_demo_writes_png_and_json(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--n-targets", "100", "--n-samples", "200", "--tol", "0.03",
                  "--quiet"]) == 0

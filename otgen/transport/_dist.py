@@ -74,7 +74,7 @@ class Distributed(Local):
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("parallel solve needs an initialised torch.distributed process group: call "
                                "torch.distributed.init_process_group(...) first, or launch with torchrun "
-                               "(`torchrun --nproc_per_node 2 $(which otgen) fit-ot ...`)")
+                               "(`torchrun --nproc_per_node 2 -m otgen fit-ot ...`)")
         self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         # nccl reduces device tensors only; gloo reduces CPU tensors
