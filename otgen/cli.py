@@ -162,7 +162,8 @@ def _compare(args) -> int:
                                diffusion_steps=v["diffusion_steps"], dit_steps=args.dit_steps,
                                n_samples=v["n_samples"], ddpm_steps=args.ddpm_steps, ddim_steps=args.ddim_steps,
                                ot_tol=v["ot_tol"], n_long=args.n_long, n_critical=args.n_critical, ae_extra=args.ae_extra,
-                               angle_threshold=_angle(args.angle_threshold), device=args.device, seed=args.seed,
+                               angle_threshold=_angle(args.angle_threshold), angle_quantile=args.angle_quantile,
+                               mode_rule=args.mode_rule, device=args.device, seed=args.seed,
                                cache_dir=args.cache_dir, verbose=not args.quiet)
         if not args.quiet:
             print((Path(out) / "report.md").read_text())
@@ -262,9 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--angle-threshold", default="persistence",
                    help="video: detector threshold rule, 'persistence' (default), 'gap', 'ratio' or radians")
     c.add_argument("--angle-quantile", type=float, default=None,
-                   help="mnist: detector threshold at this quantile of the neighbour angles (default: the gap rule)")
+                   help="detector threshold at this quantile of the neighbour angles (default: mnist the gap rule, "
+                        "video --angle-threshold)")
     c.add_argument("--mode-rule", choices=["component", "facet"], default="component",
-                   help="mnist: the extended OT map blends cells of one connected mode (default) or not across a "
+                   help="the extended OT map blends cells of one connected mode (default) or not across a "
                         "singular facet")
     c.add_argument("--data-dir", default=None, help="mnist: folder with the MNIST IDX files (default: embedded subset)")
     c.add_argument("--cache-dir", default=None, help="trained artifacts (default: OUT/cache)")

@@ -347,13 +347,16 @@ def fit_video_artifacts(dataset: str, train_clips, *, ae_epochs: int, dit_steps:
 
 # ----------------------------------------------------------------------------- singular-set measurements
 
-def fit_detector(ot, angle_threshold="persistence", *, min_size: float = 0.05, seed: int = 0):
+def fit_detector(ot, angle_threshold="persistence", *, min_size: float = 0.05, seed: int = 0,
+                 angle_quantile=None, mode_rule: str = "component"):
     """The singular-set detector of ``ot`` with the threshold rule ``angle_threshold``.
 
     ``"persistence"`` (default): :func:`~otgen.singular.persistence_threshold` of a first fit (the
     angle threshold at which the major modes — at least ``min_size`` of the mass — persist longest),
-    then a detector with that number. ``None`` / ``"gap"`` / ``"ratio"`` / a float: passed to
-    :class:`~otgen.singular.SingularSetDetector`.
+    then a detector with that number. ``None`` / ``"gap"`` / ``"ratio"`` / ``"quantile"`` / a float:
+    passed to :class:`~otgen.singular.SingularSetDetector`. ``angle_quantile`` (a number in (0, 1)),
+    when given, replaces the rule by the threshold at that quantile of the neighbour angles;
+    ``mode_rule`` (``"component"`` or ``"facet"``) is the detector's blending rule.
 
     Returns
     -------
@@ -361,20 +364,29 @@ def fit_detector(ot, angle_threshold="persistence", *, min_size: float = 0.05, s
     """
     from otgen.singular import SingularSetDetector, persistence_threshold
 
+    kw = dict(seed=seed, mode_rule=mode_rule)
+    if angle_quantile is not None:
+        return SingularSetDetector(angle_threshold="quantile", quantile=angle_quantile, **kw).fit(ot)
     if isinstance(angle_threshold, str) and angle_threshold == "persistence":
-        first = SingularSetDetector(seed=seed).fit(ot)
+        first = SingularSetDetector(**kw).fit(ot)
         tau = persistence_threshold(first, min_size, weights=ot.weights_.detach().cpu().numpy())
         if not np.isfinite(tau):
             return first                                   # one mode: no singular set (threshold inf)
-        return SingularSetDetector(angle_threshold=min(tau, float(np.pi)), seed=seed).fit(ot)
-    return SingularSetDetector(angle_threshold=angle_threshold, seed=seed).fit(ot)
+        return SingularSetDetector(angle_threshold=min(tau, float(np.pi)), **kw).fit(ot)
+    return SingularSetDetector(angle_threshold=angle_threshold, **kw).fit(ot)
 
 
-def _check_threshold_rule(angle_threshold):
+def _check_threshold_rule(angle_threshold, angle_quantile=None, mode_rule="component"):
     from otgen.singular import SingularSetDetector
+    if angle_quantile is not None:
+        if isinstance(angle_quantile, bool) or not isinstance(angle_quantile, (int, float)) or \
+                not 0 < angle_quantile < 1:
+            raise ValueError(f"angle_quantile must be a number in (0, 1) or None, got {angle_quantile!r}")
+        angle_threshold = "quantile"
     if isinstance(angle_threshold, str) and angle_threshold == "persistence":
-        return
-    SingularSetDetector(angle_threshold=angle_threshold)._check_settings()
+        angle_threshold = None
+    SingularSetDetector(angle_threshold=angle_threshold, quantile=angle_quantile or 0.9,
+                        mode_rule=mode_rule)._check_settings()
 
 
 def detection_scores(flags, truth) -> dict:
@@ -565,7 +577,8 @@ def _discussion(m: dict) -> list:
                  "held-out codes (standardised).")
     det = m["detector"]
     lines.append(f"- Detector: {det['n_components']} mode(s) among {m['ot']['n_targets']} cells, threshold "
-                 f"{_fmt(det['threshold'])} rad ({det['angle_threshold']}), {det['n_singular_pairs']} singular of "
+                 f"{_fmt(det['threshold'])} rad ({det['angle_threshold']}; mode rule {det['mode_rule']}), "
+                 f"{det['n_singular_pairs']} singular of "
                  f"{det['n_pairs']} adjacent pairs; largest modes hold {det['largest_modes']} cells.")
     if "detection" in m:
         lines.append("- How the threshold is chosen: the detector's gap rule looks for a gap in the sorted angles "
@@ -620,7 +633,7 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
                   n_test: int = 1000, ae_epochs: int | None = None, diffusion_steps: int = 10000, dit_steps: int | None = 4000,
                   n_samples: int = 500, ddpm_steps: int = 1000, ddim_steps: int = 50, ot_tol: float = 0.03,
                   ot_max_iter: int = 100, ae_extra: int | None = None, angle_threshold="persistence",
-                  min_size: float = 0.05, n_long: int = 100,
+                  angle_quantile=None, mode_rule: str = "component", min_size: float = 0.05, n_long: int = 100,
                   long_frames: int = 64, n_critical: int = 250, detect_rule: str = "minor-mode", ae_kwargs=None,
                   dit_kwargs=None,
                   device=None, seed: int = 0, cache_dir=None, verbose: bool = True) -> dict:
@@ -657,6 +670,12 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
     angle_threshold : "persistence", None, "gap", "ratio" or float
         Threshold rule of the singular-set detector (:func:`fit_detector`; the detector's own gap
         rule finds no gap in the angles of a 16-d latent, see :func:`otgen.singular.persistence_threshold`).
+    angle_quantile : float in (0, 1) or None, default None
+        When given, the detector's threshold is this quantile of the neighbour angles (replaces
+        ``angle_threshold``), as in :func:`otgen.compare.compare_mnist`.
+    mode_rule : {"component", "facet"}, default "component"
+        The extended OT map blends the top cells of a point when they lie in one mode, or (``"facet"``,
+        the AE-OT local rule) when no singular facet separates them.
     min_size : float, default 0.05
         Least mass of a major mode (persistence threshold, ``"minor-mode"`` detection).
     n_long, long_frames : int, default 100, 64
@@ -728,7 +747,7 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
         raise TypeError(f"verbose must be True or False, got {verbose!r}")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}")
-    _check_threshold_rule(angle_threshold)
+    _check_threshold_rule(angle_threshold, angle_quantile, mode_rule)
     from otgen.singular.paths import _check_min_size
     min_size = _check_min_size(min_size)
     out_dir = _check_out_dir(out)                          # created once every argument is known to be good
@@ -748,7 +767,8 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
     ae, ot, dit, mlp = art["ae"], art["ot"], art["dit"], art["mlp"]
     mean, scale, z_tr = art["mean"], art["scale"], art["z"]
     t_art = time.perf_counter() - t_start
-    det = fit_detector(ot, angle_threshold, min_size=min_size, seed=seed)
+    det = fit_detector(ot, angle_threshold, min_size=min_size, seed=seed, angle_quantile=angle_quantile,
+                       mode_rule=mode_rule)
     z_te = standardize_codes(np.asarray(ae.encode(x_te), np.float32), mean, scale)[0]
     copy_radius = 0.01 * _nn_median(z_tr)
     Y = ot.targets_.detach().cpu().numpy()
@@ -853,7 +873,8 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
         "settings": dict(dataset=dataset, n_train=n_train, n_test=n_test, ae_epochs=ae_epochs,
                          diffusion_steps=diffusion_steps, dit_steps=dit_steps, n_samples=n_samples, ae_extra=ae_extra,
                          ddpm_steps=ddpm_steps, ddim_steps=ddim_steps, ot_tol=ot_tol, ot_max_iter=ot_max_iter,
-                         angle_threshold=angle_threshold, min_size=min_size, n_long=n_long, long_frames=long_frames,
+                         angle_threshold=angle_threshold, angle_quantile=angle_quantile, mode_rule=mode_rule,
+                         min_size=min_size, n_long=n_long, long_frames=long_frames,
                          n_critical=n_critical, detect_rule=detect_rule, ae=ae_settings(dataset, ae_kwargs),
                          dit=dict(DIT_DEFAULTS, **(dit_kwargs or {})), device=str(dev), seed=seed,
                          torch_threads=torch.get_num_threads(), clip_shape=list(x_tr.shape[1:])),
@@ -862,7 +883,8 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
         "ot": dict(fit_seconds=art["fit_seconds"]["ot"], n_iter=int(ot.n_iter_), converged=bool(ot.converged_),
                    tv_error=float(hist[-1]["tv"]) if hist else None, n_targets=int(len(Y))),
         "detector": dict(n_components=int(det.n_components_), threshold=float(det.threshold_),
-                         angle_threshold=str(angle_threshold or "gap"), n_pairs=int(len(det.pairs_)),
+                         angle_threshold=(f"quantile {angle_quantile}" if angle_quantile is not None
+                                          else str(angle_threshold or "gap")), mode_rule=mode_rule, n_pairs=int(len(det.pairs_)),
                          mode_mass=np.sort(np.bincount(det.cell_component_, weights=ot.weights_.detach().cpu().numpy()))[::-1][:4].tolist(),
                          n_singular_pairs=int(len(det.singular_pairs_)), largest_modes=comp_sizes[:4].tolist()),
         "diffusion": {"DiT": dict(n_steps=dit_steps, fit_seconds=art["fit_seconds"]["dit"],

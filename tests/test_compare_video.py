@@ -92,10 +92,15 @@ def test_second_call_reuses_the_cache(bistable_runs):
     assert first["localisation"]["within_tol"] == second["localisation"]["within_tol"]
 
 
-@pytest.mark.parametrize("ds, key", [("permanence", "changed_rate"), ("moving-digits", "mass_change_rate")])
-def test_other_datasets(tmp_path, ds, key):
+@pytest.mark.parametrize("ds, key, rule", [("permanence", "changed_rate", dict(angle_quantile=0.7, mode_rule="facet")),
+                                           ("moving-digits", "mass_change_rate", {})])
+def test_other_datasets(tmp_path, ds, key, rule):
     torch.set_num_threads(1)
-    m = _run(ds, tmp_path / ds, tmp_path / "cache", n_train=120, n_test=30, ae_epochs=1, n_samples=16)
+    m = _run(ds, tmp_path / ds, tmp_path / "cache", n_train=120, n_test=30, ae_epochs=1, n_samples=16, **rule)
+    if rule:       # the AE-OT facet rule at an angle quantile: recorded, and a fraction 0.3 of the pairs singular
+        assert m["settings"]["mode_rule"] == "facet" and m["detector"]["mode_rule"] == "facet"
+        assert m["detector"]["angle_threshold"] == "quantile 0.7"
+        assert 0.2 <= m["detector"]["n_singular_pairs"] / m["detector"]["n_pairs"] <= 0.4
     assert "detection" not in m and "localisation" not in m and "critical" not in m
     assert set(m["rows"]) == set(GEN_ROWS)
     for r in m["rows"].values():
@@ -117,6 +122,9 @@ def test_other_datasets(tmp_path, ds, key):
     (dict(cache_dir=3), TypeError, "cache_dir"),
     (dict(seed=-1), ValueError, "seed"),
     (dict(angle_threshold="steep"), ValueError, "angle_threshold"),
+    (dict(angle_quantile=1.5), ValueError, "angle_quantile"),
+    (dict(angle_quantile=True), ValueError, "angle_quantile"),
+    (dict(mode_rule="nearest"), ValueError, "mode_rule"),
     (dict(detect_rule="any"), ValueError, "detect_rule"),
     (dict(ae_kwargs=[1]), TypeError, "ae_kwargs"),
     (dict(long_frames=16), ValueError, "long_frames"),
@@ -213,3 +221,6 @@ def test_cli_compare_video_defaults(monkeypatch):
     assert ae_settings("permanence", {"width": 32})["width"] == 32
     assert main(["compare", "video", "--dataset", "moving-digits", "--angle-threshold", "0.4", "--quiet"]) == 0
     assert seen["dataset"] == "moving-digits" and seen["angle_threshold"] == 0.4
+    assert (seen["angle_quantile"], seen["mode_rule"]) == (None, "component")
+    assert main(["compare", "video", "--angle-quantile", "0.7", "--mode-rule", "facet", "--quiet"]) == 0
+    assert (seen["angle_quantile"], seen["mode_rule"]) == (0.7, "facet")
