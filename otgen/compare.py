@@ -314,6 +314,18 @@ def _timed_sample(gen: Generator, n: int, seed: int):
 
 # ----------------------------------------------------------------------------- main entry
 
+def _check_blend_rule(angle_quantile, mode_rule):
+    """Validate the ``angle_quantile`` (None or a number in (0, 1)) and ``mode_rule`` options."""
+    if angle_quantile is not None:
+        if isinstance(angle_quantile, bool) or not isinstance(angle_quantile, (int, float)) or \
+                not 0 < angle_quantile < 1:
+            raise ValueError(f"angle_quantile must be a number in (0, 1) or None, got {angle_quantile!r}")
+        angle_quantile = float(angle_quantile)
+    if mode_rule not in ("component", "facet"):
+        raise ValueError(f"mode_rule must be 'component' or 'facet', got {mode_rule!r}")
+    return angle_quantile, mode_rule
+
+
 def compare_mnist(out_dir, *, latent_dim=8, ae_epochs=20, clf_epochs=20, n_samples=1000, data_dir=None,
                   device=None, seed=0, cache_dir=None, verbose=True, diffusion_steps=10000, ot_tol=0.03,
                   ot_max_iter=100, ddpm_steps=1000, ddim_steps=50, k=5, taus=TAUS, n_train=None,
@@ -401,13 +413,7 @@ def compare_mnist(out_dir, *, latent_dim=8, ae_epochs=20, clf_epochs=20, n_sampl
     seed = _check_seed(seed)
     if not isinstance(verbose, bool):
         raise TypeError(f"verbose must be True or False, got {verbose!r}")
-    if angle_quantile is not None:
-        if isinstance(angle_quantile, bool) or not isinstance(angle_quantile, (int, float)) or \
-                not 0 < angle_quantile < 1:
-            raise ValueError(f"angle_quantile must be a number in (0, 1) or None, got {angle_quantile!r}")
-        angle_quantile = float(angle_quantile)
-    if mode_rule not in ("component", "facet"):
-        raise ValueError(f"mode_rule must be 'component' or 'facet', got {mode_rule!r}")
+    angle_quantile, mode_rule = _check_blend_rule(angle_quantile, mode_rule)
     taus = tuple(float(check_positive_float(t, "tau")) for t in (taus if np.iterable(taus) else (taus,)))
     if any(t > 1 for t in taus):
         raise ValueError(f"taus must lie in (0, 1], got {taus}")

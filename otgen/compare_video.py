@@ -78,7 +78,8 @@ import torch
 
 from otgen._validation import (ConvergenceWarning, check_choice, check_positive_float, check_positive_int,
                                resolve_device)
-from otgen.compare import _copy_rate, _fmt, _loss_plateau, _nn_median, _timed_sample, load_or_fit, standardize_codes
+from otgen.compare import (_check_blend_rule, _copy_rate, _fmt, _loss_plateau, _nn_median, _timed_sample, load_or_fit,
+                           standardize_codes)
 from otgen.generate import DiffusionGenerator, OTGenerator, _check_seed
 
 __all__ = ["compare_video", "fit_video_artifacts", "fit_detector", "video_data", "plausibility", "digit_plausibility",
@@ -377,16 +378,13 @@ def fit_detector(ot, angle_threshold="persistence", *, min_size: float = 0.05, s
 
 
 def _check_threshold_rule(angle_threshold, angle_quantile=None, mode_rule="component"):
+    """Validate the detector options; returns (angle_quantile, mode_rule)."""
     from otgen.singular import SingularSetDetector
-    if angle_quantile is not None:
-        if isinstance(angle_quantile, bool) or not isinstance(angle_quantile, (int, float)) or \
-                not 0 < angle_quantile < 1:
-            raise ValueError(f"angle_quantile must be a number in (0, 1) or None, got {angle_quantile!r}")
-        angle_threshold = "quantile"
+    angle_quantile, mode_rule = _check_blend_rule(angle_quantile, mode_rule)
     if isinstance(angle_threshold, str) and angle_threshold == "persistence":
-        angle_threshold = None
-    SingularSetDetector(angle_threshold=angle_threshold, quantile=angle_quantile or 0.9,
-                        mode_rule=mode_rule)._check_settings()
+        return angle_quantile, mode_rule
+    SingularSetDetector(angle_threshold=angle_threshold)._check_settings()
+    return angle_quantile, mode_rule
 
 
 def detection_scores(flags, truth) -> dict:
@@ -747,7 +745,7 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
         raise TypeError(f"verbose must be True or False, got {verbose!r}")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path or None, got {type(cache_dir).__name__}")
-    _check_threshold_rule(angle_threshold, angle_quantile, mode_rule)
+    angle_quantile, mode_rule = _check_threshold_rule(angle_threshold, angle_quantile, mode_rule)
     from otgen.singular.paths import _check_min_size
     min_size = _check_min_size(min_size)
     out_dir = _check_out_dir(out)                          # created once every argument is known to be good
