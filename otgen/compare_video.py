@@ -109,6 +109,8 @@ AE_EPOCHS = {"bistable": 24, "moving-digits": 24, "permanence": 48}
 def ae_settings(dataset: str, ae_kwargs=None) -> dict:
     """VideoAutoencoder settings of ``dataset``: :data:`AE_DEFAULTS`, then :data:`AE_DATASET_DEFAULTS`, then ``ae_kwargs``."""
     check_choice(dataset, "dataset", DATASETS)
+    if ae_kwargs is not None and not isinstance(ae_kwargs, dict):
+        raise TypeError(f"ae_kwargs must be a dict or None, got {type(ae_kwargs).__name__}")
     return dict(AE_DEFAULTS, **AE_DATASET_DEFAULTS[dataset], **(ae_kwargs or {}))
 
 
@@ -365,6 +367,7 @@ def fit_detector(ot, angle_threshold="persistence", *, min_size: float = 0.05, s
     """
     from otgen.singular import SingularSetDetector, persistence_threshold
 
+    angle_quantile, mode_rule = _check_threshold_rule(angle_threshold, angle_quantile, mode_rule)
     kw = dict(seed=seed, mode_rule=mode_rule)
     if angle_quantile is not None:
         return SingularSetDetector(angle_threshold="quantile", quantile=angle_quantile, **kw).fit(ot)
@@ -383,6 +386,9 @@ def _check_threshold_rule(angle_threshold, angle_quantile=None, mode_rule="compo
     angle_quantile, mode_rule = _check_blend_rule(angle_quantile, mode_rule)
     if isinstance(angle_threshold, str) and angle_threshold == "persistence":
         return angle_quantile, mode_rule
+    if angle_quantile is not None:
+        raise ValueError(f"give angle_threshold (got {angle_threshold!r}) or angle_quantile "
+                         f"(got {angle_quantile!r}), not both")
     SingularSetDetector(angle_threshold=angle_threshold)._check_settings()
     return angle_quantile, mode_rule
 
@@ -882,7 +888,8 @@ def compare_video(dataset: str = "bistable", out="otgen-out/compare-video", *, n
                    tv_error=float(hist[-1]["tv"]) if hist else None, n_targets=int(len(Y))),
         "detector": dict(n_components=int(det.n_components_), threshold=float(det.threshold_),
                          angle_threshold=(f"quantile {angle_quantile}" if angle_quantile is not None
-                                          else str(angle_threshold or "gap")), mode_rule=mode_rule, n_pairs=int(len(det.pairs_)),
+                                          else str(angle_threshold or "gap")), mode_rule=mode_rule,
+                         n_pairs=int(len(det.pairs_)),
                          mode_mass=np.sort(np.bincount(det.cell_component_, weights=ot.weights_.detach().cpu().numpy()))[::-1][:4].tolist(),
                          n_singular_pairs=int(len(det.singular_pairs_)), largest_modes=comp_sizes[:4].tolist()),
         "diffusion": {"DiT": dict(n_steps=dit_steps, fit_seconds=art["fit_seconds"]["dit"],

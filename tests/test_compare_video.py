@@ -125,6 +125,7 @@ def test_other_datasets(tmp_path, ds, key, rule):
     (dict(angle_quantile=1.5), ValueError, "angle_quantile"),
     (dict(angle_quantile=True), ValueError, "angle_quantile"),
     (dict(mode_rule="nearest"), ValueError, "mode_rule"),
+    (dict(angle_threshold=0.4, angle_quantile=0.7), ValueError, "not both"),
     (dict(detect_rule="any"), ValueError, "detect_rule"),
     (dict(ae_kwargs=[1]), TypeError, "ae_kwargs"),
     (dict(long_frames=16), ValueError, "long_frames"),

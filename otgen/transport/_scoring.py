@@ -19,10 +19,10 @@ import torch
 _BLOCK = 64                     # columns per block in _block_argmax
 _TARGET_BLOCK_BYTES = 8 << 20   # score block that stays in cache (8 MiB); capped by max_memory
 _MIN_GEMM_ROWS = 256            # rows of a score block when max_memory allows
-# Below these row lengths torch's own kernels win on the CPU (measured, 1 thread, the solver's
-# 8 MiB blocks): argmax S.max beats the block argmax up to ~256 columns (N = 200: 1.8 vs 2.8 ms
-# per block); S.topk beats the block top-k up to ~400 k columns (k = 6, N = 1000: 4.5 vs 7.5 ms;
-# N = 3000: 3.4 vs 2.8 ms; k = 2 crosses over near N = 900).
+# Up to these row lengths torch's own kernels are faster on the CPU (1 thread, blocks of the
+# solver's 8 MiB: short rows mean thousands of rows per block): S.max up to ~256 columns and
+# S.topk up to ~400·k (k = 6: ~2400; k = 2: ~800). Effect on a solve: benchmarks/README.md,
+# "Small N" (results/scaling_topk_cutoff_*). The block top-k needs at least k blocks: 400·k > 64·k.
 _ARGMAX_MIN_COLS = 4 * _BLOCK
 _TOPK_MIN_COLS_PER_K = 400
 
@@ -61,7 +61,7 @@ def _block_topk(S: torch.Tensor, k: int):
     the indices are some set of maximal entries.
     """
     m, n = S.shape
-    if n <= max(_TOPK_MIN_COLS_PER_K * k, 2 * k * _BLOCK) or S.device.type != "cpu":
+    if n <= _TOPK_MIN_COLS_PER_K * k or S.device.type != "cpu":
         return S.topk(k, dim=1)
     bmax = _block_max(S)                                                # (m, nb)
     blk = bmax.topk(k, dim=1).indices                                   # (m, k)
