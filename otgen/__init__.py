@@ -7,6 +7,7 @@ modes, and a diffusion baseline to compare against.
 
 __version__ = "0.1.0"
 
+from otgen._base import NotFittedError
 from otgen._validation import ConvergenceWarning
 
-__all__ = ["ConvergenceWarning", "__version__"]
+__all__ = ["ConvergenceWarning", "NotFittedError", "__version__"]

@@ -1,0 +1,276 @@
+"""The estimator contract shared by every fitted object of otgen.
+
+Every estimator (``SemiDiscreteOT``, ``SingularSetDetector``, the generators,
+``LatentDiffusion``, the autoencoders, the classifier, ``LatentSpace``) keeps one
+contract, the one of scikit-learn [1]_:
+
+- the constructor only stores its keyword settings, under their own names;
+- ``fit`` validates the settings and the data, learns attributes whose names end
+  in ``_`` and returns ``self``;
+- ``get_params(deep=True)`` / ``set_params(**params)`` / ``repr`` come from the
+  constructor's signature, so ``sklearn.base.clone`` works;
+- a method used before ``fit`` raises :class:`NotFittedError` (a ``ValueError`` and
+  an ``AttributeError``, as in scikit-learn);
+- ``save(path)`` writes one versioned file atomically (a temporary file, then a
+  rename: a save killed half-way leaves the previous file as it was), and
+  ``Class.load(path)`` reads it with ``torch.load(weights_only=True)`` -- a file
+  can hold tensors, numbers, strings and containers of them, never code -- and
+  refuses, with a clear error, a file of another class or format version.
+
+Random streams: one integer seed per estimator; independent streams inside it are
+spawned from that seed by name (:func:`spawn_seed`), never by adding constants.
+
+References
+----------
+.. [1] L. Buitinck et al., "API design for machine learning software: experiences
+   from the scikit-learn project", ECML PKDD Workshop (2013).
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+import tempfile
+import zlib
+
+import numpy as np
+import torch
+
+__all__ = ["NotFittedError", "BaseEstimator", "check_seed", "spawn_seed", "torch_generator", "atomic_torch_save",
+           "safe_torch_load", "like_input"]
+
+FILE_FORMAT = "otgen"          # marks a file written by BaseEstimator.save
+_NDARRAY = "__ndarray__"        # marks a numpy array stored as a tensor (weights_only cannot read numpy)
+
+
+class NotFittedError(ValueError, AttributeError):
+    """An estimator was used before ``fit`` (or ``load``)."""
+
+
+# ----------------------------------------------------------------------------- seeds
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A non-negative integer seed, or ``TypeError`` / ``ValueError`` saying what was received."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer, got {type(seed).__name__} {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be >= 0, got {seed}")
+    return int(seed)
+
+
+def spawn_seed(seed: int, *names) -> int:
+    """The seed of the random stream ``names`` spawned from ``seed`` (63-bit int).
+
+    ``numpy.random.SeedSequence(seed, spawn_key=...)`` with one key per name (a string
+    is hashed with CRC-32, an integer used as it is): streams with different names are
+    independent, the same names always give the same seed.
+
+    >>> spawn_seed(0, "temperature") == spawn_seed(0, "temperature") != spawn_seed(0, "resample", 1)
+    True
+    """
+    key = tuple(zlib.crc32(n.encode()) if isinstance(n, str) else check_seed(n, "stream index") for n in names)
+    state = np.random.SeedSequence(check_seed(seed), spawn_key=key).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
+
+
+def torch_generator(seed: int, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(check_seed(seed))
+
+
+# ----------------------------------------------------------------------------- numpy in, numpy out
+
+def like_input(out, ref):
+    """``out`` (a tensor) as a numpy array when ``ref`` is not a tensor, else as it is."""
+    if isinstance(ref, torch.Tensor):
+        return out
+    if isinstance(out, torch.Tensor):
+        return out.detach().cpu().numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+def _encode(obj):
+    """Numpy arrays and scalars -> tensors / Python numbers, recursively (weights_only can read the result)."""
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "USO":
+            return {_NDARRAY: obj.tolist(), "dtype": str(obj.dtype)}
+        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(obj))}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_encode(v) for v in obj)
+    return obj
+
+
+def _decode(obj):
+    if isinstance(obj, dict):
+        if _NDARRAY in obj:
+            v = obj[_NDARRAY]
+            return np.asarray(v, dtype=obj["dtype"]) if "dtype" in obj else v.numpy()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_decode(v) for v in obj)
+    return obj
+
+
+def atomic_torch_save(payload, path) -> None:
+    """``torch.save(payload)`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def safe_torch_load(path, what: str = "otgen file", map_location="cpu"):
+    """``torch.load(weights_only=True)``; any failure becomes a ``ValueError`` naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist or is not a file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:   # unpickling errors, truncated files, foreign formats
+        raise ValueError(f"{path} cannot be read as a {what} (torch.load with weights_only=True failed: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+# ----------------------------------------------------------------------------- the estimator
+
+class BaseEstimator:
+    """Settings from the constructor's signature; fitted attributes end in ``_``; one file format.
+
+    Subclasses set ``_SAVE_VERSION`` (bump it when the saved state changes) and implement
+    ``_get_state() -> dict`` (the fitted attributes, tensors / arrays / numbers / strings)
+    and ``_set_state(state, device)``; ``_FITTED_ATTR`` names the attribute whose presence
+    means fitted.
+    """
+
+    _SAVE_VERSION = 1
+    _FITTED_ATTR: str = ""
+
+    # -- parameters
+    @classmethod
+    def _param_names(cls) -> list:
+        sig = inspect.signature(cls.__init__)
+        names = []
+        for p in sig.parameters.values():
+            if p.name == "self":
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(f"{cls.__name__}.__init__ must list its settings explicitly (no *args / **kwargs)")
+            names.append(p.name)
+        return names
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor settings; with ``deep``, also ``name__sub`` for settings that are estimators."""
+        out = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params(deep=True).items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        """Set constructor settings (``name__sub`` reaches into a sub-estimator); returns self."""
+        valid = set(self._param_names())
+        nested = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {sorted(valid)}")
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub in nested.items():
+            getattr(self, name).set_params(**sub)
+        return self
+
+    def __repr__(self) -> str:
+        sig = inspect.signature(type(self).__init__)
+        shown = []
+        for name in self._param_names():
+            value, default = getattr(self, name), sig.parameters[name].default
+            try:
+                same = value is default or bool(value == default)
+            except Exception:            # arrays, tensors
+                same = False
+            if not same:
+                shown.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    # -- fitted state
+    def _is_fitted(self) -> bool:
+        return bool(self._FITTED_ATTR) and self._FITTED_ATTR in self.__dict__
+
+    def _check_fitted(self) -> None:
+        if not self._is_fitted():
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(...) first "
+                                 f"(or {type(self).__name__}.load(path))")
+
+    def _get_state(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _set_state(self, state: dict, device=None) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _saved_params(self) -> dict:
+        """Settings written to the file (sub-estimators and devices are not settings of the file)."""
+        out = {}
+        for k, v in self.get_params(deep=False).items():
+            if k == "device" or isinstance(v, BaseEstimator):
+                continue
+            out[k] = str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v
+        return out
+
+    # -- files
+    def save(self, path) -> None:
+        """Write the settings and the fitted state to ``path`` atomically (versioned, readable with weights_only)."""
+        self._check_fitted()
+        payload = {"format": FILE_FORMAT, "class": type(self).__name__, "version": self._SAVE_VERSION,
+                   "params": _encode(self._saved_params()), "state": _encode(self._get_state())}
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def _read_payload(cls, path) -> dict:
+        payload = safe_torch_load(path, f"{cls.__name__} file")
+        if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
+            raise ValueError(f"{os.fspath(path)} is not a file written by an otgen estimator's save()")
+        if payload.get("class") != cls.__name__:
+            raise ValueError(f"{os.fspath(path)} holds a {payload.get('class')}, not a {cls.__name__}: "
+                             f"read it with {payload.get('class')}.load")
+        if payload.get("version") != cls._SAVE_VERSION:
+            raise ValueError(f"{os.fspath(path)} was written by {cls.__name__} file version {payload.get('version')}; "
+                             f"this otgen reads version {cls._SAVE_VERSION}: refit and save again")
+        return payload
+
+    @classmethod
+    def load(cls, path, device=None, **settings):
+        """Read an estimator written by :meth:`save` (onto ``device``; ``settings`` override saved ones)."""
+        payload = cls._read_payload(path)
+        params = _decode(payload["params"])
+        if "dtype" in params and isinstance(params["dtype"], str):
+            params["dtype"] = getattr(torch, params["dtype"])
+        names = set(cls._param_names())
+        if "device" in names:
+            params["device"] = device
+        params.update(settings)
+        est = cls(**{k: v for k, v in params.items() if k in names})
+        est._set_state(_decode(payload["state"]), device)
+        return est
