@@ -10,16 +10,18 @@ input's device).
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn as nn
 
-from otgen._persistence import load_estimator, save_estimator
-from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
+from otgen._base import BaseEstimator, check_seed, like_input
+from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
 from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 
+__all__ = ["ConvAutoencoder", "ImageAutoencoder", "IMAGE_SIZE"]
+
 IMAGE_SIZE = 28
+_BATCH = 1024          # images per inference chunk: bounds the memory of encode / decode on the device
 
 
 def _check_images(images, name: str = "images") -> torch.Tensor:
@@ -38,10 +40,8 @@ def _check_images(images, name: str = "images") -> torch.Tensor:
 
 
 def _like(out: torch.Tensor, ref):
-    """Return ``out`` as a torch tensor on ``ref``'s device if ``ref`` is a tensor, else as numpy."""
-    if isinstance(ref, torch.Tensor):
-        return out.to(ref.device)
-    return out.cpu().numpy()
+    """``out`` as a torch tensor on ``ref``'s device if ``ref`` is a tensor, else as numpy."""
+    return like_input(out.to(ref.device) if isinstance(ref, torch.Tensor) else out, ref)
 
 
 class ConvAutoencoder(nn.Module):
@@ -97,7 +97,7 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class ImageAutoencoder:
+class ImageAutoencoder(BaseEstimator):
     r"""Estimator wrapper: fit a :class:`ConvAutoencoder` on digits, then encode / decode.
 
     ``fit`` minimises the mean binary cross-entropy between :math:`D(E(x))` and
@@ -108,18 +108,24 @@ class ImageAutoencoder:
 
     Parameters
     ----------
-    latent_dim : int
+    latent_dim : int, default 8
         Code dimension d (``2`` gives a plottable latent space).
-    epochs, batch_size : int
-    lr, weight_decay : float
-    loss : {"bce", "mse"}
-    width, hidden : int
-        Network size (see :class:`ConvAutoencoder`).
-    device : str or torch.device, optional
+    epochs : int, default 20
+        Passes over the training images.
+    batch_size : int, default 64
+    lr : float, default 2e-3
+        Peak learning rate (Adam, cosine decay).
+    weight_decay : float, default 0.0
+    loss : {"bce", "mse"}, default "bce"
+    width : int, default 32
+        Channels of the first convolution (see :class:`ConvAutoencoder`).
+    hidden : int, default 256
+        Width of the hidden linear layer (see :class:`ConvAutoencoder`).
+    device : str or torch.device or None, default None
         ``None``: CUDA when available, else CPU.
-    seed : int
+    seed : int, default 0
         Seeds the weight initialisation and the shuffling.
-    verbose : bool
+    verbose : bool, default False
         Show a progress bar during ``fit``.
 
     Attributes
@@ -128,11 +134,20 @@ class ImageAutoencoder:
         The trained network (in eval mode).
     history_ : dict
         Per-epoch ``"loss"``, per-step ``"step_loss"``, cumulative ``"time"`` (s).
+
+    Notes
+    -----
+    ``encode``, ``decode``, ``reconstruct`` and ``reconstruction_error(per_image=True)``
+    return numpy arrays for numpy input and torch tensors (on the input's device) for
+    torch input.
     """
+
+    _FITTED_ATTR = "model_"
+    _SAVE_VERSION = 1
 
     def __init__(self, latent_dim: int = 8, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
                  weight_decay: float = 0.0, loss: str = "bce", width: int = 32, hidden: int = 256,
-                 device=None, seed: int = 0, verbose: bool = True):
+                 device=None, seed: int = 0, verbose: bool = False):
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -145,15 +160,8 @@ class ImageAutoencoder:
         self.seed = seed
         self.verbose = verbose
 
-    # -- settings ------------------------------------------------------------------
-    _SETTINGS = ("latent_dim", "epochs", "batch_size", "lr", "weight_decay", "loss", "width", "hidden", "seed")
-
     def _build(self) -> ConvAutoencoder:
         return ConvAutoencoder(self.latent_dim, width=self.width, hidden=self.hidden)
-
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this ImageAutoencoder is not fitted yet; call fit(images) first")
 
     # -- fit -----------------------------------------------------------------------
     def fit(self, images) -> "ImageAutoencoder":
@@ -161,9 +169,8 @@ class ImageAutoencoder:
         x = _check_images(images)
         check_positive_int(self.latent_dim, "latent_dim")
         check_positive_float(self.lr, "lr")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
-        seed = check_positive_int(self.seed, "seed", minimum=0)
+        check_choice(self.loss, "loss", LOSSES)
+        seed = check_seed(self.seed)
         dev = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -182,7 +189,7 @@ class ImageAutoencoder:
         """Latent codes of ``images`` (n, 28, 28) or (n, 1, 28, 28) -> (n, latent_dim)."""
         self._check_fitted()
         x = _check_images(images)
-        z = batched_apply(self.model_.encode, x, batch_size=1024, device=self._device())
+        z = batched_apply(self.model_.encode, x, batch_size=_BATCH, device=self._device())
         return _like(z, images)
 
     def decode(self, codes):
@@ -191,32 +198,33 @@ class ImageAutoencoder:
         z = as_tensor(codes, "codes", ndim=2)
         if z.shape[1] != self.model_.latent_dim:
             raise ValueError(f"codes must have shape (n, {self.model_.latent_dim}), got shape {tuple(z.shape)}")
-        x = batched_apply(self.model_.decode, z, batch_size=1024, device=self._device())[:, 0]  # (n, 28, 28)
+        x = batched_apply(self.model_.decode, z, batch_size=_BATCH, device=self._device())[:, 0]  # (n, 28, 28)
         return _like(x, codes)
 
     def reconstruct(self, images):
         """``decode(encode(images))`` -> (n, 28, 28)."""
         self._check_fitted()
         x = _check_images(images)
-        out = batched_apply(self.model_, x, batch_size=1024, device=self._device())[:, 0]
+        out = batched_apply(self.model_, x, batch_size=_BATCH, device=self._device())[:, 0]
         return _like(out, images)
 
     def reconstruction_error(self, images, per_image: bool = False):
         r"""Mean squared pixel error :math:`\frac{1}{784}\|D(E(x)) - x\|^2`.
 
-        Returns a float (mean over images) or, with ``per_image=True``, an (n,) array.
+        Returns a float (mean over images) or, with ``per_image=True``, an (n,) array
+        (numpy for numpy input, torch for torch input).
         """
         self._check_fitted()
         x = _check_images(images)[:, 0]  # (n, 28, 28)
-        err = ((torch.as_tensor(self.reconstruct(x)) - x) ** 2).mean(dim=(1, 2))  # (n,)
-        return err.numpy() if per_image else float(err.mean())
+        err = ((self.reconstruct(x) - x) ** 2).mean(dim=(1, 2))  # (n,)
+        return _like(err, images) if per_image else float(err.mean())
 
-    # -- persistence ---------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write settings, weights and history to ``path`` (a torch file)."""
-        save_estimator(self, path)
+    # -- files ---------------------------------------------------------------------
+    def _get_state(self) -> dict:
+        return {"state_dict": self.model_.state_dict(), "history": self.history_}
 
-    @classmethod
-    def load(cls, path, device=None, verbose: bool = True) -> "ImageAutoencoder":
-        """Read a autoencoder written by :meth:`save` (onto ``device``)."""
-        return load_estimator(cls, path, lambda est: est._build(), device=device, verbose=verbose)
+    def _set_state(self, state: dict, device=None) -> None:
+        model = self._build()
+        model.load_state_dict(state["state_dict"])
+        self.model_ = model.to(resolve_device(device)).eval()
+        self.history_ = state["history"]

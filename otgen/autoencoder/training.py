@@ -15,8 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from otgen._base import check_seed
 from otgen._validation import (as_tensor, check_choice, check_positive_float, check_positive_int,
                                resolve_device)
+
+__all__ = ["LOSSES", "reconstruction_loss", "train_autoencoder", "batched_apply"]
 
 LOSSES = ("bce", "mse")
 
@@ -42,7 +45,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: str = "bce")
 
 def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_size: int = 128,
                       lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", device=None,
-                      seed: int = 0, verbose: bool = True, desc: str = "autoencoder", augment=None) -> dict:
+                      seed: int = 0, verbose: bool = False, desc: str = "autoencoder", augment=None) -> dict:
     r"""Train ``model`` to reconstruct ``data`` with Adam and a cosine learning-rate decay.
 
     Minimises the empirical reconstruction risk
@@ -60,19 +63,22 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         Has ``encode`` and ``decode``; trained in place (moved to ``device``).
     data : array or tensor of shape (n, ...)
         Training inputs (already in the model's input shape).
-    epochs, batch_size : int
-        Passes over the data and mini-batch size.
-    lr, weight_decay : float
-        Peak learning rate and Adam weight decay (``>= 0``).
-    loss : {"bce", "mse"}
+    epochs : int, default 30
+        Passes over the data.
+    batch_size : int, default 128
+    lr : float, default 2e-3
+        Peak learning rate.
+    weight_decay : float, default 0.0
+        Adam weight decay (``>= 0``).
+    loss : {"bce", "mse"}, default "bce"
         Element-wise reconstruction loss (see :func:`reconstruction_loss`).
     device : str or torch.device, optional
         ``None``: CUDA when available, else CPU.
-    seed : int
-        Seeds the mini-batch shuffling.
-    verbose : bool
+    seed : int, default 0
+        Seeds the mini-batch shuffling (and the augmentation).
+    verbose : bool, default False
         Show a tqdm progress bar with the running loss.
-    desc : str
+    desc : str, default "autoencoder"
         Progress-bar label.
     augment : callable, optional
         ``augment(x, generator) -> x``: a random transformation of each mini-batch ``x``
@@ -102,7 +108,7 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
     check_choice(loss, "loss", LOSSES)
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable augment(x, generator) or None, got {type(augment).__name__}")
-    seed = check_positive_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     dev = resolve_device(device)
     x_all = as_tensor(data, "data")  # (n, ...) float32 on CPU
     if x_all.ndim < 2:

@@ -25,20 +25,21 @@ References
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from otgen._persistence import load_estimator, save_estimator
+from otgen._base import BaseEstimator, check_seed
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
 from otgen.autoencoder.image import _like
 from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 from otgen.tokens import patchify, positional_embedding, token_grid, unpatchify
 
-_BATCH = 256  # clips per inference chunk
+__all__ = ["SpaceTimeAutoencoder", "VideoAutoencoder", "augment_clips", "READOUTS", "SYMMETRIES"]
+
+_BATCH = 256  # clips per inference chunk: bounds the memory of encode / decode on the device
 READOUTS = ("linear", "conv")
 #: Symmetries a training clip (n, T, C, H, W) can be augmented with: reverse time, mirror
 #: left-right, mirror up-down, swap rows and columns (needs H == W); the dimension each flips.
@@ -264,7 +265,7 @@ class SpaceTimeAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-class VideoAutoencoder:
+class VideoAutoencoder(BaseEstimator):
     r"""Estimator wrapper: fit a :class:`SpaceTimeAutoencoder` on clips, then encode / decode.
 
     ``fit`` minimises the mean element-wise reconstruction loss between
@@ -275,7 +276,7 @@ class VideoAutoencoder:
     read it as tokens: ``DiTDenoiser(n_tokens=latent_tokens, token_dim=token_dim)`` or
     ``LatentDiffusion(denoiser="dit", n_tokens=latent_tokens)``.
 
-    With the defaults (1,500 steps), fitting 2,000 clips of 16 x 1 x 32 x 32 takes about
+    With the defaults (12 epochs of batch 16: 1,500 steps), fitting 2,000 clips of 16 x 1 x 32 x 32 takes about
     1.5-2.5 minutes on one CPU thread. Measured held-out reconstruction MSE per pixel
     (seed 0): 0.0114 on :func:`otgen.data.moving_digits` (mean clip 0.0187, 16-component
     PCA 0.0127: digits land at the right places along the right paths, blurred) and
@@ -284,27 +285,41 @@ class VideoAutoencoder:
 
     Parameters
     ----------
-    latent_tokens, token_dim : int, default 4, 4
-        Code of ``latent_dim_ = latent_tokens * token_dim`` numbers.
+    latent_tokens : int, default 4
+        Number L of latent tokens of a code.
+    token_dim : int, default 4
+        Channels k of each latent token; a code has ``latent_dim_ = latent_tokens * token_dim`` numbers.
     tubelet : int or tuple (t, p, q), default (4, 8, 8)
         Space-time patch size; must divide (T, H, W) of the clips.
-    width, depth, heads, mlp_ratio : int, default 64, 2, 4, 2
-        Network size (see :class:`SpaceTimeAutoencoder`). Wider networks (128) reach the
-        same error per step on moving digits at 2.5 times the cost.
-    epochs, batch_size : int, default 12, 16
-    lr, weight_decay : float, default 2e-3, 0.0
+    width : int, default 64
+        Token width of the transformer (see :class:`SpaceTimeAutoencoder`). Wider networks
+        (128) reach the same error per step on moving digits at 2.5 times the cost.
+    depth : int, default 2
+        Transformer blocks in the encoder and in the decoder.
+    heads : int, default 4
+        Attention heads (dividing ``width``).
+    mlp_ratio : int, default 2
+        MLP width of the blocks in multiples of ``width``.
+    epochs : int, default 12
+    batch_size : int, default 16
+    lr : float, default 2e-3
+    weight_decay : float, default 0.0
     loss : {"bce", "mse"}, default "bce"
         ``"bce"`` puts a sigmoid on the output (reconstructions in [0, 1]); ``"mse"`` a
         linear output.
     clip_shape : tuple (T, C, H, W) or None, default None
-        Shape of one clip; ``None`` takes it from the data at ``fit``. A loaded model
-        holds the shape it was fitted on.
-    device : str or torch.device, optional
+        Shape of one clip; ``None`` takes it from the data at ``fit`` (``clip_shape_``).
+    device : str or torch.device or None, default None
         ``None``: CUDA when available, else CPU.
-    seed : int
-        Seeds the weight initialisation and the shuffling.
-    verbose : bool
+    seed : int, default 0
+        Seeds the weight initialisation, the shuffling and the augmentation.
+    verbose : bool, default False
         Show a progress bar during ``fit``.
+    readout : {"linear", "conv"}, default "linear"
+        How the decoder's tokens become pixels (see :class:`SpaceTimeAutoencoder`).
+    symmetries : tuple of str, default ()
+        Symmetries of the data to augment the training clips with, among
+        :data:`SYMMETRIES` (see :func:`augment_clips`).
 
     Attributes
     ----------
@@ -317,12 +332,21 @@ class VideoAutoencoder:
         The token view of a code.
     history_ : dict
         Per-epoch ``"loss"``, per-step ``"step_loss"``, cumulative ``"time"`` (s).
+
+    Notes
+    -----
+    ``encode``, ``decode``, ``reconstruct`` and ``reconstruction_error(per_clip=True)``
+    return numpy arrays for numpy input and torch tensors (on the input's device) for
+    torch input.
     """
+
+    _FITTED_ATTR = "model_"
+    _SAVE_VERSION = 1
 
     def __init__(self, latent_tokens: int = 4, token_dim: int = 4, tubelet=(4, 8, 8), width: int = 64,
                  depth: int = 2, heads: int = 4, mlp_ratio: int = 2, epochs: int = 12, batch_size: int = 16,
                  lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", clip_shape=None, device=None,
-                 seed: int = 0, verbose: bool = True, readout: str = "linear", symmetries=()):
+                 seed: int = 0, verbose: bool = False, readout: str = "linear", symmetries=()):
         self.latent_tokens = latent_tokens
         self.token_dim = token_dim
         self.tubelet = tubelet
@@ -342,31 +366,23 @@ class VideoAutoencoder:
         self.readout = readout
         self.symmetries = symmetries
 
-    # -- settings ------------------------------------------------------------------
-    _SETTINGS = ("latent_tokens", "token_dim", "tubelet", "width", "depth", "heads", "mlp_ratio", "epochs",
-                 "batch_size", "lr", "weight_decay", "loss", "clip_shape", "seed", "readout", "symmetries")
-
     def _build(self, clip_shape) -> SpaceTimeAutoencoder:
         return SpaceTimeAutoencoder(clip_shape, self.tubelet, self.latent_tokens, self.token_dim, width=self.width,
                                     depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
                                     sigmoid=self.loss == "bce", readout=self.readout)
 
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this VideoAutoencoder is not fitted yet; call fit(clips) first")
-
     def _set_fitted(self, model: SpaceTimeAutoencoder, clip_shape) -> None:
-        self.model_ = model
         self.clip_shape_ = tuple(int(s) for s in clip_shape)
         self.latent_dim_ = model.latent_dim
         self.latent_shape_ = (model.latent_tokens, model.token_dim)
+        self.model_ = model
 
     # -- fit -----------------------------------------------------------------------
     def fit(self, clips) -> "VideoAutoencoder":
         """Train on ``clips`` of shape (n, T, C, H, W) with values in [0, 1]; returns self."""
         check_choice(self.loss, "loss", LOSSES)
         check_positive_float(self.lr, "lr")
-        seed = check_positive_int(self.seed, "seed", minimum=0)
+        seed = check_seed(self.seed)
         symmetries = _check_symmetries(self.symmetries)
         x = _check_clips(clips, self.clip_shape)
         clip_shape = tuple(int(s) for s in x.shape[1:])
@@ -415,24 +431,21 @@ class VideoAutoencoder:
     def reconstruction_error(self, clips, per_clip: bool = False):
         r"""Mean squared pixel error :math:`\frac{1}{TCHW}\|D(E(x)) - x\|^2`.
 
-        Returns a float (mean over clips) or, with ``per_clip=True``, an (n,) numpy array.
+        Returns a float (mean over clips) or, with ``per_clip=True``, an (n,) array (numpy
+        for numpy input, torch for torch input).
         """
         self._check_fitted()
         x = _check_clips(clips, self.clip_shape_)
-        err = ((torch.as_tensor(self.reconstruct(x)) - x) ** 2).flatten(1).mean(1)  # (n,)
-        return err.numpy() if per_clip else float(err.mean())
+        err = ((self.reconstruct(x) - x) ** 2).flatten(1).mean(1)  # (n,)
+        return _like(err, clips) if per_clip else float(err.mean())
 
-    # -- persistence ---------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write settings (with the fitted clip shape), weights and history to ``path`` (a torch file)."""
-        self._check_fitted()
-        est = copy.copy(self)
-        est.clip_shape = self.clip_shape_
-        save_estimator(est, path)
+    # -- files ---------------------------------------------------------------------
+    def _get_state(self) -> dict:
+        return {"state_dict": self.model_.state_dict(), "history": self.history_, "clip_shape": list(self.clip_shape_)}
 
-    @classmethod
-    def load(cls, path, device=None, verbose: bool = True) -> "VideoAutoencoder":
-        """Read a video autoencoder written by :meth:`save` (onto ``device``)."""
-        est = load_estimator(cls, path, lambda e: e._build(e.clip_shape), device=device, verbose=verbose)
-        est._set_fitted(est.model_, est.clip_shape)
-        return est
+    def _set_state(self, state: dict, device=None) -> None:
+        clip_shape = tuple(int(s) for s in state["clip_shape"])
+        model = self._build(clip_shape)
+        model.load_state_dict(state["state_dict"])
+        self._set_fitted(model.to(resolve_device(device)).eval(), clip_shape)
+        self.history_ = state["history"]

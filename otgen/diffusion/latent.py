@@ -14,47 +14,45 @@ References
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from otgen._validation import (as_tensor, check_choice, check_positive_float, check_positive_int,
-                               resolve_device)
+from otgen._base import BaseEstimator, check_seed, spawn_seed
+from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
 from otgen.diffusion.denoisers import MLPDenoiser
 from otgen.diffusion.schedules import BETA_SCHEDULES, DDIMScheduler, DDPMScheduler
-from otgen.diffusion.training import _check_seed, sample, train_denoiser
+from otgen.diffusion.training import sample, train_denoiser
 from otgen.diffusion.transformer import DiTDenoiser
+from otgen.latent import LatentSpace
 
-_DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50}
+__all__ = ["LatentDiffusion", "DENOISERS", "SAMPLERS"]
+
 DENOISERS = ("mlp", "dit")
+#: Default number of inference steps of each sampler (capped at ``num_train_timesteps``): DDPM runs the
+#: whole chain [1]_, DDIM 50 steps, the speed / quality trade-off of Song et al. [2]_.
+SAMPLERS = {"ddpm": 1000, "ddim": 50}
 
 
-class LatentDiffusion:
+class LatentDiffusion(BaseEstimator):
     """DDPM / DDIM generative model of latent codes ``Y`` (N, d) with an MLP or transformer denoiser.
 
-    The codes are standardised per coordinate, ``z = (y - mean_) / scale_``; an
-    epsilon-prediction denoiser is trained on ``z`` with the loss
+    The codes are standardised by a :class:`~otgen.latent.LatentSpace`,
+    ``z = latent_.transform(y) = (y - m) / s``; an epsilon-prediction denoiser is trained
+    on ``z`` with the loss
 
     .. math:: \\mathbb E \\| \\varepsilon - \\varepsilon_\\theta(\\sqrt{\\bar\\alpha_t} z + \\sqrt{1 - \\bar\\alpha_t}\\varepsilon, t) \\|^2
 
     [1]_, and samples are drawn with the ancestral DDPM sampler [1]_ or DDIM [2]_,
-    then mapped back, ``y = mean_ + scale_ * z`` (latent diffusion [3]_).
+    then mapped back, ``y = latent_.inverse_transform(z) = m + s z`` (latent diffusion [3]_).
 
     Parameters
     ----------
-    hidden, depth, time_embed_dim : int, default 128, 3, 64
-        Width, number of blocks and time-embedding size of the denoiser: residual blocks of
-        the :class:`MLPDenoiser`, or transformer blocks of the :class:`DiTDenoiser`
-        (``hidden`` is then the token width, divisible by ``heads``).
-    denoiser : {"mlp", "dit"}, default "mlp"
-        ``"mlp"``: residual MLP on the flat code. ``"dit"``: diffusion transformer with
-        adaLN-Zero [4]_ over the code read as ``n_tokens`` tokens of ``d / n_tokens``
-        channels (row-major, the layout of :meth:`VideoAutoencoder.encode`).
-    n_tokens : int or None, default None
-        Number of latent tokens for ``denoiser="dit"``; must divide ``d``. ``None``: one
-        token per coordinate (``d`` tokens of 1 channel). Ignored by ``"mlp"``.
-    heads, mlp_ratio : int, default 4, 2
-        Attention heads and MLP width (in multiples of ``hidden``) of the DiT blocks.
+    hidden : int, default 128
+        Width of the denoiser: of the residual blocks of the :class:`MLPDenoiser`, or the
+        token width of the :class:`DiTDenoiser` (divisible by ``heads``).
+    depth : int, default 3
+        Number of residual blocks (MLP) or transformer blocks (DiT).
+    time_embed_dim : int, default 64
+        Size of the sinusoidal time embedding (>= 2).
     n_steps : int, default 10000
         Training steps (mini-batches).
     batch_size : int, default 256
@@ -70,19 +68,36 @@ class LatentDiffusion:
         the largest ``|z|`` of the training codes (``clip_range_``). This bounds the
         amplification of the denoiser's errors at high noise, as Ho et al. clip images
         to [-1, 1] [1]_.
-    device : str or torch.device, optional
+    denoiser : {"mlp", "dit"}, default "mlp"
+        ``"mlp"``: residual MLP on the flat code. ``"dit"``: diffusion transformer with
+        adaLN-Zero [4]_ over the code read as ``n_tokens`` tokens of ``d / n_tokens``
+        channels (row-major, the layout of :meth:`VideoAutoencoder.encode`).
+    n_tokens : int or None, default None
+        Number of latent tokens for ``denoiser="dit"``; must divide ``d``. ``None``: one
+        token per coordinate (``d`` tokens of 1 channel). Ignored by ``"mlp"``.
+    heads : int, default 4
+        Attention heads of the DiT blocks.
+    mlp_ratio : int, default 2
+        MLP width of the DiT blocks, in multiples of ``hidden``.
+    latent : LatentSpace or None, default None
+        The standardisation of the codes. A fitted one is used as it is (so that several
+        generators share one latent space); an unfitted one is copied and fitted on ``Y``;
+        ``None``: ``LatentSpace()`` fitted on ``Y``. Not written by :meth:`save` (the fitted
+        ``latent_`` is).
+    device : str or torch.device or None, default None
         ``None``: CUDA when available, else CPU.
     seed : int, default 0
-        Seeds the network initialisation and the training draws.
-    verbose : bool, default True
+        Seeds the network initialisation and the training draws; :meth:`sample` without a
+        seed draws from the stream ``spawn_seed(seed, "sample")``.
+    verbose : bool, default False
         Progress bars.
 
     Attributes
     ----------
+    latent_ : LatentSpace
+        The fitted standardisation (``latent_.mean_``, ``latent_.scale_``).
     model_ : MLPDenoiser or DiTDenoiser
         Trained denoiser (EMA weights) on ``device_``.
-    mean_, scale_ : torch.Tensor of shape (d,)
-        Standardisation of the codes.
     history_ : dict
         ``{"loss": [...]}``, the training loss per step.
     clip_range_ : float or None
@@ -103,30 +118,44 @@ class LatentDiffusion:
     (``hidden=128, depth=3, mlp_ratio=2``, 0.75 M parameters) on 4 tokens x 4 channels a
     step of batch 256 takes 60-90 ms on one core, against about 9 ms for the MLP; it
     pays off on a GPU or for longer token sequences.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> codes = np.random.default_rng(0).normal(5.0, 2.0, size=(200, 3))
+    >>> model = LatentDiffusion(hidden=16, depth=1, n_steps=20, num_train_timesteps=50, device="cpu").fit(codes)
+    >>> model.sample(4, seed=0, method="ddim", num_inference_steps=5).shape
+    (4, 3)
     """
+
+    _FITTED_ATTR = "model_"
+    _SAVE_VERSION = 1
 
     def __init__(self, hidden: int = 128, depth: int = 3, time_embed_dim: int = 64, n_steps: int = 10000,
                  batch_size: int = 256, lr: float = 2e-3, ema: float | None = 0.999, schedule: str = "cosine",
                  num_train_timesteps: int = 1000, clip_sample: bool = True, denoiser: str = "mlp",
-                 n_tokens: int | None = None, heads: int = 4, mlp_ratio: int = 2, device=None, seed: int = 0,
-                 verbose: bool = True):
-        self.hidden, self.depth, self.time_embed_dim = hidden, depth, time_embed_dim
-        self.denoiser, self.n_tokens, self.heads, self.mlp_ratio = denoiser, n_tokens, heads, mlp_ratio
-        self.n_steps, self.batch_size, self.lr, self.ema = n_steps, batch_size, lr, ema
-        self.schedule, self.num_train_timesteps, self.clip_sample = schedule, num_train_timesteps, clip_sample
-        self.device, self.seed, self.verbose = device, seed, verbose
+                 n_tokens: int | None = None, heads: int = 4, mlp_ratio: int = 2, latent: LatentSpace | None = None,
+                 device=None, seed: int = 0, verbose: bool = False):
+        self.hidden = hidden
+        self.depth = depth
+        self.time_embed_dim = time_embed_dim
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.ema = ema
+        self.schedule = schedule
+        self.num_train_timesteps = num_train_timesteps
+        self.clip_sample = clip_sample
+        self.denoiser = denoiser
+        self.n_tokens = n_tokens
+        self.heads = heads
+        self.mlp_ratio = mlp_ratio
+        self.latent = latent
+        self.device = device
+        self.seed = seed
+        self.verbose = verbose
 
-    _PARAMS = ("hidden", "depth", "time_embed_dim", "n_steps", "batch_size", "lr", "ema", "schedule",
-               "num_train_timesteps", "clip_sample", "denoiser", "n_tokens", "heads", "mlp_ratio", "device", "seed",
-               "verbose")
-
-    def get_params(self) -> dict:
-        """Constructor arguments."""
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def __repr__(self):
-        return f"LatentDiffusion({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
-
+    # -- settings ------------------------------------------------------------------
     def _check_params(self):
         for name in ("hidden", "depth", "n_steps", "batch_size", "num_train_timesteps"):
             check_positive_int(getattr(self, name), name)
@@ -144,7 +173,9 @@ class LatentDiffusion:
                                  f"and heads={self.heads}")
         if not isinstance(self.clip_sample, bool):
             raise TypeError(f"clip_sample must be True or False, got {self.clip_sample!r}")
-        _check_seed(self.seed)
+        if self.latent is not None and not isinstance(self.latent, LatentSpace):
+            raise TypeError(f"latent must be a LatentSpace or None, got {type(self.latent).__name__}")
+        check_seed(self.seed)
 
     def _schedule_config(self) -> dict:
         clip = getattr(self, "clip_range_", None)
@@ -170,8 +201,19 @@ class LatentDiffusion:
             torch.manual_seed(self.seed)
             return self._make_denoiser(d)
 
+    def _fit_latent(self, Y: torch.Tensor) -> LatentSpace:
+        """The given fitted LatentSpace (checked against ``Y``), else a new one fitted on ``Y``."""
+        if self.latent is not None and self.latent._is_fitted():
+            if self.latent.n_features_in_ != Y.shape[1]:
+                raise ValueError(f"latent was fitted on codes of dimension {self.latent.n_features_in_}, "
+                                 f"but Y has shape {tuple(Y.shape)}")
+            return self.latent
+        params = {} if self.latent is None else self.latent.get_params(deep=False)
+        return LatentSpace(**params).fit(Y)
+
+    # -- fit -----------------------------------------------------------------------
     def fit(self, Y) -> "LatentDiffusion":
-        """Train the denoiser on the latent codes.
+        """Train the denoiser on the standardised latent codes.
 
         Parameters
         ----------
@@ -186,94 +228,86 @@ class LatentDiffusion:
         Y = as_tensor(Y, "Y", ndim=2, min_rows=2, device="cpu")         # (N, d)
         if self.denoiser == "dit":
             self._token_layout(Y.shape[1])
+        self.latent_ = self._fit_latent(Y)
+        Z = self.latent_.transform(Y)                                   # (N, d) float32
         self.device_ = resolve_device(self.device)
-        self.n_features_in_ = Y.shape[1]
-        self.mean_ = Y.mean(0)                                          # (d,)
-        scale = Y.std(0)
-        self.scale_ = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
-        Z = (Y - self.mean_) / self.scale_                              # (N, d)
+        self.n_features_in_ = int(Y.shape[1])
         self.clip_range_ = float(Z.abs().max()) if self.clip_sample else None
-        self.model_ = self._build(Y.shape[1])
+        model = self._build(Y.shape[1])
         schedule = DDPMScheduler(**self._schedule_config())
-        self.history_ = train_denoiser(self.model_, Z, schedule, n_steps=self.n_steps, batch_size=self.batch_size,
+        self.history_ = train_denoiser(model, Z, schedule, n_steps=self.n_steps, batch_size=self.batch_size,
                                        lr=self.lr, ema=self.ema, device=self.device_, seed=self.seed,
                                        verbose=self.verbose)
+        self.model_ = model
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this LatentDiffusion is not fitted yet; call fit(Y) first")
+    # -- sample --------------------------------------------------------------------
+    def _scheduler(self, method: str, eta: float):
+        if method == "ddim":
+            return DDIMScheduler(**self._schedule_config(), eta=eta)
+        if eta != 0.0:
+            raise ValueError(f"eta is a DDIM setting; use method='ddim' (got method='ddpm', eta={eta!r})")
+        return DDPMScheduler(**self._schedule_config())
 
-    def sample(self, n: int, method: str = "ddpm", num_inference_steps: int | None = None, seed: int = 0,
-               eta: float = 0.0, batch_size: int | None = None) -> torch.Tensor:
-        """Draw ``n`` latent codes.
+    def sample(self, n: int, seed: int | None = None, *, method: str = "ddpm", num_inference_steps: int | None = None,
+               eta: float = 0.0, batch_size: int | None = None, return_info: bool = False):
+        """Draw ``n`` latent codes (in the space of the codes given to :meth:`fit`).
+
+        The sampling loop is :func:`otgen.diffusion.sample` (outside the model, as in
+        diffusers); its standardised output ``z`` is mapped back by
+        ``latent_.inverse_transform(z)``.
 
         Parameters
         ----------
         n : int
             Number of samples.
+        seed : int or None, default None
+            Seeds the start noise and the sampler noise (same samples on every device).
+            ``None``: the stream ``spawn_seed(self.seed, "sample")``.
         method : {"ddpm", "ddim"}, default "ddpm"
             Ancestral DDPM sampler or DDIM.
-        num_inference_steps : int, optional
-            Default 1000 for DDPM (at most ``num_train_timesteps``), 50 for DDIM.
-        seed : int, default 0
-            Seeds the start noise and the sampler noise (same samples on every device).
+        num_inference_steps : int or None, default None
+            ``None``: 1000 for DDPM (at most ``num_train_timesteps``), 50 for DDIM.
         eta : float, default 0.0
             DDIM stochasticity (``method="ddim"`` only).
-        batch_size : int, optional
+        batch_size : int or None, default None
             Samples per model call (default all ``n``).
+        return_info : bool, default False
+            Also return ``{"method": str, "num_inference_steps": int}`` (the steps used).
 
         Returns
         -------
-        torch.Tensor of shape (n, d), float32, on the CPU.
+        codes : ndarray of float32, shape (n, d)
+        info : dict
+            Only with ``return_info=True``.
         """
         self._check_fitted()
-        check_choice(method, "method", tuple(_DEFAULT_STEPS))
+        check_choice(method, "method", tuple(SAMPLERS))
+        seed = spawn_seed(self.seed, "sample") if seed is None else check_seed(seed)
         if num_inference_steps is None:
-            num_inference_steps = min(_DEFAULT_STEPS[method], self.num_train_timesteps)
-        if method == "ddim":
-            scheduler = DDIMScheduler(**self._schedule_config(), eta=eta)
-        else:
-            if eta != 0.0:
-                raise ValueError(f"eta is a DDIM setting; use method='ddim' (got method='ddpm', eta={eta!r})")
-            scheduler = DDPMScheduler(**self._schedule_config())
+            num_inference_steps = min(SAMPLERS[method], self.num_train_timesteps)
+        scheduler = self._scheduler(method, eta)
         Z = sample(self.model_, scheduler, n, (self.n_features_in_,), num_inference_steps=num_inference_steps,
                    seed=seed, device=self.device_, batch_size=batch_size, verbose=self.verbose)
-        return (Z.cpu() * self.scale_ + self.mean_).contiguous()
+        codes = self.latent_.inverse_transform(Z.cpu().numpy())         # (n, d) float32
+        if return_info:
+            return codes, {"method": method, "num_inference_steps": int(num_inference_steps)}
+        return codes
 
-    def save(self, path) -> None:
-        """Write the settings, weights and standardisation to ``path`` (``torch.save``)."""
-        self._check_fitted()
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        params = self.get_params()
-        params["device"] = None if params["device"] is None else str(params["device"])
-        state = {k: v.detach().cpu() for k, v in self.model_.state_dict().items()}
-        torch.save({"format": "otgen.LatentDiffusion/1", "params": params, "state_dict": state,
-                    "n_features_in": self.n_features_in_, "clip_range": self.clip_range_, "mean": self.mean_, "scale": self.scale_,
-                    "history": self.history_}, path)
+    # -- files ---------------------------------------------------------------------
+    def _get_state(self) -> dict:
+        return {"state_dict": self.model_.state_dict(), "n_features_in": self.n_features_in_,
+                "clip_range": self.clip_range_, "history": self.history_,
+                "latent": {"params": self.latent_.get_params(deep=False), "state": self.latent_._get_state()}}
 
-    @classmethod
-    def load(cls, path, device=None) -> "LatentDiffusion":
-        """Read a model written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-        device : str or torch.device, optional
-            Where to put the model (``None``: CUDA when available, else CPU).
-        """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "otgen.LatentDiffusion/1":
-            raise ValueError(f"{path!s} is not a LatentDiffusion checkpoint written by LatentDiffusion.save")
-        est = cls(**{**ckpt["params"], "device": device})
-        est.device_ = resolve_device(device)
-        est.n_features_in_ = int(ckpt["n_features_in"])
-        est.clip_range_ = ckpt["clip_range"]
-        est.mean_, est.scale_, est.history_ = ckpt["mean"], ckpt["scale"], ckpt["history"]
-        est.model_ = est._make_denoiser(est.n_features_in_)
-        est.model_.load_state_dict(ckpt["state_dict"])
-        est.model_.to(est.device_).eval()
-        return est
+    def _set_state(self, state: dict, device=None) -> None:
+        latent = LatentSpace(**state["latent"]["params"])
+        latent._set_state(state["latent"]["state"], device)
+        self.latent_ = latent
+        self.n_features_in_ = int(state["n_features_in"])
+        self.clip_range_ = state["clip_range"]
+        self.history_ = state["history"]
+        self.device_ = resolve_device(device)
+        model = self._make_denoiser(self.n_features_in_)
+        model.load_state_dict(state["state_dict"])
+        self.model_ = model.to(self.device_).eval()

@@ -20,19 +20,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from otgen._base import check_seed, torch_generator
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
 from otgen.diffusion.schedules import NoiseSchedule, _randn
 
+__all__ = ["train_denoiser", "sample"]
+
+_MAX_WARMUP = 500        # learning-rate warm-up steps at most: AdamW's moments settle within a few hundred steps
+_WARMUP_DIVISOR = 10     # ... and at most a tenth of a short run, so most steps train at the full rate
+_EMA_WARMUP = 10         # EMA decay min(ema, (1 + k) / (_EMA_WARMUP + k)): early weights are not averaged in
+_LOSS_WINDOW = 100       # steps averaged for the progress bar's running loss
 
 def _check_model(model):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module computing model(x_t, t) -> eps, got {type(model).__name__}")
-
-
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
 
 def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
@@ -45,7 +46,7 @@ def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
 def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: int = 10000,
                    batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                    ema: float | None = 0.999, grad_clip: float | None = 1.0, warmup: int | None = None,
-                   device=None, seed: int = 0, verbose: bool = True) -> dict:
+                   device=None, seed: int = 0, verbose: bool = False) -> dict:
     """Train ``model`` to predict the noise (Ho et al., Algorithm 1 [1]_).
 
     .. math::
@@ -81,7 +82,7 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
         ``None``: CUDA when available, else CPU.
     seed : int, default 0
         Seeds the mini-batches, timesteps and noise.
-    verbose : bool, default True
+    verbose : bool, default False
         Show a tqdm progress bar with the running loss.
 
     Returns
@@ -100,8 +101,10 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
         raise ValueError(f"ema must be None or a decay in [0, 1), got {ema!r}")
     if grad_clip is not None:
         grad_clip = check_positive_float(grad_clip, "grad_clip")
-    warmup = min(500, n_steps // 10) if warmup is None else check_positive_int(warmup, "warmup", minimum=0)
-    seed = _check_seed(seed)
+    if warmup is None:
+        warmup = min(_MAX_WARMUP, n_steps // _WARMUP_DIVISOR)
+    warmup = check_positive_int(warmup, "warmup", minimum=0)
+    seed = check_seed(seed)
     device = resolve_device(device)
     x = as_tensor(data, "data", device=device)                               # (N, ...)
     if x.ndim < 2:
@@ -113,7 +116,7 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, n_steps, max(warmup, 1)))
     ema_params = [p.detach().clone() for p in params] if ema is not None else None
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch_generator(seed, device)
     N, T = x.shape[0], schedule.num_train_timesteps
     losses = torch.empty(n_steps, device=device)
 
@@ -132,11 +135,11 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
         sched.step()
         losses[k] = loss.detach()
         if ema_params is not None:
-            decay = min(ema, (1 + k) / (10 + k))
+            decay = min(ema, (1 + k) / (_EMA_WARMUP + k))
             with torch.no_grad():
                 torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
-        if verbose and (k % 100 == 99 or k == n_steps - 1):
-            bar.set_postfix(loss=f"{float(losses[max(0, k - 99):k + 1].mean()):.4f}")
+        if verbose and (k % _LOSS_WINDOW == _LOSS_WINDOW - 1 or k == n_steps - 1):
+            bar.set_postfix(loss=f"{float(losses[max(0, k + 1 - _LOSS_WINDOW):k + 1].mean()):.4f}")
     bar.close()
     if ema_params is not None:
         with torch.no_grad():
@@ -149,7 +152,7 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
 @torch.no_grad()
 def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inference_steps: int | None = None,
            seed: int = 0, generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
-           device=None, batch_size: int | None = None, verbose: bool = True) -> torch.Tensor:
+           device=None, batch_size: int | None = None, verbose: bool = False) -> torch.Tensor:
     """Generate ``n`` samples by running ``scheduler.step`` from pure noise (Ho et al., Algorithm 2 [1]_).
 
     .. math:: x_{t_0} \\sim \\mathcal N(0, I),\\quad x_{t_{k+1}} = \\mathrm{step}(\\varepsilon_\\theta(x_{t_k}, t_k), t_k, x_{t_k})
@@ -176,7 +179,7 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
     batch_size : int, optional
         Samples per model call (default all ``n``). The noise is drawn batch by batch,
         so samples depend on ``batch_size`` for a fixed seed.
-    verbose : bool, default True
+    verbose : bool, default False
         Show a tqdm progress bar.
 
     Returns
@@ -195,7 +198,7 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
         scheduler.set_timesteps(num_inference_steps)
     device = resolve_device(device)
     if generator is None:
-        generator = torch.Generator().manual_seed(_check_seed(seed))
+        generator = torch_generator(seed)
     elif not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if x_T is not None:

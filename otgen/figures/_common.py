@@ -1,9 +1,8 @@
-"""Shared helpers of the figure modules: an Agg figure, and writing PNG + JSON side by side."""
+"""Shared helpers of the figure modules: an Agg figure, writing PNG + JSON side by side, loss curves."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import matplotlib
@@ -11,37 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
+from otgen.experiments._common import check_out_dir as _check_out_dir  # noqa: E402
+from otgen.experiments._common import jsonable as _jsonable  # noqa: E402
 
-def _check_out_dir(out_dir) -> str:
-    if not isinstance(out_dir, (str, os.PathLike)):
-        raise TypeError(f"out_dir must be a path (str or os.PathLike), got {type(out_dir).__name__}")
-    out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir must be a folder, got the existing file {out_dir!r}")
-    os.makedirs(out_dir, exist_ok=True)
-    return out_dir
+__all__ = ["plt", "new_figure", "save_figure", "loss_curve_figure"]
 
-
-def _jsonable(x):
-    """Convert numpy / torch scalars and arrays (recursively) to plain JSON types; NaN/Inf -> None."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, torch.Tensor):
-        return _jsonable(x.detach().cpu().numpy())
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        v = float(x)
-        return v if math.isfinite(v) else None
-    return x
+CURVE_POINTS = 100       # a loss curve is smoothed over len / CURVE_POINTS steps: noise hidden, trend kept
+JSON_POINTS = 200        # points of a curve written to the JSON beside its figure
 
 
 def new_figure(n_panels: int, size: float = 4.0):
@@ -65,3 +41,26 @@ def save_figure(fig, out_dir, name: str, numbers: dict) -> dict:
         json.dump(_jsonable(numbers), f, indent=2, sort_keys=True)
     numbers["png"], numbers["json"] = png, js
     return numbers
+
+
+def loss_curve_figure(losses: dict, out_dir, name: str, *, log: bool = True) -> dict:
+    """Training-loss curves (moving mean), one per model: ``losses`` name -> per-step losses.
+
+    Shows whether a baseline reached its plateau. Returns the JSON numbers with ``png`` / ``json``.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    numbers = {}
+    for label, loss in losses.items():
+        L = np.asarray(loss, dtype=np.float64)
+        w = max(len(L) // CURVE_POINTS, 1)
+        smooth = np.convolve(L, np.ones(w) / w, mode="valid")
+        ax.plot(np.arange(len(smooth)) + w, smooth, label=f"{label} ({len(L)} steps)")
+        pts = np.linspace(0, len(smooth) - 1, min(JSON_POINTS, len(smooth))).astype(int)
+        numbers[label] = dict(window=w, steps=(pts + w).tolist(), loss=smooth[pts].tolist())
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (moving mean)")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("training loss", fontsize=9)
+    return save_figure(fig, out_dir, name, numbers)

@@ -19,11 +19,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
+from matplotlib.patches import Rectangle
 
-from otgen._validation import check_positive_float, check_positive_int
-from otgen.figures._common import _check_out_dir, plt, save_figure
-from otgen.generate import DiffusionGenerator, OTGenerator, _check_seed
+from otgen._validation import check_positive_float
+from otgen.experiments.mnist import FLOORS as FLOOR_NAMES
+from otgen.figures._common import _check_out_dir, loss_curve_figure, plt, save_figure
+
+N_SHOWN = 100      # images per sample grid: a 10 x 10 grid is what a reader can still scan
 
 __all__ = ["mnist_mode_mixture_figure", "comparison_figures", "mixed_mask", "image_grid"]
 
@@ -51,7 +53,6 @@ def image_grid(ax, images, *, mixed=None, flagged=None, ncols: int = 10, title: 
         r, c = divmod(i, ncols)
         mosaic[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = 1.0 - im      # dark digits on white
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    from matplotlib.patches import Rectangle
     for i in range(n):
         r, c = divmod(i, ncols)
         if mixed is not None and mixed[i]:
@@ -63,40 +64,32 @@ def image_grid(ax, images, *, mixed=None, flagged=None, ncols: int = 10, title: 
     ax.set_title(title, fontsize=9)
 
 
-def comparison_figures(out_dir, images: dict, classifier, rows: dict, diffusion_loss, *, flags=None,
-                       taus=(0.1, 0.2, 0.3, 0.4), tau: float = 0.2) -> dict:
-    """The figures of :func:`otgen.compare.compare_mnist`: sample grids, mode mixture vs τ, diffusion loss.
+def comparison_figures(run, out_dir) -> dict:
+    """The figures of an MNIST comparison (:func:`otgen.experiments.mnist.run`): sample grids with
+    mixed digits outlined, mode mixture against τ with standard errors, the diffusion loss curve.
 
     Parameters
     ----------
+    run : otgen.experiments.mnist.MNISTRun
     out_dir : path
-    images : dict name -> array (n, 28, 28)
-    classifier : MNISTClassifier
-    rows : dict name -> metrics dict (with ``mode_mixture`` keyed by ``str(tau)``)
-    diffusion_loss : sequence of float
-        Per-step training loss.
-    flags : dict name -> (n,) bool, optional
-        Samples flagged near the singular set (orange corner).
-    taus : sequence of float
-    tau : float
-        Threshold of the red outlines.
 
     Returns
     -------
     dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``.
     """
     out_dir = _check_out_dir(out_dir)
-    flags = flags or {}
-    names = list(images)
+    rows, taus, tau = run.metrics["rows"], run.settings.taus, run.settings.tau
+    names = list(run.samples)
     ncol = 4
     nrow = math.ceil(len(names) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 4.2 * nrow), squeeze=False)
     counts = {}
     for ax, name in zip(axes.flat, names):
-        imgs = np.asarray(images[name])[:100]
-        mixed = mixed_mask(classifier.predict_proba(imgs), tau)
+        imgs = np.asarray(run.samples[name]["images"])[:N_SHOWN]
+        mixed = mixed_mask(run.artifacts.clf.predict_proba(imgs), tau)
+        near = run.samples[name]["info"].get("near_singular")
         counts[name] = int(mixed.sum())
-        image_grid(ax, imgs, mixed=mixed, flagged=None if name not in flags else flags[name][:100],
+        image_grid(ax, imgs, mixed=mixed, flagged=None if near is None else np.asarray(near)[:N_SHOWN],
                    title=f"{name}: {mixed.sum()}/{len(imgs)} mixed (τ={tau})")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
@@ -105,121 +98,59 @@ def comparison_figures(out_dir, images: dict, classifier, rows: dict, diffusion_
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = {}
     for name, r in rows.items():
-        ys = [r["mode_mixture"][str(float(t))] for t in taus]
-        curves[name] = ys
-        ax.plot(taus, ys, marker="o", ls="--" if name in ("real digits", "AE reconstructions", "uniform noise")
-                else "-", label=name)
+        ys = np.array([r["mode_mixture"][str(float(t))] for t in taus])
+        se = np.array([r["mode_mixture_se"][str(float(t))] for t in taus])
+        curves[name] = dict(rate=ys.tolist(), se=se.tolist())
+        ax.errorbar(taus, ys, yerr=se, marker="o", capsize=2, ls="--" if name in FLOOR_NAMES else "-", label=name)
     ax.set_xlabel("τ")
-    ax.set_ylabel("mode-mixture rate")
+    ax.set_ylabel("mode-mixture rate (± standard error)")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.legend(fontsize=7)
     out["mode_mixture"] = save_figure(fig, out_dir, "mnist_mode_mixture_vs_tau",
                                       dict(taus=list(taus), rates=curves))["png"]
-
-    L = np.asarray(diffusion_loss, dtype=np.float64)
-    w = max(len(L) // 100, 1)
-    smooth = np.convolve(L, np.ones(w) / w, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(np.arange(len(smooth)) + w, smooth)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"loss (moving mean of {w})")
-    ax.set_title("latent diffusion training loss", fontsize=9)
-    pts = np.linspace(0, len(smooth) - 1, min(200, len(smooth))).astype(int)
-    out["diffusion_loss"] = save_figure(fig, out_dir, "mnist_diffusion_loss",
-                                        dict(window=w, steps=(pts + w).tolist(), loss=smooth[pts].tolist()))["png"]
+    out["diffusion_loss"] = loss_curve_figure({"latent DDPM": run.artifacts.diffusion.history_["loss"]}, out_dir,
+                                              "mnist_diffusion_loss")["png"]
     return out
 
 
-def _between_modes(z, z_train, cell_component, k: int = 3) -> np.ndarray:
-    """Latent points whose k nearest training codes lie in two or more detector modes -> (m,) bool."""
-    d = torch.cdist(torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(z_train, dtype=torch.float32))
-    idx = d.topk(k, dim=1, largest=False).indices.numpy()
-    comp = np.asarray(cell_component)[idx]
-    return (comp != comp[:, :1]).any(1)
+def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: float = 0.2, numbers=None) -> dict:
+    """The seeds' Fig. 3 for OT and diffusion side by side, in a 2-D autoencoder latent.
 
-
-def mnist_mode_mixture_figure(out_dir, *, ae_epochs=20, clf_epochs=20, n_points=100, tau=0.2,
-                              diffusion_steps=10000, ot_tol=0.03, ot_max_iter=100, method="ddpm",
-                              data_dir=None, device=None, seed=0, cache_dir=None, verbose=False,
-                              n_train=None) -> dict:
-    """The seeds' Fig. 3 for OT and diffusion side by side, with a 2-D autoencoder latent.
-
-    An :class:`~otgen.autoencoder.ImageAutoencoder` with ``latent_dim=2`` encodes the training
-    digits (standardised codes, coloured by digit: ten clusters). ``n_points`` latent points are drawn
-    from the extended OT map with the singular-set detector and from a latent diffusion model
-    (``method``), overlaid on the clusters, decoded, and shown as a 10 x 10 grid. Decoded images that
-    the classifier finds mixed (two classes with probability ``>= tau``) are outlined in red (red
-    rings in the latent panel). Points flagged by the detector are marked orange: for OT, source
-    points near the singular set (:meth:`~otgen.singular.SingularSetDetector.predict`); for
-    diffusion, which has no source point, latent points whose 3 nearest training codes lie in two or
-    more of the detector's modes.
-
-    Artifacts (autoencoder, classifier, OT map, diffusion model) are trained or loaded with the
-    cache of :func:`otgen.compare.compare_mnist` (the classifier is shared with it).
+    Draws what :func:`otgen.experiments.mnist.mode_mixture_points` returns: the standardised
+    training codes coloured by digit (ten clusters when the latent separates them), each
+    generator's points overlaid, and its decoded images as a 10 x 10 grid. Images the classifier
+    finds mixed (two classes with probability ``>= tau``) are outlined in red (red rings in the
+    latent panel); points flagged by the detector are marked orange (OT: source points near the
+    singular set; diffusion: codes whose nearest training codes lie in two or more modes).
 
     Parameters
     ----------
+    panels : dict {"ot", "diffusion"} -> dict(z (m, 2), flagged (m,), images (m, 28, 28), probs (m, 10), title)
+    z_train : array (n, 2)
+        Standardised training codes.
+    labels : array (n,)
+        Their digits.
     out_dir : path
         Receives ``mnist_mode_mixture.png`` / ``.json``.
-    ae_epochs, clf_epochs, diffusion_steps : int
-    n_points : int, default 100
     tau : float, default 0.2
-    ot_tol : float, default 0.03
-    ot_max_iter : int
-    method : {"ddpm", "ddim"}
-    data_dir, device, seed, cache_dir, verbose, n_train
-        As in :func:`~otgen.compare.compare_mnist` (``cache_dir=None``: ``<out_dir>/cache``).
+    numbers : dict, optional
+        More numbers for the JSON (settings, detector summary).
 
     Returns
     -------
     dict
-        ``mixed`` ({"ot", "diffusion"}: counts of mixed decoded images), ``flagged`` (same keys),
-        ``n_points``, ``tau``, ``n_modes_detected``, ``cache_hits``, the settings, ``png`` and ``json``.
+        ``mixed``, ``flagged``, ``mixed_and_flagged`` ({"ot", "diffusion"}: counts), ``points``, ``tau``,
+        the given ``numbers``, ``png`` and ``json``.
     """
-    import os
-
-    from otgen.compare import _train_subset, fit_artifacts
-    from otgen.data.mnist import load_mnist
-    from otgen.singular import SingularSetDetector
-
     out_dir = _check_out_dir(out_dir)
-    n_points = check_positive_int(n_points, "n_points")
-    tau = check_positive_float(tau, "tau")
-    if tau > 1:
-        raise ValueError(f"tau must be in (0, 1], got {tau}")
-    seed = _check_seed(seed)
-    if method not in ("ddpm", "ddim"):
-        raise ValueError(f"method must be 'ddpm' or 'ddim', got {method!r}")
-    cache_dir = os.path.join(out_dir, "cache") if cache_dir is None else cache_dir
-    train = _train_subset(load_mnist("train", data_dir=data_dir, seed=seed), n_train, seed)
-    art = fit_artifacts(latent_dim=2, ae_epochs=check_positive_int(ae_epochs, "ae_epochs"),
-                        clf_epochs=check_positive_int(clf_epochs, "clf_epochs"),
-                        diffusion_steps=check_positive_int(diffusion_steps, "diffusion_steps"),
-                        ot_tol=check_positive_float(ot_tol, "ot_tol"),
-                        ot_max_iter=check_positive_int(ot_max_iter, "ot_max_iter"), data_dir=data_dir,
-                        device=device, seed=seed, cache_dir=cache_dir, verbose=verbose, train=train)
-    ae, clf, mean, scale, z_tr = art["ae"], art["clf"], art["mean"], art["scale"], art["z"]
-    det = SingularSetDetector(seed=seed).fit(art["ot"])
-    z_ot, info = OTGenerator(art["ot"], det, extension="piecewise-linear", seed=seed).sample(n_points)
-    z_ot = z_ot.cpu().numpy()
-    y_dm, _ = DiffusionGenerator(art["diffusion"], method, seed=seed).sample(n_points)
-    z_dm = ((y_dm.cpu().numpy() - mean) / scale).astype(np.float32)
-    comp = det.cell_component_
-    if len(comp) != len(z_tr):               # duplicate codes were merged before the OT fit
-        comp = comp[_nearest(z_tr, art["ot"].targets_.cpu().numpy())]
-    panels = {"ot": (z_ot, info["near_singular"].cpu().numpy(), "OT (extended) + singular-set detector"),
-              "diffusion": (z_dm, _between_modes(z_dm, z_tr, comp), f"diffusion ({method.upper()})")}
-
+    z_tr = np.asarray(z_train)
+    n_points = len(next(iter(panels.values()))["z"])
+    numbers = dict(numbers or {}, tau=tau, n_points=n_points, mixed={}, flagged={}, mixed_and_flagged={}, points={})
     fig, axes = plt.subplots(2, 2, figsize=(11, 11))
-    labels = train[1]
-    numbers = dict(n_points=n_points, tau=tau, seed=seed, method=method, ae_epochs=ae_epochs,
-                   diffusion_steps=diffusion_steps, n_modes_detected=int(det.n_components_),
-                   detector_threshold=float(det.threshold_), cache_hits=art["hits"], mixed={}, flagged={},
-                   mixed_and_flagged={}, points={})
     lo, hi = np.percentile(z_tr, 0.5, 0) - 0.5, np.percentile(z_tr, 99.5, 0) + 0.5
-    for row, (key, (z, flagged, title)) in enumerate(panels.items()):
-        imgs = ae.decode(z * scale + mean)
-        mixed = mixed_mask(clf.predict_proba(imgs), tau)
+    for row, (key, p) in enumerate(panels.items()):
+        z, flagged, title, imgs = np.asarray(p["z"]), np.asarray(p["flagged"], bool), p["title"], p["images"]
+        mixed = mixed_mask(p["probs"], tau)
         ax = axes[row, 0]
         sc = ax.scatter(z_tr[:, 0], z_tr[:, 1], c=labels, cmap="tab10", s=2, alpha=0.35, vmin=-0.5, vmax=9.5)
         ax.scatter(z[:, 0], z[:, 1], c="k", s=10, zorder=3, label="generated")
@@ -239,9 +170,3 @@ def mnist_mode_mixture_figure(out_dir, *, ae_epochs=20, clf_epochs=20, n_points=
         numbers["points"][key] = z.tolist()
     fig.colorbar(sc, ax=axes[:, 0].tolist(), ticks=range(10), shrink=0.5, label="digit")
     return save_figure(fig, out_dir, "mnist_mode_mixture", numbers)
-
-
-def _nearest(a, b) -> np.ndarray:
-    """Index of the nearest row of b for each row of a."""
-    d = torch.cdist(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32))
-    return d.argmin(1).numpy()

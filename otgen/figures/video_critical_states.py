@@ -8,7 +8,7 @@ a diffusion model smooths the boundary and tends to skip the transition (telepor
 two states.
 
 * :func:`filmstrip` draws clips as rows of frames; :func:`comparison_figures` writes the figures of
-  :func:`otgen.compare_video.compare_video` (filmstrips per generator, the latent map, loss curves).
+  :func:`otgen.experiments.video.run` (filmstrips per generator, the latent map, loss curves).
 * :func:`video_critical_states_figure` (``otgen figure video-critical-states``): the bistable ball,
   the latent map (PCA of the clip codes coloured by state, singular pairs, flagged source points'
   boundary targets, localised transitions of long clips) and filmstrips of the critical-state
@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from otgen._validation import check_positive_int
-from otgen.figures._common import _check_out_dir, plt, save_figure
+from otgen.experiments.video import CRITICAL, HEADLINE, plausibility
+from otgen.figures._common import _check_out_dir, loss_curve_figure, plt, save_figure
 
 __all__ = ["filmstrip", "pca_2d", "latent_map", "comparison_figures", "video_critical_states_figure"]
 
@@ -163,140 +164,91 @@ def _row_labels(dataset, r, n):
     return None
 
 
-def comparison_figures(out_dir, dataset, clips: dict, rows: dict, *, z_tr, labels, ot, detector, z_test=None,
-                       flags=None, paths=None, losses=None, critical=None, n_clips: int = 3, seed: int = 0) -> dict:
-    """The figures of :func:`otgen.compare_video.compare_video`.
+def comparison_figures(run, out_dir, *, n_clips: int = 3) -> dict:
+    """The figures of a video comparison (:func:`otgen.experiments.video.run`).
 
     Returns a dict of PNG paths: ``filmstrips`` (``n_clips`` clips per generator and floor, labelled
     with the instrument's reading), ``latent_map`` and ``diffusion_loss``.
     """
     out_dir = _check_out_dir(out_dir)
-    names = list(clips)
-    T = np.asarray(next(iter(clips.values()))).shape[1]
+    dataset, rows, art, det = run.settings.dataset, run.metrics["rows"], run.artifacts, run.detector
+    names = list(run.samples)
+    T = np.asarray(run.samples[names[0]]["clips"]).shape[1]
     fig, axes = plt.subplots(len(names), 1, figsize=(0.55 * T + 1.2, 0.72 * n_clips * len(names) + 0.3),
                              squeeze=False)
-    key = {"bistable": "implausible_rate", "permanence": "changed_rate", "moving-digits": "implausible_rate"}[dataset]
+    key = HEADLINE[dataset]
     shown = {}
     for ax, name in zip(axes[:, 0], names):
-        r = rows[name]
-        labs = _row_labels(dataset, r, n_clips)
-        filmstrip(ax, clips[name], n_clips=n_clips, labels=labs,
-                  title=f"{name}: {key.replace('_', ' ')} {r[key]:.3f}")
+        reading = plausibility(dataset, np.asarray(run.samples[name]["clips"])[:n_clips])
+        labs = _row_labels(dataset, reading, n_clips)
+        filmstrip(ax, run.samples[name]["clips"], n_clips=n_clips, labels=labs,
+                  title=f"{name}: {key.replace('_', ' ')} {rows[name][key]:.3f}")
         shown[name] = labs
     out = {"filmstrips": save_figure(fig, out_dir, f"video_{dataset}_filmstrips",
                                      dict(dataset=dataset, rates={k: rows[k][key] for k in names},
                                           shown=shown))["png"]}
 
     fig, ax = plt.subplots(figsize=(7, 6))
-    flagged = None if flags is None or z_test is None else np.asarray(z_test)[np.asarray(flags, bool)]
-    crit = None
-    if critical is not None and len(critical["i"]):
-        Y = ot.targets_.detach().cpu().numpy()
-        crit = np.concatenate([Y[critical["i"]], Y[critical["j"]]])
-    nums = latent_map(ax, z_tr, labels, ot=ot, detector=detector, label_names=_LABEL_NAMES[dataset], flagged=flagged,
-                      paths=paths, critical=crit, seed=seed)
-    ax.set_title(f"{dataset}: clip codes (PCA), {detector.n_components_} mode(s), "
+    d = run.extras.get("detection")
+    flagged = None if d is None else np.asarray(d["z_test"])[np.asarray(d["flags"], bool)]
+    crit = run.extras.get("critical")
+    crit_z = None if not crit or not crit["n_points"] else run.samples[CRITICAL[0]]["z"]
+    nums = latent_map(ax, art.z, art.train[2], ot=art.ot, detector=det, label_names=_LABEL_NAMES[dataset],
+                      flagged=flagged, paths=run.extras.get("localisation"), critical=crit_z, seed=run.settings.seed)
+    ax.set_title(f"{dataset}: clip codes (PCA), {det.n_components_} mode(s), "
                  f"{nums.get('mode_boundary_pairs', 0)} adjacent pairs across modes", fontsize=9)
     out["latent_map"] = save_figure(fig, out_dir, f"video_{dataset}_latent_map", nums)["png"]
-
-    if losses:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        numbers = {}
-        for name, L in losses.items():
-            L = np.asarray(L, dtype=np.float64)
-            w = max(len(L) // 100, 1)
-            sm = np.convolve(L, np.ones(w) / w, mode="valid")
-            ax.plot(np.arange(len(sm)) + w, sm, label=f"{name} ({len(L)} steps)")
-            pts = np.linspace(0, len(sm) - 1, min(200, len(sm))).astype(int)
-            numbers[name] = dict(window=w, steps=(pts + w).tolist(), loss=sm[pts].tolist())
-        ax.set_xlabel("training step")
-        ax.set_ylabel("loss (moving mean)")
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        ax.set_title("latent diffusion training loss", fontsize=9)
-        out["diffusion_loss"] = save_figure(fig, out_dir, f"video_{dataset}_diffusion_loss", numbers)["png"]
+    out["diffusion_loss"] = loss_curve_figure({"DiT": art.dit.history_["loss"], "MLP": art.mlp.history_["loss"]},
+                                              out_dir, f"video_{dataset}_diffusion_loss")["png"]
     return out
 
 
-def video_critical_states_figure(out_dir, *, n_train: int = 2000, ae_epochs: int = 24, dit_steps: int = 4000,
-                                 diffusion_steps: int = 10000, n_points: int = 100, ddpm_steps: int = 1000,
-                                 ot_tol: float = 0.03, ot_max_iter: int = 100, n_long: int = 20,
-                                 angle_threshold="persistence", device=None, seed: int = 0, cache_dir=None,
-                                 verbose: bool = False, ae_kwargs=None, dit_kwargs=None, ae_extra: int | None = None) -> dict:
+def video_critical_states_figure(art, detector, sets: dict, paths: dict, out_dir, *, numbers=None, seed: int = 0) -> dict:
     """Critical states of the bistable ball: OT on the singular set vs the diffusion transformer.
 
-    Trains (or loads from ``cache_dir``, shared with :func:`otgen.compare_video.compare_video`) the
-    video autoencoder (with ``ae_extra`` extra transition clips, default ``n_train // 4`` as there), the OT
-    map and the two
-    diffusion models on ``n_train`` bistable clips; draws
-    ``n_points`` source points flagged by the singular-set detector and decodes the boundary targets
-    on both sides (``2 n_points`` clips), ``2 n_points`` DiT DDPM and MLP DDPM samples; classifies
-    every clip with :func:`otgen.metrics.bistable_clip_classes`. Draws the latent map (with
-    ``n_long`` localised long clips) and filmstrips, and writes
-    ``video_critical_states.png`` + ``.json``.
+    Draws the latent map (PCA of the standardised clip codes coloured by state, singular pairs,
+    the boundary targets of the critical states, the localised paths of long clips) beside
+    filmstrips of each set of clips, classified by :func:`otgen.metrics.bistable_clip_classes`.
+
+    Parameters
+    ----------
+    art : otgen.experiments.video.VideoArtifacts
+        Fitted on bistable clips.
+    detector : SingularSetDetector
+    sets : dict
+        What :func:`otgen.experiments.video.critical_sets` returns: ``sets`` name -> clips
+        (n, T, C, H, W), ``critical`` (its ``sets`` hold the boundary targets' codes).
+    paths : dict
+        :func:`otgen.experiments.video.localisation` of long clips.
+    out_dir : path
+    numbers : dict, optional
+        More numbers for the JSON.
 
     Returns
     -------
     dict
-        The JSON numbers (class rates per generator, the data's transition rate, detector and
-        localisation summaries, cache hits) plus ``png`` and ``json``.
+        Class rates per set, detector and localisation summaries, ``png`` and ``json``.
     """
-    import os
-
-    from otgen.compare_video import (critical_states, fit_detector, fit_video_artifacts, localise_transitions,
-                                     plausibility, video_data)
-    from otgen.data.video import bistable_long
-    from otgen.generate import DiffusionGenerator
-
     out_dir = _check_out_dir(out_dir)
-    n_points = check_positive_int(n_points, "n_points")
-    n_long = check_positive_int(n_long, "n_long")
-    x_tr, lab_tr, y_tr = video_data("bistable", check_positive_int(n_train, "n_train", minimum=20), seed)
-    art = fit_video_artifacts("bistable", x_tr, ae_epochs=ae_epochs, dit_steps=dit_steps, mlp_steps=diffusion_steps,
-                              ot_tol=ot_tol, ot_max_iter=ot_max_iter, ae_kwargs=ae_kwargs, dit_kwargs=dit_kwargs,
-                              device=device, seed=seed,
-                              cache_dir=os.path.join(out_dir, "cache") if cache_dir is None else cache_dir,
-                              verbose=verbose, ae_extra=n_train // 4 if ae_extra is None else ae_extra)
-    ae, ot, mean, scale = art["ae"], art["ot"], art["mean"], art["scale"]
-    det = fit_detector(ot, angle_threshold, seed=seed)
-    Y = ot.targets_.detach().cpu().numpy()
-    cs = critical_states(ot, det, n_points, seed=seed)
-    z_crit = np.concatenate([Y[cs["i"]], Y[cs["j"]]]) if len(cs["i"]) else np.zeros((0, Y.shape[1]), np.float32)
-
-    def decode(z):
-        return np.clip(np.asarray(ae.decode((np.asarray(z, np.float32) * scale + mean).astype(np.float32))), 0, 1)
-
-    m = max(len(z_crit), 2)
-    sets = {}
-    if len(z_crit):
-        # interleave the two sides so the filmstrip shows both
-        order = np.ravel(np.stack([np.arange(len(cs["i"])), np.arange(len(cs["i"])) + len(cs["i"])], 1))
-        sets["OT on the singular set (both sides)"] = decode(z_crit[order])
-    for name, model in (("DiT DDPM", art["dit"]), ("MLP DDPM", art["mlp"])):
-        y = DiffusionGenerator(model, "ddpm", ddpm_steps, seed=seed).sample(m)[0].numpy()
-        sets[name] = np.clip(np.asarray(ae.decode(y.astype(np.float32))), 0, 1)
-    x_long, lab_long = bistable_long(n_long, seed=seed + 2)
-    loc = localise_transitions(ae, x_long, lab_long["transition_frame"], ot, det, mean, scale,
-                               window=int(x_tr.shape[1]))
-
-    rates = {}
+    c = sets["critical"]
+    z_crit = c["sets"][CRITICAL[0]]["z"] if c["n_points"] else None
     fig = plt.figure(figsize=(16, 9))
-    gs = fig.add_gridspec(len(sets), 2, width_ratios=[1, 1.7])
+    gs = fig.add_gridspec(len(sets["sets"]), 2, width_ratios=[1, 1.7])
     ax = fig.add_subplot(gs[:, 0])
-    nums = latent_map(ax, art["z"], y_tr, ot=ot, detector=det, label_names=_LABEL_NAMES["bistable"], paths=loc,
-                      critical=z_crit, seed=seed)
-    ax.set_title(f"bistable clip codes (PCA): {det.n_components_} modes, {nums.get('mode_boundary_pairs', 0)} adjacent "
-                 "pairs across modes", fontsize=9)
-    for r, (name, clips) in enumerate(sets.items()):
+    nums = latent_map(ax, art.z, art.train[2], ot=art.ot, detector=detector, label_names=_LABEL_NAMES["bistable"],
+                      paths=paths, critical=z_crit, seed=seed)
+    ax.set_title(f"bistable clip codes (PCA): {detector.n_components_} modes, {nums.get('mode_boundary_pairs', 0)} "
+                 "adjacent pairs across modes", fontsize=9)
+    rates = {}
+    for r, (name, clips) in enumerate(sets["sets"].items()):
         p = plausibility("bistable", clips)
         rates[name] = {k: v for k, v in p.items() if k.endswith("_rate")}
         filmstrip(fig.add_subplot(gs[r, 1]), clips, n_clips=4, labels=p["classes"][:4],
                   title=f"{name}: transitions {p['transition_rate']:.2f}, teleports {p['teleport_rate']:.2f}, "
                         f"blends {p['blend_rate']:.2f} (n={len(clips)})")
-    numbers = dict(rates=rates, data_transition_rate=float((lab_tr["state"] == 2).mean()),
-                   n_critical_points=int(len(cs["i"])), flagged_fraction=cs["flagged_fraction"],
-                   n_modes=int(det.n_components_), threshold=float(det.threshold_),
-                   localisation=dict(mean_abs_error=loc["mean_abs_error"], median_abs_error=loc["median_abs_error"],
-                                     within_tol=loc["within_tol"], located=loc["located"], n_clips=n_long),
-                   cache_hits=art["hits"], latent_map=nums)
+    numbers = dict(numbers or {}, rates=rates, data_transition_rate=c["data_rate"], n_critical_points=c["n_points"],
+                   flagged_fraction=c["flagged_fraction"], n_modes=int(detector.n_components_),
+                   threshold=float(detector.threshold_),
+                   localisation={k: paths[k] for k in ("mean_abs_error", "median_abs_error", "within_tol", "located",
+                                                       "n_clips")}, latent_map=nums)
     return save_figure(fig, out_dir, "video_critical_states", numbers)

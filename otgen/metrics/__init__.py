@@ -1,12 +1,16 @@
-"""Metrics: an offline MNIST classifier, sample-quality scores, and pixel instruments for generated videos."""
+"""Metrics: an offline MNIST classifier, sample-quality scores, latent geometry, and pixel instruments for videos."""
 
 from otgen.metrics.classifier import MNISTClassifier
-from otgen.metrics.generation import (class_histogram, coverage_kl, density_coverage, digit_metrics,
-                                      frechet_distance, gaussian_frechet_distance, low_confidence_rate,
-                                      mode_mixture_rate, precision_recall, sliced_wasserstein)
-from otgen.metrics.video import bistable_clip_classes, bistable_frame_states, count_consistency, count_objects
+from otgen.metrics.generation import (class_histogram, copy_rate, coverage_kl, density_coverage, detection_scores,
+                                      digit_metrics, frechet_distance, gaussian_frechet_distance, loss_plateau,
+                                      low_confidence_rate, mode_mixture_rate, nn_median, precision_recall,
+                                      sliced_wasserstein)
+from otgen.metrics.latent import off_support_rate
+from otgen.metrics.video import (bistable_clip_classes, bistable_frame_states, count_consistency, count_objects,
+                                 moving_digit_plausibility)
 
 __all__ = ["MNISTClassifier", "class_histogram", "coverage_kl", "density_coverage", "digit_metrics",
            "frechet_distance", "gaussian_frechet_distance", "low_confidence_rate", "mode_mixture_rate",
-           "precision_recall", "sliced_wasserstein",
-           "count_objects", "count_consistency", "bistable_frame_states", "bistable_clip_classes"]
+           "precision_recall", "sliced_wasserstein", "copy_rate", "nn_median", "loss_plateau", "detection_scores",
+           "off_support_rate", "count_objects", "count_consistency", "bistable_frame_states",
+           "bistable_clip_classes", "moving_digit_plausibility"]

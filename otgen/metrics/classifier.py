@@ -17,12 +17,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from otgen._persistence import load_estimator, save_estimator
+from otgen._base import BaseEstimator, check_seed
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
 from otgen.autoencoder.image import _check_images, _like
 from otgen.autoencoder.training import batched_apply
 
+__all__ = ["MNISTClassifier", "N_CLASSES"]
+
 N_CLASSES = 10
+_BATCH = 1024          # images per inference chunk: bounds the memory of predict / features on the device
 
 
 def _check_labels(labels, n: int, name: str = "labels") -> torch.Tensor:
@@ -68,7 +71,7 @@ class _CNN(nn.Module):
         return self.head(self.body(x))
 
 
-class MNISTClassifier:
+class MNISTClassifier(BaseEstimator):
     r"""Small convolutional digit classifier (LeCun et al. [1]_ style), scikit-learn API.
 
     ``fit`` minimises the cross-entropy :math:`-\frac1n\sum_i \log p_\theta(y_i\mid x_i)`
@@ -79,16 +82,20 @@ class MNISTClassifier:
 
     Parameters
     ----------
-    epochs, batch_size : int
-    lr : float
-    max_shift : int
+    epochs : int, default 20
+    batch_size : int, default 64
+    lr : float, default 2e-3
+        Peak learning rate (Adam, cosine decay).
+    max_shift : int, default 2
         Largest random translation (pixels) applied to training images; 0 disables it.
-    feature_dim : int
+    feature_dim : int, default 128
         Width F of the penultimate layer returned by :meth:`features`.
-    device : str or torch.device, optional
-    seed : int
+    device : str or torch.device or None, default None
+        ``None``: CUDA when available, else CPU.
+    seed : int, default 0
         Seeds initialisation, shuffling, augmentation and dropout.
-    verbose : bool
+    verbose : bool, default False
+        Show a progress bar during ``fit``.
 
     Attributes
     ----------
@@ -97,16 +104,22 @@ class MNISTClassifier:
         Per-epoch ``"loss"`` and training ``"accuracy"``, per-step ``"step_loss"``,
         cumulative ``"time"`` (s).
 
+    Notes
+    -----
+    ``predict_proba``, ``predict`` and ``features`` return numpy arrays for numpy input
+    and torch tensors (on the input's device) for torch input.
+
     References
     ----------
     .. [1] Y. LeCun, L. Bottou, Y. Bengio, P. Haffner, "Gradient-based learning applied to
        document recognition", Proc. IEEE 86 (1998).
     """
 
-    _SETTINGS = ("epochs", "batch_size", "lr", "max_shift", "feature_dim", "seed")
+    _FITTED_ATTR = "model_"
+    _SAVE_VERSION = 1
 
     def __init__(self, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3, max_shift: int = 2,
-                 feature_dim: int = 128, device=None, seed: int = 0, verbose: bool = True):
+                 feature_dim: int = 128, device=None, seed: int = 0, verbose: bool = False):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -115,10 +128,6 @@ class MNISTClassifier:
         self.device = device
         self.seed = seed
         self.verbose = verbose
-
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this MNISTClassifier is not fitted yet; call fit(images, labels) first")
 
     def _device(self) -> torch.device:
         return next(self.model_.parameters()).device
@@ -131,7 +140,7 @@ class MNISTClassifier:
         bs = check_positive_int(self.batch_size, "batch_size")
         lr = check_positive_float(self.lr, "lr")
         shift = check_positive_int(self.max_shift, "max_shift", minimum=0)
-        seed = check_positive_int(self.seed, "seed", minimum=0)
+        seed = check_seed(self.seed)
         check_positive_int(self.feature_dim, "feature_dim")
         dev = resolve_device(self.device)
 
@@ -176,7 +185,7 @@ class MNISTClassifier:
         """Class probabilities (n, 10) (softmax of the logits); rows sum to 1."""
         self._check_fitted()
         x = _check_images(images)
-        p = batched_apply(lambda b: self.model_(b).softmax(dim=1), x, batch_size=1024, device=self._device())
+        p = batched_apply(lambda b: self.model_(b).softmax(dim=1), x, batch_size=_BATCH, device=self._device())
         return _like(p, images)
 
     def predict(self, images):
@@ -188,7 +197,7 @@ class MNISTClassifier:
         """Penultimate-layer activations (n, feature_dim), e.g. for :func:`frechet_distance`."""
         self._check_fitted()
         x = _check_images(images)
-        f = batched_apply(self.model_.features, x, batch_size=1024, device=self._device())
+        f = batched_apply(self.model_.features, x, batch_size=_BATCH, device=self._device())
         return _like(f, images)
 
     def score(self, images, labels) -> float:
@@ -197,11 +206,11 @@ class MNISTClassifier:
         y = _check_labels(labels, x.shape[0])
         return float((self.predict(x).cpu() == y).double().mean())
 
-    def save(self, path) -> None:
-        """Write settings, weights and history to ``path`` (a torch file)."""
-        save_estimator(self, path)
+    def _get_state(self) -> dict:
+        return {"state_dict": self.model_.state_dict(), "history": self.history_}
 
-    @classmethod
-    def load(cls, path, device=None, verbose: bool = True) -> "MNISTClassifier":
-        """Read a classifier written by :meth:`save` (onto ``device``)."""
-        return load_estimator(cls, path, lambda est: _CNN(est.feature_dim), device=device, verbose=verbose)
+    def _set_state(self, state: dict, device=None) -> None:
+        model = _CNN(self.feature_dim)
+        model.load_state_dict(state["state_dict"])
+        self.model_ = model.to(resolve_device(device)).eval()
+        self.history_ = state["history"]

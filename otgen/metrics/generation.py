@@ -3,7 +3,9 @@
 Inputs are numpy arrays or torch tensors; results are Python floats, dicts or numpy
 arrays. Classifier-based: mode-mixture and low-confidence rates, class histograms and
 their KL divergence. Feature-based: Fréchet distance, precision / recall, density /
-coverage, sliced Wasserstein distance.
+coverage, sliced Wasserstein distance. Memorisation and nearness in a code space: copy
+rate, median nearest-neighbour distance. Training: the loss plateau. Detection:
+precision / recall / F1 of boolean flags.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import numpy as np
 import ot
 import torch
 
+from otgen._base import check_seed
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
+
+__all__ = ["mode_mixture_rate", "low_confidence_rate", "class_histogram", "coverage_kl", "gaussian_frechet_distance",
+           "frechet_distance", "precision_recall", "density_coverage", "sliced_wasserstein", "copy_rate",
+           "nn_median", "loss_plateau", "detection_scores", "digit_metrics"]
+
+_NN_CHUNK = 1024       # rows per block of exact nearest-neighbour distances: memory ~ 1024 x N, never N x N
+_PLATEAU_FRACTION = 10  # loss_plateau compares the mean of the last tenth of the steps with the tenth before
 
 
 # -- classifier-based --------------------------------------------------------------
@@ -403,9 +413,138 @@ def sliced_wasserstein(a, b, n_projections: int = 256, p: int = 2, seed: int = 0
     x, y = _check_pair(a, b, names=("a", "b"))
     n_proj = check_positive_int(n_projections, "n_projections")
     p = check_positive_int(p, "p")
-    seed = check_positive_int(seed, "seed", minimum=0)
+    seed = check_seed(seed)
     val = ot.sliced_wasserstein_distance(x.cpu().numpy(), y.cpu().numpy(), n_projections=n_proj, p=p, seed=seed)
     return float(val)
+
+
+# -- memorisation and nearness in a code space ------------------------------------------
+
+def _nn_distances(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
+    """Euclidean distance of each row of a (m, d) to its nearest row of b (n, d) -> (m,).
+
+    Exact (no matrix-product expansion, so a point's distance to itself is 0, not round-off);
+    ``exclude_self`` skips ``b[i]`` for row i (a and b the same set). Blocks of ``_NN_CHUNK`` rows.
+    """
+    out = []
+    for s in range(0, a.shape[0], _NN_CHUNK):
+        d = torch.cdist(a[s:s + _NN_CHUNK], b, compute_mode="donot_use_mm_for_euclid_dist")   # (c, n)
+        if exclude_self:
+            d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
+        out.append(d.min(dim=1).values)
+    return torch.cat(out)
+
+
+def copy_rate(z, z_train, radius) -> float:
+    r"""Fraction of generated codes that copy a training code.
+
+    .. math:: \mathrm{copy}_r(z) = \frac1m \#\{i : \min_j \|z_i - t_j\| \le r\}
+
+    with :math:`t_j` the training codes. A generator that memorises its training set
+    (the plain semi-discrete OT map :math:`\nabla u_h` outputs training codes only) has a
+    copy rate of 1; one that draws new codes, close to 0 for a small radius (e.g. 1 % of
+    :func:`nn_median` of the training codes).
+
+    Parameters
+    ----------
+    z : array of shape (m, d)
+        Generated codes.
+    z_train : array of shape (n, d)
+        Training codes, in the same space.
+    radius : float >= 0
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    x, t = _check_pair(z, z_train, names=("z", "z_train"))
+    r = check_positive_float(radius, "radius", allow_zero=True)
+    return float((_nn_distances(x, t) <= r).double().mean())
+
+
+def nn_median(z) -> float:
+    r"""Median distance from a code to its nearest other code.
+
+    .. math:: \operatorname{median}_i \min_{j \ne i} \|z_i - z_j\|
+
+    the typical spacing of the set (the lower median, ``torch.median``, for an even
+    count); a natural unit for :func:`copy_rate`'s radius. Duplicated rows are at
+    distance 0 from each other.
+
+    Parameters
+    ----------
+    z : array of shape (n, d), n >= 2
+
+    Returns
+    -------
+    float >= 0
+    """
+    x = as_tensor(z, "z", ndim=2, dtype=torch.float64, min_rows=2)
+    return float(_nn_distances(x, x, exclude_self=True).median())
+
+
+def loss_plateau(loss) -> dict:
+    r"""Has a training loss stopped decreasing? Means of its last two tenths.
+
+    With :math:`k = \max(\lfloor n / 10 \rfloor, 1)` and :math:`\bar L_a^b` the mean of
+    steps :math:`a..b-1`,
+
+    .. math:: \text{last} = \bar L_{n-k}^{n}, \qquad \text{previous} = \bar L_{n-2k}^{n-k},
+              \qquad \text{relative change} = (\text{previous} - \text{last}) / \text{last}
+
+    A relative change near 0 says the loss has plateaued (more steps would not help much).
+
+    Parameters
+    ----------
+    loss : array of shape (n,), n >= 1
+        The loss of every training step (e.g. ``LatentDiffusion.history_["loss"]``).
+
+    Returns
+    -------
+    dict
+        ``last_10pct``, ``previous_10pct`` (NaN when n < 2k) and ``relative_change`` (NaN
+        when undefined: n < 2k or a last mean of 0), floats.
+    """
+    L = as_tensor(loss, "loss", ndim=1, dtype=torch.float64).cpu().numpy()
+    k = max(len(L) // _PLATEAU_FRACTION, 1)
+    last = float(L[-k:].mean())
+    prev = float(L[-2 * k:-k].mean()) if len(L) >= 2 * k else float("nan")
+    change = (prev - last) / last if last != 0 else float("nan")
+    return {"last_10pct": last, "previous_10pct": prev, "relative_change": change}
+
+
+# -- detection ------------------------------------------------------------------------
+
+def detection_scores(flags, truth) -> dict:
+    r"""Precision, recall and F1 of boolean ``flags`` at finding the positives of ``truth``.
+
+    .. math:: P = \frac{|F \cap T|}{|F|}, \qquad R = \frac{|F \cap T|}{|T|}, \qquad
+              F_1 = \frac{2 P R}{P + R}
+
+    with F the flagged items and T the true positives (e.g. generated clips flagged near
+    the singular set, and the clips that are transitions).
+
+    Parameters
+    ----------
+    flags, truth : array of bool, shape (n,)
+
+    Returns
+    -------
+    dict
+        ``precision`` (NaN when nothing is flagged), ``recall`` (NaN when there is no
+        positive), ``f1`` (0 when either is undefined or both are 0), ``flagged`` = |F|,
+        ``positives`` = |T|, ``true_positives``, ``n`` and ``flagged_rate`` = |F| / n (NaN
+        when n = 0).
+    """
+    f, t = np.asarray(flags, bool), np.asarray(truth, bool)
+    if f.shape != t.shape or f.ndim != 1:
+        raise ValueError(f"flags and truth must be 1-D of the same length, got shapes {f.shape} and {t.shape}")
+    tp = int((f & t).sum())
+    prec = tp / int(f.sum()) if f.any() else float("nan")
+    rec = tp / int(t.sum()) if t.any() else float("nan")
+    f1 = 2 * prec * rec / (prec + rec) if f.any() and t.any() and (prec + rec) > 0 else 0.0
+    return {"precision": prec, "recall": rec, "f1": f1, "flagged": int(f.sum()), "positives": int(t.sum()),
+            "true_positives": tp, "n": int(len(t)), "flagged_rate": float(f.mean()) if len(f) else float("nan")}
 
 
 # -- everything at once for digits ---------------------------------------------------

@@ -14,6 +14,8 @@ an intensity threshold and tolerances, and the defaults match the generators of
   wells at once —, empty) and :func:`bistable_clip_classes` tells a continuous
   transition from a *teleport* (A to B with no frame in between) or a blend, the two
   ways an interpolating generator fails at the boundary between modes.
+* Moving digits: :func:`moving_digit_plausibility` checks that a digit keeps its ink,
+  never vanishes and moves without jumps.
 
 References
 ----------
@@ -36,10 +38,19 @@ from otgen._validation import as_tensor, check_positive_float
 from otgen.data.video import BISTABLE_BALL_RADIUS, bistable_geometry, bistable_position_state, permanence_object_size
 
 __all__ = ["count_objects", "count_consistency", "bistable_frame_states", "bistable_clip_classes",
-           "BISTABLE_FRAME_STATES", "BISTABLE_CLIP_CLASSES"]
+           "moving_digit_plausibility", "BISTABLE_FRAME_STATES", "BISTABLE_CLIP_CLASSES"]
 
 BISTABLE_FRAME_STATES = ("A", "B", "between", "blend", "empty")   # codes 0..4
 BISTABLE_CLIP_CLASSES = ("steady_A", "steady_B", "transition", "teleport", "blend", "empty", "barrier")
+
+# Moving digits (otgen.data.video.moving_digits shifts a digit by whole pixels: its ink is exactly
+# conserved and its centroid moves at most sqrt(2) top speeds per frame, measured on 500 clips).
+_MASS_CHANGE = 0.25          # relative ink change (from the clip's median) that counts as not conserved
+_JUMP_SPEEDS = 2.0           # a centroid step above this many top speeds is a jump (the data's reach sqrt(2))
+_TOP_SPEED_PER_WIDTH = 1 / 16  # moving_digits' top speed is size / 16 pixels per frame
+_EMPTY_INK = 0.05            # a frame with under this fraction of the clip's largest ink has lost its digit
+_NO_INK = 1e-6               # a clip whose largest frame ink is below this is black (empty)
+_TINY = 1e-9                 # guards divisions by an ink of 0
 
 # 4-connectivity inside a frame, no connection across frames (labels a stack of frames at once).
 _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
@@ -295,3 +306,49 @@ def bistable_clip_classes(clips, threshold: float = 0.25, *, blend_spread: float
             "steady_rate": rate["steady_A"] + rate["steady_B"], "transition_rate": rate["transition"],
             "teleport_rate": rate["teleport"], "blend_rate": rate["blend"], "empty_rate": rate["empty"],
             "barrier_rate": rate["barrier"]}
+
+
+# --------------------------------------------------------------------------- moving digits
+
+def moving_digit_plausibility(clips, max_speed: float | None = None) -> dict:
+    r"""Physical plausibility of moving-digit clips, read from the pixels.
+
+    With :math:`m_t = \sum_{px} x_t` the ink of frame t and :math:`c_t` its ink centroid, a clip
+
+    * does not conserve mass when :math:`\max_t |m_t - \tilde m| > 0.25\,\tilde m`
+      (:math:`\tilde m` the clip's median ink; a moving digit keeps its ink, the data's clips
+      change by rounding only);
+    * is empty when a frame has almost no ink (under 5 % of the clip's largest, or a black clip);
+    * jumps when it is not empty and :math:`\max_t |c_{t+1} - c_t| > 2 v_{\max}`, with
+      :math:`v_{\max}` the largest speed of :func:`otgen.data.video.moving_digits`
+      (``size / 16`` px per frame; its clips step at most :math:`\sqrt 2\, v_{\max}`).
+
+    Parameters
+    ----------
+    clips : array or tensor, shape (n, T, C, H, W) or (n, T, H, W), values in [0, 1]
+        Values outside [0, 1] are clipped; channels are averaged.
+    max_speed : float or None, default None
+        :math:`v_{\max}` in pixels per frame; ``None``: ``W / 16``.
+
+    Returns
+    -------
+    dict
+        ``mass_change_rate``, ``jump_rate``, ``empty_rate``, ``implausible_rate`` (any of the
+        three) as floats, and per clip ``mass_change``, ``jump``, ``empty`` (bool (n,)).
+    """
+    f = np.clip(_frames(clips).astype(np.float64), 0.0, 1.0)                 # (n, T, H, W)
+    n, T, H, W = f.shape
+    vmax = W * _TOP_SPEED_PER_WIDTH if max_speed is None else check_positive_float(max_speed, "max_speed")
+    mass = f.sum((2, 3))                                                    # (n, T)
+    med = np.median(mass, axis=1)                                           # (n,)
+    safe = np.where(mass > _TINY, mass, 1.0)
+    cy = (f.sum(3) * np.arange(H)).sum(2) / safe                            # (n, T) ink centroid
+    cx = (f.sum(2) * np.arange(W)).sum(2) / safe
+    empty = (mass < _EMPTY_INK * mass.max(1, keepdims=True)).any(1) | (mass.max(1) < _NO_INK)
+    change = (np.abs(mass - med[:, None]) > _MASS_CHANGE * np.maximum(med[:, None], _TINY)).any(1)
+    step = np.hypot(np.diff(cx, axis=1), np.diff(cy, axis=1)) if T > 1 else np.zeros((n, 0))
+    jump = (step > _JUMP_SPEEDS * vmax).any(1) & ~empty
+    bad = change | jump | empty
+    return {"mass_change_rate": float(change.mean()), "jump_rate": float(jump.mean()),
+            "empty_rate": float(empty.mean()), "implausible_rate": float(bad.mean()),
+            "mass_change": change, "jump": jump, "empty": empty}

@@ -37,12 +37,19 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from otgen._base import BaseEstimator, NotFittedError, check_seed, spawn_seed
 from otgen._validation import as_tensor, check_positive_float, check_positive_int
 from otgen.transport.sources import sample_source
 
-__all__ = ["SingularSetDetector", "normal_angles", "gap_threshold", "ratio_threshold", "dual_graph"]
+__all__ = ["SingularSetDetector", "normal_angles", "gap_threshold", "ratio_threshold", "persistence_threshold",
+           "dual_graph", "THRESHOLD_RULES"]
 
-_DRAW_ROWS = 1 << 16    # source points scored at a time
+THRESHOLD_RULES = ("gap", "ratio", "quantile", "persistence")
+
+_DRAW_ROWS = 1 << 16         # source points scored at a time (memory of one top-2 batch)
+_MIN_PERSISTENCE = 2.0       # "persistence" rule: least ratio tau_{k+1} / tau_k (calibration in persistence_threshold)
+_SAME_MAP_RTOL = 1e-6        # an attached map must have the fitted targets and heights (float32 copies are exact)
+_SAME_MAP_ATOL = 1e-9
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -66,6 +73,13 @@ def _normalised_targets(Y: np.ndarray) -> np.ndarray:
     Yc = Y - Y.mean(0)
     rms = math.sqrt(float((Yc ** 2).sum(1).mean()))
     return Yc / rms if rms > 0 else Yc
+
+
+def _plane_angles(Z: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angles between the normals (Z[a], -1) and (Z[b], -1); ``a``, ``b`` int arrays of one shape."""
+    za, zb = Z[a], Z[b]
+    cos = ((za * zb).sum(-1) + 1.0) / np.sqrt(((za * za).sum(-1) + 1.0) * ((zb * zb).sum(-1) + 1.0))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
 def normal_angles(Y, pairs) -> np.ndarray:
@@ -101,9 +115,7 @@ def normal_angles(Y, pairs) -> np.ndarray:
     Y = as_tensor(Y, "Y", ndim=2, dtype=torch.float64).cpu().numpy()
     p = _check_pairs(pairs, len(Y))
     Z = _normalised_targets(Y)
-    a, b = Z[p[:, 0]], Z[p[:, 1]]
-    cos = ((a * b).sum(1) + 1.0) / np.sqrt(((a * a).sum(1) + 1.0) * ((b * b).sum(1) + 1.0))
-    return np.arccos(np.clip(cos, -1.0, 1.0))
+    return _plane_angles(Z, p[:, 0], p[:, 1])
 
 
 def gap_threshold(angles, min_ratio=5.0, min_gap=1.5) -> float:
@@ -185,6 +197,122 @@ def ratio_threshold(angles, min_ratio=5.0) -> float:
     return float(min_ratio * np.median(a))
 
 
+def _check_min_size(min_size) -> float:
+    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or not 0 < min_size < 0.5:
+        raise ValueError(f"min_size must be a fraction in (0, 0.5), got {min_size!r}")
+    return float(min_size)
+
+
+def _cell_masses(n: int, weights) -> np.ndarray:
+    """Mass of each of the ``n`` cells, float64 summing to 1 (``None``: uniform)."""
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64).cpu().numpy()
+    if len(w) != n or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {n} non-negative numbers (one per target) with a positive sum, "
+                         f"got shape {w.shape}")
+    return w / w.sum()
+
+
+def persistence_threshold(detector, min_size: float = 0.05, weights=None,
+                          min_persistence: float = _MIN_PERSISTENCE) -> float:
+    r"""The angle threshold at which the major modes of the dual graph persist longest.
+
+    Single-linkage persistence on the dual graph of the power diagram, edges weighted by their
+    normal angle :math:`\theta_{ij}`: keeping the pairs with :math:`\theta \le \tau` splits the
+    cells into components; call a component *major* when it holds at least ``min_size`` of the mass.
+    As :math:`\tau` grows (Kruskal's order) the number :math:`c(\tau)` of major components is a step
+    function: components are born (a merge of minor ones reaches ``min_size``) and die (two major ones
+    merge). Among the intervals :math:`[\tau_k, \tau_{k+1})` on which :math:`c \ge 2` is constant, the
+    longest on a log scale (:math:`\tau_{k+1} / \tau_k` largest) is the most persistent mode
+    structure, and the threshold is its geometric middle :math:`\sqrt{\tau_k \tau_{k+1}}`, provided
+    it persists, :math:`\tau_{k+1} / \tau_k \ge` ``min_persistence``; otherwise ``inf``.
+
+    Why: the detector's gap rule (:func:`~otgen.singular.gap_threshold`) looks for a gap in the
+    *sorted angles* above five times their median, which separates modes in low dimension. In a
+    16-d latent, adjacent cells of one mode are far apart too (many cells touch many others), so the
+    within-mode angles spread up to 2-3 times the median and the between-mode ones start just above:
+    no gap in the list, but a clear gap in the *connectivity*, which this rule measures. ``inf``
+    when there is never more than one major component, or not for long (one mode: no singular set
+    is invented). Calibration (``min_size=0.05``, targets fitted with ``tol=0.05``): the longest
+    ratio :math:`\tau_{k+1} / \tau_k` was 1.41, 1.21, 1.10, 1.03, 1.00 and 1.02 on unimodal data
+    (uniform square N = 150 and 500, 2-D Gaussian N = 300, Gaussians in 8-d N = 1000 and 16-d
+    N = 2000, uniform 16-d cube N = 1000), and 14.9 on two 2-D blobs, 2.6 on two 16-d blobs 12
+    standard deviations apart, 3.1 on the bistable-ball clip codes (16-d); two 16-d blobs 6
+    standard deviations apart (overlapping neighbourhoods) gave 1.17 and count as one mode.
+
+    ``SingularSetDetector(angle_threshold="persistence")`` applies this rule inside its fit (with
+    ``weights = ot.weights_``), from the same dual graph and angles.
+
+    Parameters
+    ----------
+    detector : SingularSetDetector
+        Fitted (any threshold: only ``pairs_`` and ``angles_`` are used).
+    min_size : float in (0, 0.5), default 0.05
+        Least mass of a major component.
+    weights : array_like of shape (N,), optional
+        Mass of each cell (e.g. ``ot.weights_``); default uniform.
+    min_persistence : float > 1, default 2.0
+        Least ratio between the ends of the chosen interval.
+
+    Returns
+    -------
+    float
+        Radians, or ``math.inf``.
+    """
+    if not isinstance(detector, SingularSetDetector) or not hasattr(detector, "angles_"):
+        raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
+    masses = _cell_masses(detector.n_targets_, weights)
+    return _persistence_tau(detector.pairs_, detector.angles_, masses, _check_min_size(min_size), min_persistence)
+
+
+def _major_counts(pairs: np.ndarray, angles: np.ndarray, masses: np.ndarray, min_size: float) -> list:
+    """Kruskal's order on the dual graph: [(tau, number of major components from tau on), ...]."""
+    parent = np.arange(len(masses))
+    mass = masses.copy()
+
+    def find(i):
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    count = int((mass >= min_size).sum())
+    events = [(0.0, count)]
+    for e in np.argsort(angles, kind="stable"):
+        a, b = find(pairs[e, 0]), find(pairs[e, 1])
+        if a == b:
+            continue
+        before = int(mass[a] >= min_size) + int(mass[b] >= min_size)
+        parent[b] = a
+        mass[a] += mass[b]
+        new = count - before + int(mass[a] >= min_size)
+        if new != count:
+            count = new
+            events.append((float(angles[e]), count))
+    return events
+
+
+def _persistence_tau(pairs, angles, masses, min_size: float, min_persistence: float) -> float:
+    """:func:`persistence_threshold` on arrays: pairs (P, 2), angles (P,), cell masses (N,) summing to 1."""
+    if isinstance(min_persistence, bool) or not isinstance(min_persistence, numbers.Real) or not min_persistence > 1:
+        raise ValueError(f"min_persistence must be a number > 1, got {min_persistence!r}")
+    events = _major_counts(pairs, angles, masses, min_size)
+    best, best_len = math.inf, 0.0
+    top = float(angles.max()) if len(angles) else 0.0
+    for (t0, c), nxt in zip(events, events[1:] + [(math.inf, 1)]):
+        t1 = nxt[0]
+        if c < 2 or t0 <= 0:
+            continue
+        hi = t1 if math.isfinite(t1) else max(top, t0) * 2.0       # never merged: any larger threshold works
+        length = math.log(hi / t0)
+        if length > best_len:
+            best, best_len = math.sqrt(t0 * hi), length
+    return best if best_len >= math.log(min_persistence) else math.inf
+
+
 def dual_graph(ot, n_samples=2**16, seed=0):
     """Adjacent cells of a fitted :class:`~otgen.transport.SemiDiscreteOT`, from the top-2 cells of source points.
 
@@ -200,7 +328,8 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     ot : SemiDiscreteOT
         Fitted solver.
     n_samples : int, default 65536
-        Source points drawn (``ot.source``, pseudo-random, seeded).
+        Source points drawn (``ot.source``, pseudo-random), in batches of 65536; batch ``b`` uses
+        the stream ``spawn_seed(seed, "dual-graph", b)``.
     seed : int, default 0
 
     Returns
@@ -211,42 +340,49 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     """
     _check_ot(ot)
     n_samples = check_positive_int(n_samples, "n_samples")
-    _check_seed(seed)
+    seed = check_seed(seed)
     N, d = ot.targets_.shape
     if N < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
     codes = []
-    done = 0
-    while done < n_samples:
-        m = min(_DRAW_ROWS, n_samples - done)
-        X = sample_source(ot.source, m, d, seed=seed + done, dtype=ot.targets_.dtype,
+    for b, start in enumerate(range(0, n_samples, _DRAW_ROWS)):
+        m = min(_DRAW_ROWS, n_samples - start)
+        X = sample_source(ot.source, m, d, seed=spawn_seed(seed, "dual-graph", b), dtype=ot.targets_.dtype,
                           device=ot.targets_.device)
         _, idx = ot.topk(X, 2)
         idx = torch.sort(idx, dim=1).values.cpu().numpy().astype(np.int64)
         codes.append(idx[:, 0] * N + idx[:, 1])
-        done += m
     u, counts = np.unique(np.concatenate(codes), return_counts=True)
     return np.stack([u // N, u % N], axis=1), counts.astype(np.int64)
 
 
 def _check_ot(ot):
+    """TypeError unless ``ot`` is a SemiDiscreteOT-like solver, NotFittedError unless it is fitted."""
     if not hasattr(ot, "topk") or not hasattr(ot, "fit"):
         raise TypeError(f"ot must be a fitted SemiDiscreteOT, got {type(ot).__name__}")
     if not hasattr(ot, "heights_"):
-        raise ValueError("ot must be a fitted SemiDiscreteOT, got one that is not fitted: call ot.fit(Y) first")
+        raise NotFittedError("ot must be a fitted SemiDiscreteOT, got one that is not fitted: call ot.fit(Y) first")
 
 
-def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return int(seed)
+def _components(n: int, pairs: np.ndarray, keep: np.ndarray) -> tuple:
+    """Connected components of the graph on ``n`` nodes with the edges ``pairs[keep]``, labelled 0, 1, ...
+    in order of their first node -> (number, labels (n,) int64)."""
+    kept = pairs[keep]
+    adj = sp.coo_matrix((np.ones(len(kept)), (kept[:, 0], kept[:, 1])), shape=(n, n))
+    n_comp, comp = connected_components(adj, directed=False)
+    _, first = np.unique(comp, return_index=True)
+    order = np.argsort(np.argsort(first))
+    return int(n_comp), order[comp].astype(np.int64)
+
+
+def _like(out: np.ndarray, ref):
+    """``out`` as a tensor on ``ref``'s device when ``ref`` is a tensor, else as it is."""
+    return torch.from_numpy(out).to(ref.device) if isinstance(ref, torch.Tensor) else out
 
 
 # ----------------------------------------------------------------------------- estimator
 
-class SingularSetDetector:
+class SingularSetDetector(BaseEstimator):
     """Find the mode boundaries (singular set) of a fitted semi-discrete OT map.
 
     1. Dual graph: the adjacent cell pairs, from the top-2 cells of ``n_samples`` source
@@ -254,45 +390,52 @@ class SingularSetDetector:
     2. For each pair, the angle :math:`\\theta_{ij}` between the normals :math:`(\\hat y_i, -1)`
        and :math:`(\\hat y_j, -1)` of the supporting planes of :math:`u_h`, on centred targets
        divided by their RMS spread (:func:`normal_angles`).
-    3. Threshold: ``angle_threshold`` if given, else the largest log-gap of the angles
-       (:func:`gap_threshold`; ``inf`` for unimodal data, so no boundary is invented).
+    3. Threshold :math:`\\tau`: ``angle_threshold`` if it is a number, else chosen by a rule from
+       the angles (below; ``inf`` when the rule finds one mode, so no boundary is invented).
     4. Singular pairs :math:`\\theta_{ij} > \\tau`; the connected components of the dual graph
-       without them are the modes.
-
-    :meth:`same_mode` (used by the piecewise-linear extension of
-    :class:`~otgen.generate.OTGenerator` to decide whether it may blend the top-k targets of a
-    point) compares the modes of the cells (``mode_rule="component"``), or, with
-    ``mode_rule="facet"``, only asks that no two of the cells be separated by a singular facet,
-    :math:`\\theta_{ij} \\le \\tau` for every pair. The facet rule is the local rule of AE-OT [3]_
-    (the extension is dropped on the simplices that touch a singular facet); it matters when the
-    modes touch along non-singular facets too, so that cutting the singular ones leaves a single
-    connected component (the 8-d MNIST latent: a third of the adjacent cells carry different digits).
+       without them are the modes (``cell_component_``).
 
     A source point x is near the singular set when two of its top-k cells are adjacent across
     a singular facet: :meth:`score` is the largest angle over the adjacent pairs among its
     top-k cells, :meth:`predict` compares it with the threshold.
 
+    Two tests on rows of cell indices decide whether the piecewise-linear extension of
+    :class:`~otgen.generate.OTGenerator` may blend a point's top-k targets (its ``blend_rule``):
+    :meth:`same_component` (all cells of the row are in one mode) and :meth:`no_singular_pair`
+    (no two cells of the row are separated by a singular facet,
+    :math:`\\theta_{ij} \\le \\tau` for every pair). The second is the local rule of AE-OT [3]_
+    (the extension is dropped on the simplices that touch a singular facet); it matters when the
+    modes touch along non-singular facets too, so that cutting the singular ones leaves a single
+    connected component (the 8-d MNIST latent: a third of the adjacent cells carry different digits).
+
     Parameters
     ----------
-    angle_threshold : float, "gap", "ratio", "quantile" or None, default None
+    angle_threshold : float, "gap", "ratio", "quantile", "persistence" or None, default None
         Radians in (0, π], or a rule that chooses it from the data: ``None`` / ``"gap"`` the
-        largest log-gap (:func:`gap_threshold`, for separated modes); ``"ratio"`` the fixed
-        multiple ``min_ratio`` of the median angle (:func:`ratio_threshold`, for a connected but
-        non-convex support, whose singular set has jumps that grow continuously from zero at its
-        end points and therefore no gap); ``"quantile"`` the ``quantile``-quantile of the
-        neighbour angles (a fraction ``1 - quantile`` of the adjacent pairs is singular: a
-        hyper-parameter for latents whose angles show no gap).
+        largest log-gap of the sorted angles (:func:`gap_threshold`, for separated modes);
+        ``"ratio"`` the fixed multiple ``min_ratio`` of the median angle (:func:`ratio_threshold`,
+        for a connected but non-convex support, whose singular set has jumps that grow
+        continuously from zero at its end points and therefore no gap); ``"quantile"`` the
+        ``quantile``-quantile of the neighbour angles (a fraction ``1 - quantile`` of the adjacent
+        pairs is singular: a hyper-parameter for latents whose angles show no gap);
+        ``"persistence"`` the threshold at which the major modes (at least ``min_size`` of the
+        mass ``ot.weights_``) of the dual graph persist longest (:func:`persistence_threshold`,
+        for high-dimensional latents whose angles show no gap but whose connectivity does),
+        computed in the same fit from the same dual graph and angles, at most π.
     k : int, default 3
         Cells considered per source point by :meth:`score` (k >= 2).
     n_samples : int, default 65536
         Source points used to estimate the dual graph.
     seed : int, default 0
-    min_ratio, min_gap : float
-        Settings of :func:`gap_threshold` (used when ``angle_threshold`` is None).
+        Seeds the source points of the dual graph (stream ``spawn_seed(seed, "dual-graph", b)``).
+    min_ratio : float, default 5.0
+        Setting of :func:`gap_threshold` and :func:`ratio_threshold`.
+    min_gap : float, default 1.5
+        Setting of :func:`gap_threshold` (smallest accepted ratio across the gap).
     quantile : float in (0, 1), default 0.9
         Used when ``angle_threshold="quantile"``.
-    mode_rule : {"component", "facet"}, default "component"
-        What :meth:`same_mode` compares (see above).
+    min_size : float in (0, 0.5), default 0.05
+        Used when ``angle_threshold="persistence"``: least mass of a major mode.
 
     Attributes
     ----------
@@ -308,6 +451,24 @@ class SingularSetDetector:
     cell_component_ : ndarray of int64, shape (N,)
         Mode of every cell (components labelled 0, 1, ... in order of their first cell).
     n_components_ : int
+    n_targets_ : int
+    n_features_in_ : int
+        Dimension d of the targets (and of the source points).
+    ot_ : SemiDiscreteOT
+        The map the detector was fitted on (or attached with :meth:`load`); :meth:`score` and
+        :meth:`predict` need it. Not written by :meth:`save`.
+
+    Notes
+    -----
+    :meth:`save` writes the fitted arrays (not the OT map); ``SingularSetDetector.load(path, ot=ot)``
+    reads them and re-attaches ``ot`` (checked to have the same targets). Without an attached map
+    the cell-level methods (:meth:`score_cells`, :meth:`same_component`, :meth:`no_singular_pair`)
+    work and :meth:`score` / :meth:`predict` raise a ``ValueError``.
+
+    References
+    ----------
+    .. [3] D. An, Y. Guo, N. Lei, Z. Luo, S.-T. Yau, X. Gu, "AE-OT: a new generative model based on
+       extended semi-discrete optimal transport", ICLR 2020.
 
     Examples
     --------
@@ -320,8 +481,11 @@ class SingularSetDetector:
     2
     """
 
+    _FITTED_ATTR = "threshold_"
+    _SAVE_VERSION = 1
+
     def __init__(self, angle_threshold=None, k=3, n_samples=2**16, seed=0, *, min_ratio=5.0, min_gap=1.5,
-                 quantile=0.9, mode_rule="component"):
+                 quantile=0.9, min_size=0.05):
         self.angle_threshold = angle_threshold
         self.k = k
         self.n_samples = n_samples
@@ -329,27 +493,27 @@ class SingularSetDetector:
         self.min_ratio = min_ratio
         self.min_gap = min_gap
         self.quantile = quantile
-        self.mode_rule = mode_rule
+        self.min_size = min_size
 
+    # ------------------------------------------------------------------ fitting
     def _check_settings(self):
-        if self.angle_threshold is not None and not (isinstance(self.angle_threshold, str) and
-                                                      self.angle_threshold in ("gap", "ratio", "quantile")):
-            if isinstance(self.angle_threshold, str):
-                raise ValueError(f"angle_threshold must be a number, 'gap', 'ratio', 'quantile' or None, "
-                                 f"got {self.angle_threshold!r}")
-            t = check_positive_float(self.angle_threshold, "angle_threshold")
-            if t > math.pi:
-                raise ValueError(f"angle_threshold must be in (0, pi] radians, got {self.angle_threshold!r}")
+        rule = self.angle_threshold
+        if isinstance(rule, str):
+            if rule not in THRESHOLD_RULES:
+                raise ValueError(f"angle_threshold must be a number, one of {list(THRESHOLD_RULES)} or None, "
+                                 f"got {rule!r}")
+        elif rule is not None:
+            if check_positive_float(rule, "angle_threshold") > math.pi:
+                raise ValueError(f"angle_threshold must be in (0, pi] radians, got {rule!r}")
         check_positive_int(self.k, "k", minimum=2)
         check_positive_int(self.n_samples, "n_samples")
-        _check_seed(self.seed)
+        check_seed(self.seed)
         check_positive_float(self.min_ratio, "min_ratio")
         check_positive_float(self.min_gap, "min_gap")
         q = self.quantile
         if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1:
             raise ValueError(f"quantile must be a number in (0, 1), got {q!r}")
-        if self.mode_rule not in ("component", "facet"):
-            raise ValueError(f"mode_rule must be 'component' or 'facet', got {self.mode_rule!r}")
+        _check_min_size(self.min_size)
 
     def fit(self, ot) -> "SingularSetDetector":
         """Estimate the dual graph, the angles, the threshold and the modes of ``ot``.
@@ -365,133 +529,229 @@ class SingularSetDetector:
         """
         self._check_settings()
         _check_ot(ot)
-        self.pairs_, self.counts_ = dual_graph(ot, self.n_samples, self.seed)
-        self._set_graph(ot.targets_, self.pairs_)
+        pairs, counts = dual_graph(ot, self.n_samples, self.seed)
+        Z = _normalised_targets(as_tensor(ot.targets_, "targets", ndim=2, dtype=torch.float64).cpu().numpy())
+        angles = _plane_angles(Z, pairs[:, 0], pairs[:, 1])
+        masses = _cell_masses(len(Z), ot.weights_.detach().cpu().double())
+        self._set_fitted(Z, ot.heights_.detach().cpu().double().numpy(), pairs, counts, angles,
+                         self._choose_threshold(pairs, angles, masses))
         self.ot_ = ot
         return self
 
-    def _set_graph(self, Y, pairs):
-        Y64 = as_tensor(Y, "Y", ndim=2, dtype=torch.float64).cpu().numpy()
-        N = len(Y64)
-        self.n_targets_ = N
-        self.angles_ = normal_angles(Y64, pairs)
-        if self.angle_threshold is None or self.angle_threshold == "gap":
-            self.threshold_ = gap_threshold(self.angles_, self.min_ratio, self.min_gap)
-        elif self.angle_threshold == "ratio":
-            self.threshold_ = ratio_threshold(self.angles_, self.min_ratio)
-        elif self.angle_threshold == "quantile":
-            self.threshold_ = float(np.quantile(self.angles_, self.quantile)) if len(self.angles_) else math.inf
-        else:
-            self.threshold_ = float(self.angle_threshold)
-        self.singular_ = self.angles_ > self.threshold_
-        self.singular_pairs_ = pairs[self.singular_]
-        keep = pairs[~self.singular_]
-        adj = sp.coo_matrix((np.ones(len(keep)), (keep[:, 0], keep[:, 1])), shape=(N, N))
-        self.n_components_, comp = connected_components(adj, directed=False)
-        _, first = np.unique(comp, return_index=True)            # relabel in order of first cell
-        order = np.argsort(np.argsort(first))
-        self.cell_component_ = order[comp].astype(np.int64)
-        self._codes = pairs[:, 0] * N + pairs[:, 1]                 # sorted (pairs are lexicographic)
-        self._Z = _normalised_targets(Y64)
+    def _choose_threshold(self, pairs, angles, masses) -> float:
+        rule = self.angle_threshold
+        if rule is None or rule == "gap":
+            return gap_threshold(angles, self.min_ratio, self.min_gap)
+        if rule == "ratio":
+            return ratio_threshold(angles, self.min_ratio)
+        if rule == "quantile":
+            return float(np.quantile(angles, self.quantile)) if len(angles) else math.inf
+        if rule == "persistence":
+            return min(_persistence_tau(pairs, angles, masses, float(self.min_size), _MIN_PERSISTENCE), math.pi)
+        return float(rule)
 
-    def _check_fitted(self):
-        if not hasattr(self, "threshold_"):
-            raise RuntimeError("this SingularSetDetector is not fitted yet: call fit(ot) first")
+    def _set_fitted(self, Z, heights, pairs, counts, angles, threshold):
+        """Set every fitted attribute from the map (normalised targets, heights), the graph and the threshold."""
+        self._Z, self._heights = np.asarray(Z, np.float64), np.asarray(heights, np.float64)
+        self.n_targets_, self.n_features_in_ = int(Z.shape[0]), int(Z.shape[1])
+        self.pairs_ = np.asarray(pairs, np.int64).reshape(-1, 2)
+        self.counts_ = np.asarray(counts, np.int64)
+        self.angles_ = np.asarray(angles, np.float64)
+        self.singular_ = self.angles_ > threshold
+        self.singular_pairs_ = self.pairs_[self.singular_]
+        self.n_components_, self.cell_component_ = _components(self.n_targets_, self.pairs_, ~self.singular_)
+        self._codes = self.pairs_[:, 0] * self.n_targets_ + self.pairs_[:, 1]      # sorted (pairs lexicographic)
+        self.threshold_ = float(threshold)
 
-    def _pair_angles(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        Z = self._Z
-        za, zb = Z[a], Z[b]
-        cos = ((za * zb).sum(-1) + 1.0) / np.sqrt(((za * za).sum(-1) + 1.0) * ((zb * zb).sum(-1) + 1.0))
-        return np.arccos(np.clip(cos, -1.0, 1.0))
+    # ------------------------------------------------------------------ files
+    def _get_state(self) -> dict:
+        return {"normalised_targets": self._Z, "heights": self._heights, "pairs": self.pairs_, "counts": self.counts_, "angles": self.angles_,
+                "threshold": self.threshold_}
 
-    def score_cells(self, idx) -> np.ndarray:
-        """Largest neighbour angle among given top-k cell indices (M, k) -> (M,) float64.
+    def _set_state(self, state: dict, device=None) -> None:
+        self._set_fitted(state["normalised_targets"], state["heights"], state["pairs"], state["counts"], state["angles"],
+                         float(state["threshold"]))
 
-        Pairs among the k cells count when they are in the dual graph ``pairs_``; the best and
-        second-best cells (columns 0 and 1) are always adjacent (see :func:`dual_graph`). Rows
-        with no adjacent pair score 0.
+    @classmethod
+    def load(cls, path, ot=None, device=None, **settings) -> "SingularSetDetector":
+        """Read a detector written by :meth:`save`; ``ot`` (the fitted map it was fitted on) is re-attached.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        ot : SemiDiscreteOT, optional
+            Needed by :meth:`score` and :meth:`predict`; must have the same targets as the map the
+            detector was fitted on.
+        device : ignored
+            The detector's arrays live on the CPU (accepted for the common ``load`` signature).
+        **settings
+            Override saved settings.
+        """
+        det = super().load(path, device, **settings)
+        if ot is not None:
+            det.attach(ot)
+        return det
+
+    def attach(self, ot) -> "SingularSetDetector":
+        """Use ``ot`` for :meth:`score` / :meth:`predict` (after checking it has the detector's targets); returns self.
+
+        Parameters
+        ----------
+        ot : SemiDiscreteOT
+            Fitted on the same targets as the map this detector was fitted on (e.g. after :meth:`load`).
         """
         self._check_fitted()
-        if isinstance(idx, torch.Tensor):
-            idx = idx.detach().cpu().numpy()
-        idx = np.asarray(idx)
-        if idx.ndim != 2 or idx.shape[1] < 2:
-            raise ValueError(f"idx must have shape (M, k) with k >= 2, got shape {idx.shape}")
-        idx = idx.astype(np.int64)
+        _check_ot(ot)
+        if not self._same_map(ot):
+            raise ValueError(f"ot is not the map this detector was fitted on (targets of shape "
+                             f"{tuple(ot.targets_.shape)}, expected {self._Z.shape}, or other heights): "
+                             f"attach the same SemiDiscreteOT")
+        self.ot_ = ot
+        return self
+
+    def fitted_on(self, ot) -> bool:
+        """True when the detector is fitted and ``ot`` is its OT map (the same object, or the same targets and heights)."""
+        if not self._is_fitted() or not hasattr(ot, "heights_"):
+            return False
+        return getattr(self, "ot_", None) is ot or self._same_map(ot)
+
+    def _same_map(self, ot) -> bool:
+        Y = as_tensor(ot.targets_, "targets", ndim=2, dtype=torch.float64).cpu().numpy()
+        h = ot.heights_.detach().cpu().double().numpy()
+        return Y.shape == self._Z.shape and \
+            bool(np.allclose(_normalised_targets(Y), self._Z, rtol=_SAME_MAP_RTOL, atol=_SAME_MAP_ATOL)) and \
+            bool(np.allclose(h, self._heights, rtol=_SAME_MAP_RTOL, atol=_SAME_MAP_ATOL))
+
+    # ------------------------------------------------------------------ rows of cells
+    def _check_idx(self, idx, min_k: int = 1) -> np.ndarray:
+        self._check_fitted()
+        a = idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+        if a.ndim != 2 or a.shape[1] < min_k:
+            raise ValueError(f"idx must have shape (M, k) with k >= {min_k}, got shape {a.shape}")
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"idx must hold integer cell indices, got dtype {a.dtype}")
+        a = a.astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() >= self.n_targets_):
+            raise ValueError(f"idx must index the {self.n_targets_} targets, got values in [{a.min()}, {a.max()}]")
+        return a
+
+    def _adjacent(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """True where (i, j), i <= j, is a pair of the dual graph."""
+        if not len(self._codes):
+            return np.zeros(len(i), bool)
+        code = i * self.n_targets_ + j
+        pos = np.clip(np.searchsorted(self._codes, code), 0, len(self._codes) - 1)
+        return (self._codes[pos] == code) & (i != j)
+
+    def _score_rows(self, idx: np.ndarray) -> np.ndarray:
         M, k = idx.shape
         best = np.zeros(M)
         for a in range(k):
             for b in range(a + 1, k):
                 i, j = np.minimum(idx[:, a], idx[:, b]), np.maximum(idx[:, a], idx[:, b])
-                ang = self._pair_angles(i, j)
+                ang = _plane_angles(self._Z, i, j)
                 if (a, b) != (0, 1):
-                    code = i * self.n_targets_ + j
-                    pos = np.clip(np.searchsorted(self._codes, code), 0, max(len(self._codes) - 1, 0))
-                    adjacent = (self._codes[pos] == code) if len(self._codes) else np.zeros(M, bool)
-                    ang = np.where(adjacent & (i != j), ang, 0.0)
+                    ang = np.where(self._adjacent(i, j), ang, 0.0)
                 best = np.maximum(best, ang)
         return best
 
-    def _topk(self, X):
-        self._check_fitted()
-        k = min(check_positive_int(self.k, "k", minimum=2), self.n_targets_)
-        _, idx = self.ot_.topk(X, k)
-        return idx
+    def score_cells(self, idx):
+        """Largest neighbour angle among given top-k cell indices.
 
-    def score(self, X) -> np.ndarray:
+        Pairs among the k cells count when they are in the dual graph ``pairs_``; the best and
+        second-best cells (columns 0 and 1) are always adjacent (see :func:`dual_graph`). Rows
+        with no adjacent pair score 0.
+
+        Parameters
+        ----------
+        idx : array_like or tensor of int, shape (M, k), k >= 2
+            Cells of each point, best first (e.g. ``ot.topk(X, k)[1]``).
+
+        Returns
+        -------
+        ndarray or tensor of float64, shape (M,)
+            Radians (a tensor on ``idx``'s device when ``idx`` is a tensor).
+        """
+        return _like(self._score_rows(self._check_idx(idx, 2)), idx)
+
+    def same_component(self, idx):
+        """True for rows of cells that all lie in one mode (one component ``cell_component_``).
+
+        Parameters
+        ----------
+        idx : array_like or tensor of int, shape (M, k)
+
+        Returns
+        -------
+        ndarray or tensor of bool, shape (M,)
+        """
+        c = self.cell_component_[self._check_idx(idx)]
+        return _like((c == c[:, :1]).all(1), idx)
+
+    def no_singular_pair(self, idx):
+        """True for rows of cells no two of which are separated by a singular facet.
+
+        Every pair (adjacent or not) of the row has :math:`\\theta_{ij} \\le` ``threshold_``: the
+        local rule of AE-OT; rows pass everywhere when ``threshold_`` is ``inf``.
+
+        Parameters
+        ----------
+        idx : array_like or tensor of int, shape (M, k)
+
+        Returns
+        -------
+        ndarray or tensor of bool, shape (M,)
+        """
+        a = self._check_idx(idx)
+        ok = np.ones(len(a), dtype=bool)
+        for p in range(a.shape[1]):
+            for q in range(p + 1, a.shape[1]):
+                ok &= _plane_angles(self._Z, a[:, p], a[:, q]) <= self.threshold_
+        return _like(ok, idx)
+
+    # ------------------------------------------------------------------ source points
+    def _source_topk(self, X) -> torch.Tensor:
+        """Top-k cells (M, k) of source points X (M, d), on the CPU."""
+        self._check_fitted()
+        ot = getattr(self, "ot_", None)
+        if ot is None:
+            raise ValueError("this SingularSetDetector has no OT map attached (it was loaded without one): "
+                             "use SingularSetDetector.load(path, ot=ot)")
+        Xt = as_tensor(X, "X", ndim=2, dtype=ot.targets_.dtype, device=ot.targets_.device)
+        if Xt.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns (the targets' dimension), "
+                             f"got shape {tuple(Xt.shape)}")
+        k = min(check_positive_int(self.k, "k", minimum=2), self.n_targets_)
+        _, idx = ot.topk(Xt, k)
+        return idx.cpu()
+
+    def score(self, X):
         """Each source point's largest neighbour angle among its top-k cells.
 
         Parameters
         ----------
-        X : array_like, shape (M, d)
+        X : array_like or tensor, shape (M, d)
             Source points.
 
         Returns
         -------
-        ndarray of float64, shape (M,)
-            Radians; 0 where none of the top-k cells are adjacent.
+        ndarray or tensor of float64, shape (M,)
+            Radians; 0 where none of the top-k cells are adjacent. A tensor on ``X``'s device when
+            ``X`` is a tensor, else a numpy array.
         """
-        return self.score_cells(self._topk(X))
+        return _like(self._score_rows(self._check_idx(self._source_topk(X), 2)), X)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X):
         """True where a source point is on or near the singular set: ``score(X) > threshold_``.
 
         Parameters
         ----------
-        X : array_like, shape (M, d)
+        X : array_like or tensor, shape (M, d)
 
         Returns
         -------
-        ndarray of bool, shape (M,)
+        ndarray or tensor of bool, shape (M,)
+            A tensor on ``X``'s device when ``X`` is a tensor, else a numpy array.
         """
-        return self.score(X) > self.threshold_
-
-    def same_mode(self, idx) -> np.ndarray:
-        """True for rows of cell indices that lie in one mode.
-
-        ``mode_rule="component"``: all cells of the row are in the same component
-        (``cell_component_``). ``mode_rule="facet"``: no two cells of the row are separated by a
-        singular facet, :math:`\\theta_{ij} \\le` ``threshold_`` for every pair (adjacent or not).
-
-        Parameters
-        ----------
-        idx : array_like of int, shape (M, k)
-
-        Returns
-        -------
-        ndarray of bool, shape (M,)
-        """
-        self._check_fitted()
-        if isinstance(idx, torch.Tensor):
-            idx = idx.detach().cpu().numpy()
-        idx = np.asarray(idx, dtype=np.int64)
-        if idx.ndim != 2:
-            raise ValueError(f"idx must have shape (M, k), got shape {idx.shape}")
-        if getattr(self, "mode_rule", "component") == "facet":
-            ok = np.ones(len(idx), dtype=bool)
-            for a in range(idx.shape[1]):
-                for b in range(a + 1, idx.shape[1]):
-                    ok &= self._pair_angles(idx[:, a], idx[:, b]) <= self.threshold_
-            return ok
-        c = self.cell_component_[idx]
-        return (c == c[:, :1]).all(1)
+        s = self._score_rows(self._check_idx(self._source_topk(X), 2))
+        return _like(s > self.threshold_, X)

@@ -8,7 +8,8 @@ preimage of the boundaries between these modes; a *critical event* of a video is
 its latent path crosses from one mode to another (the seeds' "juice splashing": the cup
 upright, then spilled) [1]_ [2]_.
 
-* :func:`latent_modes` labels latent points (codes) with the mode of the nearest target(s).
+* :func:`latent_modes` labels latent points (codes) with the mode of their nearest target(s), by
+  the *nearest-target vote* (below).
 * :func:`sliding_windows` / :func:`encode_windows` turn a long clip into the latent path of its
   sliding windows, one code per window.
 * :func:`locate_crossings` follows such a path and returns the (fractional) index and time at
@@ -16,13 +17,15 @@ upright, then spilled) [1]_ [2]_.
 * :func:`singular_sides` maps source points on the singular set to the two boundary cells, one
   on each side (the two-valued Brenier map at a singular point); :func:`boundary_cells` and
   :func:`flag_codes` mark the cells and codes between or at the boundary of the modes.
-* :func:`persistence_threshold` chooses the detector's angle threshold from the persistence of
-  the major modes of the dual graph (for latents where the angles show no gap).
+* :func:`~otgen.singular.critical_states` and :func:`~otgen.singular.localise_transitions`
+  (module ``otgen.singular.critical``) put these together for a fitted map and for long clips.
 
-The mode rule is the nearest-target (Voronoi) rule in the latent space: the modes partition the
-*targets*; a latent point that is not a target belongs to the mode of the data around it. With
-``k > 1`` it is the majority vote of the ``k`` nearest targets (ties go to the nearest), which is
-less sensitive to one stray target.
+The *nearest-target vote* labels a latent point with a mode: the modes partition the *targets*; a
+latent point that is not a target belongs to the mode of the data around it, the mode of its
+nearest target (the Voronoi rule, ``k = 1``) or, with ``k > 1``, the majority vote of its ``k``
+nearest targets (ties go to the nearest), which is less sensitive to one stray target. (It is not
+the *blend rule* of :class:`~otgen.generate.OTGenerator`, which decides whether the top-k cells of
+a *source* point may be blended.)
 
 References
 ----------
@@ -41,10 +44,11 @@ import numbers
 import numpy as np
 import torch
 
-from otgen._validation import as_tensor, check_positive_int
+from otgen._validation import as_tensor, check_choice, check_positive_int
+from otgen.singular.detector import SingularSetDetector, _cell_masses, _check_min_size, _check_ot
 
 __all__ = ["latent_modes", "nearest_targets", "sliding_windows", "encode_windows", "locate_crossings",
-           "singular_sides", "persistence_threshold", "boundary_cells", "flag_codes", "BOUNDARY_RULES"]
+           "singular_sides", "boundary_cells", "flag_codes", "BOUNDARY_RULES"]
 
 BOUNDARY_RULES = ("minor-mode", "fraction", "incident")
 
@@ -54,12 +58,10 @@ _CHUNK = 4096            # codes compared with all targets at a time
 # ----------------------------------------------------------------------------- checks
 
 def _check_fitted_pair(ot, detector):
-    from otgen.singular.detector import SingularSetDetector, _check_ot
     _check_ot(ot)
     if not isinstance(detector, SingularSetDetector):
         raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
-    if not hasattr(detector, "cell_component_"):
-        raise ValueError("detector is not fitted: call detector.fit(ot) first")
+    detector._check_fitted()
     if detector.n_targets_ != ot.targets_.shape[0]:
         raise ValueError(f"detector was fitted on {detector.n_targets_} targets, but ot has {ot.targets_.shape[0]}")
 
@@ -88,7 +90,6 @@ def nearest_targets(codes, ot, k: int = 1) -> np.ndarray:
     -------
     ndarray of int64, shape (n, k)
     """
-    from otgen.singular.detector import _check_ot
     _check_ot(ot)
     Y = ot.targets_.detach().to("cpu", torch.float32)
     k = check_positive_int(k, "k")
@@ -112,8 +113,8 @@ def latent_modes(codes, ot, detector, *, k: int = 1) -> np.ndarray:
 
     .. math:: \\mathrm{mode}(z) = \\arg\\max_m \\#\\{l : c(i_l) = m\\}
 
-    (ties go to the mode of the nearest target). ``k = 1`` is the Voronoi rule: the modes of the
-    targets extended to the whole latent space by proximity.
+    (ties go to the mode of the nearest target): the nearest-target vote. ``k = 1`` is the Voronoi
+    rule: the modes of the targets extended to the whole latent space by proximity.
 
     Parameters
     ----------
@@ -123,6 +124,7 @@ def latent_modes(codes, ot, detector, *, k: int = 1) -> np.ndarray:
     detector : SingularSetDetector
         Fitted on ``ot``.
     k : int, default 1
+        Voters of the nearest-target vote.
 
     Returns
     -------
@@ -251,7 +253,7 @@ def locate_crossings(path_codes, ot, detector, *, window_offset: float = 0.0, ti
     times : array_like of shape (T',), optional
         Increasing time of each path point.
     k : int, default 1
-        Nearest targets voting for the mode of each point.
+        Voters of the nearest-target vote for the mode of each point (:func:`latent_modes`).
 
     Returns
     -------
@@ -335,6 +337,7 @@ def singular_sides(X, ot, detector, k: int | None = None):
     _check_fitted_pair(ot, detector)
     k = detector.k if k is None else k
     k = min(check_positive_int(k, "k", minimum=2), ot.targets_.shape[0])
+    X = as_tensor(X, "X", ndim=2, dtype=ot.targets_.dtype, device=ot.targets_.device)
     _, idx = ot.topk(X, k)
     idx = idx.cpu().numpy().astype(np.int64)                    # (M, k)
     comp = detector.cell_component_[idx]
@@ -343,111 +346,6 @@ def singular_sides(X, ot, detector, k: int | None = None):
     first = np.argmax(other, axis=1)
     j = np.where(has, idx[np.arange(len(idx)), first], -1).astype(np.int64)
     return idx[:, 0].copy(), j
-
-
-def _weights(detector, weights) -> np.ndarray:
-    N = detector.n_targets_
-    if weights is None:
-        return np.full(N, 1.0 / N)
-    w = as_tensor(weights, "weights", ndim=1, dtype=torch.float64).cpu().numpy()
-    if len(w) != N or (w < 0).any() or w.sum() <= 0:
-        raise ValueError(f"weights must be {N} non-negative numbers (one per target) with a positive sum, "
-                         f"got shape {w.shape}")
-    return w / w.sum()
-
-
-def _check_min_size(min_size) -> float:
-    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or not 0 < min_size < 0.5:
-        raise ValueError(f"min_size must be a fraction in (0, 0.5), got {min_size!r}")
-    return float(min_size)
-
-
-def persistence_threshold(detector, min_size: float = 0.05, weights=None, min_persistence: float = 2.0) -> float:
-    r"""The angle threshold at which the major modes of the dual graph persist longest.
-
-    Single-linkage persistence on the dual graph of the power diagram, edges weighted by their
-    normal angle :math:`\theta_{ij}`: keeping the pairs with :math:`\theta \le \tau` splits the
-    cells into components; call a component *major* when it holds at least ``min_size`` of the mass.
-    As :math:`\tau` grows (Kruskal's order) the number :math:`c(\tau)` of major components is a step
-    function: components are born (a merge of minor ones reaches ``min_size``) and die (two major ones
-    merge). Among the intervals :math:`[\tau_k, \tau_{k+1})` on which :math:`c \ge 2` is constant, the
-    longest on a log scale (:math:`\tau_{k+1} / \tau_k` largest) is the most persistent mode
-    structure, and the threshold is its geometric middle :math:`\sqrt{\tau_k \tau_{k+1}}`, provided
-    it persists, :math:`\tau_{k+1} / \tau_k \ge` ``min_persistence``; otherwise ``inf``.
-
-    Why: the detector's gap rule (:func:`~otgen.singular.gap_threshold`) looks for a gap in the
-    *sorted angles* above five times their median, which separates modes in low dimension. In a
-    16-d latent, adjacent cells of one mode are far apart too (many cells touch many others), so the
-    within-mode angles spread up to 2-3 times the median and the between-mode ones start just above:
-    no gap in the list, but a clear gap in the *connectivity*, which this rule measures. ``inf``
-    when there is never more than one major component, or not for long (one mode: no singular set
-    is invented). Calibration (``min_size=0.05``, targets fitted with ``tol=0.05``): the longest
-    ratio :math:`\tau_{k+1} / \tau_k` was 1.41, 1.21, 1.10, 1.03, 1.00 and 1.02 on unimodal data
-    (uniform square N = 150 and 500, 2-D Gaussian N = 300, Gaussians in 8-d N = 1000 and 16-d
-    N = 2000, uniform 16-d cube N = 1000), and 14.9 on two 2-D blobs, 2.6 on two 16-d blobs 12
-    standard deviations apart, 3.1 on the bistable-ball clip codes (16-d); two 16-d blobs 6
-    standard deviations apart (overlapping neighbourhoods) gave 1.17 and count as one mode.
-
-    Parameters
-    ----------
-    detector : SingularSetDetector
-        Fitted (any threshold: only ``pairs_`` and ``angles_`` are used).
-    min_size : float in (0, 0.5), default 0.05
-        Least mass of a major component.
-    weights : array_like of shape (N,), optional
-        Mass of each cell (e.g. ``ot.weights_``); default uniform.
-    min_persistence : float > 1, default 2.0
-        Least ratio between the ends of the chosen interval.
-
-    Returns
-    -------
-    float
-        Radians, or ``math.inf``.
-    """
-    from otgen.singular.detector import SingularSetDetector
-    if not isinstance(detector, SingularSetDetector) or not hasattr(detector, "angles_"):
-        raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
-    min_size = _check_min_size(min_size)
-    if isinstance(min_persistence, bool) or not isinstance(min_persistence, numbers.Real) or not min_persistence > 1:
-        raise ValueError(f"min_persistence must be a number > 1, got {min_persistence!r}")
-    w = _weights(detector, weights)
-    N = detector.n_targets_
-    parent = np.arange(N)
-    mass = w.copy()
-
-    def find(i):
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    order = np.argsort(detector.angles_, kind="stable")
-    count = int((mass >= min_size).sum())
-    events = [(0.0, count)]                                       # (tau from which on, major components)
-    for e in order:
-        a, b = find(detector.pairs_[e, 0]), find(detector.pairs_[e, 1])
-        if a == b:
-            continue
-        before = int(mass[a] >= min_size) + int(mass[b] >= min_size)
-        parent[b] = a
-        mass[a] += mass[b]
-        new = count - before + int(mass[a] >= min_size)
-        if new != count:
-            count = new
-            events.append((float(detector.angles_[e]), count))
-    best, best_len = math.inf, 0.0
-    top = float(detector.angles_.max()) if len(detector.angles_) else 0.0
-    for (t0, c), nxt in zip(events, events[1:] + [(math.inf, 1)]):
-        t1 = nxt[0]
-        if c < 2 or t0 <= 0:
-            continue
-        hi = t1 if math.isfinite(t1) else max(top, t0) * 2.0       # never merged: any larger threshold works
-        length = math.log(hi / t0)
-        if length > best_len:
-            best, best_len = math.sqrt(t0 * hi), length
-    return best if best_len >= math.log(min_persistence) else math.inf
 
 
 def boundary_cells(detector, rule: str = "minor-mode", *, min_fraction: float = 0.5, min_size: float = 0.05,
@@ -477,14 +375,13 @@ def boundary_cells(detector, rule: str = "minor-mode", *, min_fraction: float = 
     -------
     ndarray of bool, shape (N,)
     """
-    from otgen._validation import check_choice
-    from otgen.singular.detector import SingularSetDetector
-    if not isinstance(detector, SingularSetDetector) or not hasattr(detector, "cell_component_"):
+    if not isinstance(detector, SingularSetDetector):
         raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
+    detector._check_fitted()
     check_choice(rule, "rule", BOUNDARY_RULES)
     N = detector.n_targets_
     if rule == "minor-mode":
-        w = _weights(detector, weights)
+        w = _cell_masses(detector.n_targets_, weights)
         comp_mass = np.bincount(detector.cell_component_, weights=w, minlength=detector.n_components_)
         return comp_mass[detector.cell_component_] < _check_min_size(min_size)
     if isinstance(min_fraction, bool) or not isinstance(min_fraction, numbers.Real) or not 0 < min_fraction <= 1:

@@ -13,20 +13,32 @@ pushing μ to :math:`\\sum_i \\nu_i \\delta_{y_i}` [1]_ [2]_. h minimises the co
 .. math::  E(h) = \\int \\max_i(\\langle x, y_i\\rangle + h_i)\\,d\\mu(x) - \\sum_i \\nu_i h_i,
    \\qquad \\nabla E(h)_i = \\mu(W_i(h)) - \\nu_i.
 
-The solver is a stochastic damped Newton method (see :mod:`otgen.transport._newton`
-and [3]_). Each iteration scores fresh scrambled-Sobol source points against all
-targets (one chunked GEMM with h folded in, then a row-wise argmax), estimates the
-masses and, from the same samples' two best cells, the Hessian (the Laplacian of the
-power diagram). Far from the solution (TV > 0.1, or while some cell gets no point)
-the step uses the Hessian's diagonal — every cell corrects its own mass — and cells
-no point reached are revived directly; near it the full Newton system is solved by
-conjugate gradients. The step length is chosen by a line search that re-scores the
-same points' k best cells (common random numbers), and a step whose measured error
-grew beyond the noise is shortened. A multiscale warm start (k-means-coarsened
-targets, [5]_) places each cluster's mass before the fine solve. The number of points
-grows ×4 when the error estimate reaches its own noise or progress stalls, so that
-the reported error is never mostly noise: ``converged_`` means the total-variation
-error ½ Σ |μ(W_i) − ν_i| is below ``tol`` *and* the estimate's noise (measured from
+The algorithm
+-------------
+A stochastic damped Newton method (see :mod:`otgen.transport._newton` and [3]_).
+A multiscale warm start (k-means-coarsened targets, [5]_) first places each cluster's
+mass; then every iteration, :meth:`SemiDiscreteOT.step`, does:
+
+1. **Evaluate** the cell masses at the current heights h from M fresh scrambled-Sobol
+   source points, drawn as two independent halves (one chunked GEMM with h folded in,
+   then a row-wise argmax). The TV error ½ Σ |μ(W_i) − ν_i| is estimated from their
+   mean, its noise from their difference.
+2. **Accept or reject** h: it is kept unless its error grew, over the last accepted
+   heights', by more than the two estimates' noise.
+3. On acceptance, a **Newton direction**: the Hessian (the Laplacian of the power
+   diagram) is estimated from the same points' two best cells. Far from the solution
+   (TV > 0.1, or while some cell gets no point) only its diagonal is used — every cell
+   corrects its own mass; near it the full Levenberg–Marquardt system is solved by
+   conjugate gradients. A **line search** re-scores the same points' k best cells
+   (common random numbers) to choose the step length, and cells no point reached are
+   **revived** by their own height increase. On rejection, the step from the last
+   accepted heights is shortened (×1/4, the revival ×1/2).
+4. The **sample-growth rule**: M grows ×4 when the error estimate reaches its own noise,
+   when steps keep failing, or when progress stalls, so that the reported error is
+   never mostly noise.
+5. The **next heights** are the last accepted ones plus the step, shifted to mean zero.
+
+``converged_`` means the TV error is below ``tol`` *and* the estimate's noise (from the
 two independent randomisations) is below ``tol / 2``.
 
 References
@@ -50,23 +62,64 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from otgen._base import (FILE_FORMAT, BaseEstimator, _encode, atomic_torch_save, check_seed, like_input,
+                         spawn_seed)
 from otgen._validation import (ConvergenceWarning, as_tensor, check_dtype, check_positive_float,
                                check_positive_int, check_weights, resolve_device)
-from otgen.transport._dist import ShardedScorer, make_comm
-from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
+from otgen.transport._dist import Local, ShardedScorer, make_comm
 from otgen.transport._multiscale import kmeans, refine_heights
+from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
 from otgen.transport._scoring import Scorer
+from otgen.transport.power2d import cell_areas, disc_domain, solve_power2d, square_domain
 from otgen.transport.sources import SourceSampler, check_source, source_std
 
-_CHECKPOINT_VERSION = 1
-_DRAW_ROWS = 1 << 16  # source points drawn at a time
-_SEARCH_ROWS = 1 << 18  # points whose top-k feed the line search and the revival of empty cells
+# ----------------------------------------------------------------------------- tuning constants
+# Points per pass
+_DRAW_ROWS = 1 << 16            # source points drawn and scored at a time (also the block dealt to a rank)
+_SEARCH_ROWS = 1 << 18          # points whose top-k feed the line search and the revival of empty cells
+_M0_MIN = 1 << 16               # least first-iteration points: below it the TV estimate is mostly noise
+_M0_PER_TARGET = 64             # first-iteration points per target: ~64 per cell resolve its mass to ~12 %
+_HESSIAN_POINTS_MIN = 1 << 18   # least points whose top-2 estimate the Hessian (enough facet samples at small N)
+_HESSIAN_POINTS_PER_TARGET = 256  # Hessian points per target: every cell's facets get samples in the band
+_HESSIAN_POINTS_MAX = 1 << 22   # cap on the Hessian points: more no longer improves the step, only costs
+# The Newton step
+_HESSIAN_BAND_FRACTION = 0.05   # share of the Hessian points inside the finite-difference band of the facets
+_HESSIAN_BAND_PER_CELL = 64.0   # ... but at most this many per cell: a narrower band, less bias, at large M
+_TOPK = 6                       # candidate cells kept per point for the line search (a step rarely moves further)
+_STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
+_LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
+_NEWTON_BELOW = 0.1             # TV below which (and with no empty cell) the full Newton step is used
+# Accepting a step
+_ACCEPT_NOISE = 0.5             # a step is kept unless TV grew by more than the mean noise of the two estimates
+_REJECT_SHRINK = 0.25           # a rejected step is retried from the last accepted heights 4x shorter
+_RESCUE_SHRINK = 0.5            # ... and the revival of empty cells 2x smaller (it is not line-searched)
+# Growing the sample
+_SAMPLE_GROWTH = 4              # M grows x4: halves the noise of the TV estimate (noise ~ 1/sqrt(M))
+_NOISE_RATIO = 2.0              # grow when the TV estimate is within 2x its own noise (mostly noise)
+_MAX_REJECTS = 2                # grow after 2 rejected steps in a row (the noise hides the descent)
+_STALL_WINDOW = 4               # grow when the accepted TV at this M ...
+_STALL_RATIO = 0.85             # ... fell by less than 15 % over the last 3 steps (_STALL_WINDOW points)
+_CERTIFY_NOISE = 0.5            # converged: TV <= tol with noise <= tol / 2, so TV is not mostly noise
+# Warm starts
+_COV_FLOOR = 1e-6               # eigenvalues of the targets' covariance floored at this share of the largest
+_MS_FACTOR = 8                  # multiscale start: about N / 8 k-means clusters per level
+_MS_MIN_SIZE = 64               # below 64 targets the linear start is as good and cheaper
+_MS_TOL = 0.05                  # the coarse problem is solved to TV 0.05: a start, not an answer
+_MS_MAX_ITER = 30               # iterations of the coarse solve
+_MS_MAX_SAMPLES = 1 << 22       # points per iteration of the coarse solve
+_MS_PROBE_MIN = 1 << 16         # least points that measure the barycentre and spread of each coarse cell
+_MS_PROBE_PER_CELL = 64         # ... and per coarse cell
+# Targets of zero weight
+_GAUSSIAN_RADIUS = 10.0         # N(0, I) mass beyond radius 10 + sqrt(d) is < 1e-20: "practically" empty
+_EMPTY_MARGIN = 1.0             # score margin by which a zero-weight cell loses everywhere on the source
+# Resuming
+_RESUME_SETTINGS = ("source", "dtype", "method", "seed", "qmc")   # change the problem or its random draws
 
 
 @dataclass(frozen=True)
@@ -85,33 +138,92 @@ class SemiDiscreteResult:
     history: list = field(repr=False)
 
 
-def _mix_seed(*parts: int) -> int:
-    """Deterministic 63-bit seed from integers (splitmix-style), for per-iteration streams."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x ^= (int(p) + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2)) & 0xFFFFFFFFFFFFFFFF
-        x = (x * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
+@dataclass
+class SolverState:
+    """Where the stochastic Newton iteration stands; all a checkpoint needs to resume.
+
+    Heights are those of the targets of positive weight (``Na`` of them), float64.
+    """
+
+    n_samples: int                            # M: source points of the next evaluation
+    heights: torch.Tensor                     # (Na,) heights of the next evaluation, mean zero
+    it: int = 0                               # iterations done
+    accepted_heights: torch.Tensor | None = None   # (Na,) last accepted heights: the answer so far
+    tv: float = math.inf                      # estimated TV error at accepted_heights
+    noise: float = math.inf                   # that estimate's noise
+    direction: torch.Tensor | None = None     # (Na,) Newton direction from accepted_heights
+    rescue: torch.Tensor | None = None        # (Na,) height increases reviving empty cells
+    alpha: float = 1.0                        # step length along direction
+    rejects: int = 0                          # rejected steps since the last accepted one
+    recent_tv: list = field(default_factory=list)   # accepted TV errors at the current n_samples (stall rule)
+    last: dict | None = None                  # the last evaluation: tv, noise, n_samples, accepted, n_empty, step
+    history: list = field(default_factory=list)     # one dict per iteration (kept by fit)
+    elapsed: float = 0.0                      # seconds spent, warm start included
+
+    def to(self, device) -> "SolverState":
+        """This state with its tensors on ``device``."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The problem the iterations solve: centred targets of positive weight and how to score them."""
+
+    targets: torch.Tensor       # (Na, d) targets of positive weight, centred (the cells do not change)
+    weights: torch.Tensor       # (Na,) their masses, summing to 1, float64
+    scorer: object              # Scorer or ShardedScorer of the targets
+    comm: Local                 # the communicator (Local for one process)
+    device: torch.device
+    hessian_points: int         # points of each pass whose top-2 estimate the Hessian
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """What one pass over fresh source points measured (this rank's rows of the per-point outputs)."""
+
+    masses: torch.Tensor        # (Na,) float64, over all ranks
+    noise: float                # noise of the TV estimate
+    top2_vals: torch.Tensor     # (m2, 2) best two scores of the Hessian points
+    top2_idx: torch.Tensor      # (m2, 2) their cells
+    pos: torch.Tensor           # (m2,) their global positions (a distributed Hessian in one order)
+    topk_vals: torch.Tensor     # (mk, k) best k scores of the line-search points
+    topk_idx: torch.Tensor      # (mk, k) their cells
+    points: torch.Tensor        # (mk, d) the line-search points (reviving empty cells)
 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(math.ceil(math.log2(max(1, n)))))
 
 
-def _to_device(state: dict, device) -> dict:
-    """The solver state with its tensors moved to ``device``."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+def _full_heights(h_active, idx_active, Y, source):
+    """Heights of all N targets, mean zero: zero-weight targets get heights that empty their cells.
+
+    A zero-weight target y_k loses to every active y_i on the source when h_k is below
+    h_i − R |y_k − y_i| for all i, R the source's radius (√d for the cube, 1 for the ball,
+    10 + √d for the Gaussian, beyond which it has no practical mass).
+    """
+    N = Y.shape[0]
+    if idx_active.numel() == N:
+        h = h_active.clone()
+    else:
+        h = torch.empty(N, dtype=torch.float64, device=h_active.device)
+        h[idx_active] = h_active
+        inactive = torch.ones(N, dtype=torch.bool, device=h.device)
+        inactive[idx_active] = False
+        d = Y.shape[1]
+        radius = {"uniform": math.sqrt(d), "ball": 1.0, "gaussian": _GAUSSIAN_RADIUS + math.sqrt(d)}[source]
+        dist = torch.cdist(Y[inactive].double(), Y[idx_active].double())  # (N0, Na)
+        h[inactive] = (h_active[None, :] - radius * dist).min(1).values - _EMPTY_MARGIN
+    return h - h.mean()
 
 
-class SemiDiscreteOT:
-    _hess_opts = dict(band_fraction=0.05, band_per_cell=64.0)
-    _clip = 10.0     # trust region of one Newton direction, in median score gaps
-    _tau = 1e-3      # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
-    _m0_per_target = 64    # first-iteration points per target
-    _newton_below = 0.1   # TV below which (and with no empty cell) the full Newton step is used
-    _topk = 6        # candidates per sample kept for the line search
-    _ms_factor, _ms_min_size, _ms_tol, _ms_max_iter = 8, 64, 0.05, 30   # multiscale warm start
+def _fingerprint(Y, nu) -> list:
+    """A cheap summary of the targets and weights: a checkpoint belongs to the same problem."""
+    return [list(Y.shape), float(Y.double().sum()), float((Y.double() ** 2).sum()), float((nu * nu).sum())]
+
+
+class SemiDiscreteOT(BaseEstimator):
     """Semi-discrete optimal transport solver (Brenier potential), scikit-learn style.
 
     Parameters
@@ -122,47 +234,50 @@ class SemiDiscreteOT:
         Target total-variation error ½ Σ_i |μ(W_i) − ν_i|.
     max_iter : int, default 100
         Maximum number of Newton iterations (each one a pass over fresh source points).
-    n_samples : int or None
-        Source points in the first iteration (rounded up to a power of two). Default
+    n_samples : int or None, default None
+        Source points in the first iteration (rounded up to a power of two). None means
         ``max(2**16, 64 N)``. It grows ×4 whenever the error estimate reaches its noise.
     max_samples : int, default 2**26
         Cap on the points per iteration. The noise of the TV estimate with M points is
         about 0.4 sqrt(N / M), so certifying ``tol`` needs M ≈ (0.8 / tol)² N.
-    max_memory : int, default 256 MiB
+    max_memory : int, default 256 << 20 (256 MiB)
         Bound in bytes on the score block held at once (the M × N score matrix is
         never formed; blocks of rows, and of columns when N is large, are scored in turn).
     qmc : bool, default True
         Scrambled Sobol points (lower variance) instead of pseudo-random points.
-    init : {"linear", "zero"}, default "linear"
-        Initial heights when ``fit`` gets no ``init_heights``: "linear" uses the Brenier
-        potential of the affine map matching the source's and the targets' means and
-        covariances, :math:`h_i = -\\tfrac12 (y_i - m)^T A^{-1} (y_i - m)`,
+    init : {"multiscale", "linear", "zero"}, default "multiscale"
+        Initial heights when ``fit`` gets no ``init_heights``. "multiscale" (above 64
+        targets; "linear" below) solves a k-means-coarsened problem (about N / 8
+        clusters, recursively, to TV 0.05) and refines its potential inside each coarse
+        cell ([5]_, :mod:`otgen.transport._multiscale`), which places each cluster's mass
+        before the fine solve. "linear" uses the Brenier potential of the affine map
+        matching the source's and the targets' means and covariances,
+        :math:`h_i = -\\tfrac12 (y_i - m)^T A^{-1} (y_i - m)`,
         :math:`A = \\Sigma_Y^{1/2} / \\sigma_\\mu`, which makes nearly all cells non-empty;
         "zero" starts from h = 0.
     device : str or torch.device, optional
         Default CUDA when available, else CPU.
-    dtype : torch.float32 or torch.float64
-        Dtype of scoring. Masses are always accumulated in float64.
+    dtype : torch.float32 or torch.float64, default torch.float32
+        Torch dtype of the targets and of scoring. Masses are always accumulated in float64.
     seed : int, default 0
-        Seed of every random draw; a fit is reproducible and resumable.
-    verbose : bool, default True
+        Seed of every random draw (independent streams are spawned from it); a fit is
+        reproducible and resumable.
+    verbose : bool, default False
         tqdm progress bar with the current error.
     checkpoint : str or path, optional
-        File written (atomically) every ``checkpoint_every`` iterations; ``fit(...,
-        resume=True)`` continues from it and reaches the same result as an
+        File written (atomically) every ``checkpoint_every`` iterations and at the end;
+        ``fit(..., resume=True)`` continues from it and reaches the same result as an
         uninterrupted fit. :meth:`load` reads it as a (partly) fitted solver.
-    method : {"stochastic", "exact2d"}, default "stochastic"
-        ``"exact2d"`` (d = 2, uniform or ball source): the damped Newton method of
-        [3]_ on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`;
-        the ball is a 512-gon, area error 3e-5), so ``tol`` is met to round-off in
-        about ten iterations, with no sampling noise; for pictures of 2-D latents.
+    checkpoint_every : int, default 5
+        Iterations between two checkpoint writes.
     parallel : {None, "samples", "targets"}, default None
-        Solve over the initialised default ``torch.distributed`` group (gloo on
-        CPUs, nccl on GPUs; launch with ``torchrun``). Every rank calls ``fit`` with
-        the same targets and settings and ends with the same heights; rank 0 writes
-        the checkpoint; a bad input on any rank raises the same error on all ranks.
+        None solves in this process. Otherwise solve over the initialised default
+        ``torch.distributed`` group (gloo on CPUs, nccl on GPUs; launch with
+        ``torchrun``). Every rank calls ``fit`` with the same targets and settings and
+        ends with the same heights; rank 0 writes the checkpoint; a bad input on any
+        rank raises the same error on all ranks.
 
-        ``"samples"`` (the default choice): every rank holds all targets and scores
+        ``"samples"`` (the usual choice): every rank holds all targets and scores
         its own share of each iteration's points (blocks of 2^16 Sobol points dealt
         round-robin); counts and the other statistics are reduced exactly
         (:mod:`otgen.transport._dist`), so the result equals the single-process fit
@@ -176,14 +291,25 @@ class SemiDiscreteOT:
         its GEMM work and the device memory of the score blocks. Each rank still
         keeps a copy of all targets for the O(N) bookkeeping (edge lengths of the
         Hessian, reviving empty cells, the multiscale start).
+    method : {"stochastic", "exact2d"}, default "stochastic"
+        ``"stochastic"``: the sampled damped Newton method of the module docstring, any
+        d and source. ``"exact2d"`` (d = 2, uniform or ball source): the damped Newton
+        method of [3]_ on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`;
+        the ball is a 512-gon, area error 3e-5), so ``tol`` is met to round-off in
+        about ten iterations, with no sampling noise; for pictures of 2-D latents.
 
     Attributes
     ----------
-    targets_ : (N, d) tensor;  weights_ : (N,) float64;  heights_ : (N,) float64 with mean 0
-    n_iter_ : int;  converged_ : bool;  history_ : list of dicts, one per iteration: ``tv``
-    (estimated error), ``noise`` (its noise), ``n_samples``, ``accepted``, ``n_empty`` (cells
-    no point reached), ``step`` (step length), ``time`` (seconds since ``fit`` was called,
-    the warm start included); result_ : :class:`SemiDiscreteResult`.
+    targets_ : (N, d) tensor of ``dtype``
+    weights_ : (N,) float64 tensor
+    heights_ : (N,) float64 tensor with mean 0
+    n_iter_ : int
+    converged_ : bool
+    history_ : list of dicts, one per iteration: ``iter``, ``tv`` (estimated error),
+        ``noise`` (its noise), ``n_samples``, ``accepted``, ``n_empty`` (cells no point
+        reached), ``step`` (step length), ``time`` (seconds since ``fit`` was called,
+        the warm start included)
+    result_ : :class:`SemiDiscreteResult`
 
     Notes
     -----
@@ -193,17 +319,23 @@ class SemiDiscreteOT:
     the solve and given heights that make their cells empty on bounded sources
     (practically empty for the Gaussian).
 
+    Methods taking points (``assign``, ``transform``, ``potential``, ``topk``) return
+    torch tensors for torch input and numpy arrays for numpy input.
+
     Examples
     --------
     >>> import numpy as np
     >>> Y = np.random.default_rng(0).normal(size=(200, 2))
-    >>> ot = SemiDiscreteOT(tol=0.02, verbose=False).fit(Y)
+    >>> ot = SemiDiscreteOT(tol=0.02).fit(Y)
     >>> idx = ot.assign(np.zeros((1, 2)))   # the cell containing the origin
     """
 
+    _SAVE_VERSION = 1
+    _FITTED_ATTR = "heights_"
+
     def __init__(self, source="uniform", tol=1e-2, max_iter=100, *, n_samples=None,
                  max_samples=2**26, max_memory=256 << 20, qmc=True, init="multiscale",
-                 device=None, dtype=torch.float32, seed=0, verbose=True,
+                 device=None, dtype=torch.float32, seed=0, verbose=False,
                  checkpoint=None, checkpoint_every=5, parallel=None, method="stochastic"):
         self.source = source
         self.tol = tol
@@ -223,7 +355,7 @@ class SemiDiscreteOT:
         self.method = method
 
     # ------------------------------------------------------------------ validation
-    def _check_settings(self):
+    def _check_settings(self) -> torch.device:
         check_source(self.source)
         check_positive_float(self.tol, "tol")
         check_positive_int(self.max_iter, "max_iter")
@@ -239,13 +371,8 @@ class SemiDiscreteOT:
         if self.init not in ("multiscale", "linear", "zero"):
             raise ValueError(f"init must be 'multiscale', 'linear' or 'zero', got {self.init!r}")
         check_dtype(self.dtype)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer, got {type(self.seed).__name__}")
+        check_seed(self.seed)
         return resolve_device(self.device)
-
-    def _check_fitted(self):
-        if not hasattr(self, "heights_"):
-            raise RuntimeError("this SemiDiscreteOT instance is not fitted yet: call fit(Y) first")
 
     def _check_X(self, X, name="X"):
         self._check_fitted()
@@ -277,6 +404,25 @@ class SemiDiscreteOT:
                 raise ValueError(f"init_heights must have length {N} (one per target), got {init_heights.shape[0]}")
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+        if int((nu > 0).sum()) < 2:
+            raise ValueError(f"weights must have at least 2 positive entries, got {int((nu > 0).sum())}")
+        return Y, nu, init_heights
+
+    def _check_on_all_ranks(self, comm, Y, weights, init_heights, callback, device):
+        """Validated inputs; a bad input or differing settings on any rank fail every rank alike."""
+        error = None
+        try:
+            Y, nu, init_heights = self._check_fit_inputs(Y, weights, init_heights, callback, device)
+        except (ValueError, TypeError) as e:
+            error = e
+        comm.check_all(error)      # one rank's bad input fails every rank, nobody hangs
+        if comm.world > 1:
+            mine = (_fingerprint(Y, nu), {k: v for k, v in self._saved_params().items()
+                                          if k not in ("verbose", "checkpoint")})
+            same = comm.broadcast_object(mine)
+            comm.check_all(None if same == mine else ValueError(
+                "every rank must call fit with the same targets, weights and settings; this rank's differ "
+                f"from rank 0's (shape {tuple(Y.shape)} vs {tuple(same[0][0])})"))
         return Y, nu, init_heights
 
     # ------------------------------------------------------------------ initial heights
@@ -286,29 +432,28 @@ class SemiDiscreteOT:
         d = Y64.shape[1]
         cov = Y64.T @ Y64 / Y64.shape[0]                    # (d, d)
         evals, evecs = torch.linalg.eigh(cov)
-        evals = evals.clamp_min(1e-6 * float(evals.max().clamp_min(1e-30)))
+        evals = evals.clamp_min(_COV_FLOOR * float(evals.max().clamp_min(1e-30)))
         inv_sqrt = (evecs * evals.rsqrt()) @ evecs.T         # Σ^{-1/2}
         sigma = source_std(self.source, d)
         h = -0.5 * sigma * ((Y64 @ inv_sqrt) * Y64).sum(1)
         return h - h.mean()
 
-    def _multiscale_init(self, Yc: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    def _multiscale_init(self, Yc: torch.Tensor, nu: torch.Tensor, device) -> torch.Tensor:
         """Heights from a solved k-means-coarsened problem (see otgen.transport._multiscale)."""
-        labels, C = kmeans(Yc, max(2, Yc.shape[0] // self._ms_factor), nu, seed=self.seed)
+        labels, C = kmeans(Yc, max(2, Yc.shape[0] // _MS_FACTOR), nu, seed=spawn_seed(self.seed, "kmeans"))
         W = torch.zeros(C.shape[0], dtype=torch.float64, device=Yc.device).index_add_(0, labels, nu)
-        coarse = SemiDiscreteOT(self.source, tol=max(self.tol, self._ms_tol), max_iter=self._ms_max_iter,
-                                max_samples=min(self.max_samples, 2**22), max_memory=self.max_memory, qmc=self.qmc,
-                                init="multiscale", device=self._device, dtype=self.dtype, seed=self.seed + 1,
-                                verbose=False)
+        coarse = SemiDiscreteOT(self.source, tol=max(self.tol, _MS_TOL), max_iter=_MS_MAX_ITER,
+                                max_samples=min(self.max_samples, _MS_MAX_SAMPLES), max_memory=self.max_memory,
+                                qmc=self.qmc, init="multiscale", device=device, dtype=self.dtype,
+                                seed=spawn_seed(self.seed, "coarse"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             coarse.fit(C, W / W.sum())
         # barycentre and spread of each coarse cell in the source, from fresh points
-        M = max(2**16, 64 * C.shape[0])
-        X = SourceSampler(self.source, Yc.shape[1], _mix_seed(self.seed, 2**41), qmc=self.qmc, dtype=self.dtype,
-                          device=self._device).draw(M)
-        cell = coarse.assign(X)
         K = C.shape[0]
+        X = SourceSampler(self.source, Yc.shape[1], spawn_seed(self.seed, "coarse-cells"), qmc=self.qmc, dtype=self.dtype,
+                          device=device).draw(max(_MS_PROBE_MIN, _MS_PROBE_PER_CELL * K))
+        cell = coarse.assign(X)
         cnt = torch.bincount(cell, minlength=K).double().clamp_min(1)[:, None]
         X64 = X.double()
         mean = torch.zeros(K, X.shape[1], dtype=torch.float64, device=X.device).index_add_(0, cell, X64) / cnt
@@ -316,27 +461,41 @@ class SemiDiscreteOT:
         var = (sq / cnt[:, 0] - (mean * mean).sum(1)).clamp_min(0) / X.shape[1]
         return refine_heights(Yc, nu, labels, C, coarse.heights_, mean, var)
 
-    # ------------------------------------------------------------------ one pass
-    def _evaluate(self, scorer, h, it, M, n_top, comm):
+    def _warm_start(self, problem: _Problem, init_heights) -> torch.Tensor:
+        """Mean-zero heights of the active targets to start from (the same on every rank)."""
+        Yc, nua, device = problem.targets, problem.weights, problem.device
+        if init_heights is not None:
+            h = init_heights - init_heights.mean()   # centring the targets leaves the cells (and h) unchanged
+        elif self.init == "multiscale" and Yc.shape[0] > _MS_MIN_SIZE:
+            h = self._multiscale_init(Yc, nua, device)
+        elif self.init in ("linear", "multiscale"):
+            h = self._linear_init(Yc)
+        else:
+            h = torch.zeros(Yc.shape[0], dtype=torch.float64, device=device)
+        return problem.comm.broadcast(h)    # rank 0's start (identical anyway on like hardware)
+
+    # ------------------------------------------------------------------ one iteration
+    def _evaluate(self, problem: _Problem, h, it: int, M: int) -> _Evaluation:
         """Score M fresh points (two independent randomisations of M/2) at heights h.
 
-        Returns masses (N,) f64, the estimate's noise level, the top-2 scores and cells
-        (n_top, 2) of the first ``n_top`` points (Hessian) with their global positions,
-        their top-k (line search) for the first ``_SEARCH_ROWS`` points, and those points
-        (reviving empty cells). In a sample-parallel solve block b of ``_DRAW_ROWS``
+        Returns the masses (N,) f64, the estimate's noise level, the top-2 scores and cells
+        of the first ``problem.hessian_points`` points (Hessian) with their global
+        positions, the top-k (line search) of the first ``_SEARCH_ROWS`` points, and those
+        points (reviving empty cells). In a sample-parallel solve block b of ``_DRAW_ROWS``
         points belongs to rank b mod world; the per-point outputs are this rank's rows,
         the masses are reduced over all ranks.
         """
-        N = scorer.N
-        k = min(self._topk, N)
-        counts = torch.zeros(2, N, dtype=torch.float64, device=self._device)
+        scorer, comm, device, N = problem.scorer, problem.comm, problem.device, problem.targets.shape[0]
+        k = min(_TOPK, N)
+        n_top = min(M, problem.hessian_points)
+        n_search = min(n_top, _SEARCH_ROWS)
+        counts = torch.zeros(2, N, dtype=torch.float64, device=device)
         h32 = h.to(self.dtype)
         v2, i2, pos, vk, ik, xs = [], [], [], [], [], []
-        n_search = min(n_top, _SEARCH_ROWS)
         offset = block = 0          # global position of the next point, index of the next block
         for r in range(2):
-            sampler = SourceSampler(self.source, scorer.d, _mix_seed(self.seed, it, r), qmc=self.qmc,
-                                    dtype=self.dtype, device=self._device)
+            sampler = SourceSampler(self.source, scorer.d, spawn_seed(self.seed, "iteration", it, r), qmc=self.qmc,
+                                    dtype=self.dtype, device=device)
             left = M // 2
             while left > 0:
                 m = min(_DRAW_ROWS, left)
@@ -355,7 +514,7 @@ class SemiDiscreteOT:
                     if offset < n_top:
                         v2.append(v)
                         i2.append(idx)
-                        pos.append(torch.arange(offset, offset + m, device=self._device))
+                        pos.append(torch.arange(offset, offset + m, device=device))
                         best = idx[:, 0]
                     else:
                         _, best = scorer.best(X, h32)
@@ -368,11 +527,76 @@ class SemiDiscreteOT:
         noise = 0.25 * float((masses_r[0] - masses_r[1]).abs().sum())
 
         def cat(parts, cols, dtype):   # a rank may own no block of a subset
-            return torch.cat(parts) if parts else torch.empty((0,) + cols, dtype=dtype, device=self._device)
+            return torch.cat(parts) if parts else torch.empty((0,) + cols, dtype=dtype, device=device)
 
         i64 = torch.int64
-        return (masses_r.mean(0), noise, (cat(v2, (2,), self.dtype), cat(i2, (2,), i64), cat(pos, (), i64)),
-                (cat(vk, (k,), self.dtype), cat(ik, (k,), i64)), cat(xs, (scorer.d,), self.dtype))
+        return _Evaluation(masses_r.mean(0), noise, cat(v2, (2,), self.dtype), cat(i2, (2,), i64),
+                           cat(pos, (), i64), cat(vk, (k,), self.dtype), cat(ik, (k,), i64),
+                           cat(xs, (scorer.d,), self.dtype))
+
+    def _newton_update(self, state: SolverState, problem: _Problem, ev: _Evaluation, grad, tv) -> SolverState:
+        """Accepted heights: the Newton direction, its line-searched length and the revival of empty cells."""
+        Yc, nua, comm = problem.targets, problem.weights, problem.comm
+        lap, gap_scale = estimate_laplacian(ev.top2_idx, ev.top2_vals[:, 0] - ev.top2_vals[:, 1], Yc, comm=comm,
+                                            pos=ev.pos if comm.world > 1 else None,
+                                            band_fraction=_HESSIAN_BAND_FRACTION, band_per_cell=_HESSIAN_BAND_PER_CELL)
+        empty = torch.nonzero(ev.masses == 0).squeeze(1)
+        full = tv <= _NEWTON_BELOW and empty.numel() == 0
+        direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
+        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, comm=comm)
+        # cells no point reached get their own full step (no Hessian row to scale)
+        rescue = torch.zeros_like(direction)
+        if empty.numel():
+            rescue[empty] = rescue_empty(ev.points, ev.topk_vals[:, 0], Yc, state.heights.to(Yc.dtype), empty, nua,
+                                         comm=comm)
+        return replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=direction,
+                       rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv])
+
+    def _more_points(self, state: SolverState) -> bool:
+        """The sample-growth rule: more points when the estimate is mostly noise, steps fail or progress stalls."""
+        if state.n_samples >= self.max_samples:
+            return False
+        recent = state.recent_tv
+        stalled = len(recent) >= _STALL_WINDOW and recent[-1] > _STALL_RATIO * recent[-_STALL_WINDOW]
+        mostly_noise = state.tv <= _NOISE_RATIO * state.noise
+        uncertified = state.tv <= self.tol and state.noise > _CERTIFY_NOISE * self.tol
+        return mostly_noise or state.rejects >= _MAX_REJECTS or stalled or uncertified
+
+    def step(self, state: SolverState, problem: _Problem) -> SolverState:
+        """One iteration of the stochastic damped Newton method (steps 1-5 of the module docstring).
+
+        Parameters
+        ----------
+        state : SolverState
+            Where the iteration stands (heights to evaluate, last accepted heights, step).
+        problem : the centred active targets, their weights, the scorer and communicator.
+
+        Returns
+        -------
+        SolverState
+            The state of the next iteration; ``last`` holds what this one measured.
+        """
+        # 1. evaluate the cell masses at the current heights, from fresh points
+        ev = self._evaluate(problem, state.heights, state.it, state.n_samples)
+        grad = ev.masses - problem.weights
+        tv = 0.5 * float(grad.abs().sum())
+        # 2. accept unless the error grew by more than the estimates' noise
+        accepted = state.accepted_heights is None or tv <= state.tv + _ACCEPT_NOISE * (ev.noise + state.noise)
+        if accepted:   # 3. Newton direction + line search + revival of empty cells
+            state = self._newton_update(state, problem, ev, grad, tv)
+        else:          # the predicted decrease did not happen: shorter step from the last accepted point
+            state = replace(state, alpha=state.alpha * _REJECT_SHRINK, rescue=state.rescue * _RESCUE_SHRINK,
+                            rejects=state.rejects + 1)
+        last = dict(tv=tv, noise=ev.noise, n_samples=state.n_samples, accepted=accepted,
+                    n_empty=int((ev.masses == 0).sum()), step=state.alpha)
+        # 4. the sample-growth rule
+        if self._more_points(state):
+            state = replace(state, n_samples=min(state.n_samples * _SAMPLE_GROWTH, _next_pow2(self.max_samples)),
+                            recent_tv=[])
+        # 5. the next heights
+        h = state.accepted_heights + state.alpha * state.direction + state.rescue
+        h = problem.comm.broadcast(h - h.mean())   # keeps the ranks bit-identical
+        return replace(state, heights=h, it=state.it + 1, last=last)
 
     # ------------------------------------------------------------------ fit
     def fit(self, Y, weights=None, *, init_heights=None, resume=False, callback=None):
@@ -387,7 +611,9 @@ class SemiDiscreteOT:
         init_heights : array-like, shape (N,), optional
             Warm start (e.g. the heights of a previous, related fit).
         resume : bool, default False
-            Continue from ``self.checkpoint`` if that file exists.
+            Continue from ``self.checkpoint`` if that file exists (it must come from a
+            fit of the same targets and weights with the same source, dtype, method,
+            seed and qmc; else ``ValueError``).
         callback : callable, optional
             ``callback(iteration, heights, info)`` after every iteration, with the
             current best heights (a copy) and the history entry.
@@ -398,232 +624,182 @@ class SemiDiscreteOT:
         """
         t_fit = time.perf_counter()
         device = self._check_settings()
-        self._device = device
         comm = make_comm(self.parallel, device)
-        error = None
-        try:
-            Y, nu, init_heights = self._check_fit_inputs(Y, weights, init_heights, callback, device)
-        except (ValueError, TypeError) as e:
-            error = e
-        comm.check_all(error)      # one rank's bad input fails every rank, nobody hangs
-        N, d = Y.shape
-        fingerprint = self._fingerprint(Y, nu)
-        if comm.world > 1:
-            mine = (fingerprint, {k: v for k, v in self._settings().items() if k != "verbose"})
-            same = comm.broadcast_object(mine)
-            comm.check_all(None if same == mine else ValueError(
-                "every rank must call fit with the same targets, weights and settings; this rank's differ "
-                f"from rank 0's (shape {tuple(Y.shape)} vs {same[0][0]})"))
-
-        active = nu > 0
-        idx_active = torch.nonzero(active).squeeze(1)
-        if idx_active.numel() < 2:
-            raise ValueError(f"weights must have at least 2 positive entries, got {idx_active.numel()}")
+        Y, nu, init_heights = self._check_on_all_ranks(comm, Y, weights, init_heights, callback, device)
+        idx_active = torch.nonzero(nu > 0).squeeze(1)
         Ya, nua = Y[idx_active], nu[idx_active] / nu[idx_active].sum()
-        center = Ya.mean(0)
-        Yc = Ya - center                                               # cells unchanged by centring
-        Na = Ya.shape[0]
+        Yc = Ya - Ya.mean(0)                                            # cells unchanged by centring
+        h0 = None if init_heights is None else init_heights[idx_active]
         if self.method == "exact2d":
-            return self._fit_exact2d(Y, nu, Yc, nua, idx_active, init_heights)
+            return self._fit_exact2d(Y, nu, Yc, nua, idx_active, h0)
+        problem = self._problem(Yc, nua, comm, device)
+        M0 = self.n_samples if self.n_samples is not None else max(_M0_MIN, _M0_PER_TARGET * Yc.shape[0])
+        state = SolverState(n_samples=min(_next_pow2(M0), _next_pow2(self.max_samples)),
+                            heights=self._warm_start(problem, h0))
+        state.elapsed = time.perf_counter() - t_fit   # history times include the warm start
+        if resume and self.checkpoint is not None:
+            state = self._resume(state, _fingerprint(Y, nu), comm, device)
+        state = self._iterate(problem, state, Y, nu, idx_active, callback)
+        self._set_fitted(Y, nu, state.accepted_heights, idx_active, state.tv, state.noise, state.it, state.history)
+        if not self.converged_ and comm.rank == 0:
+            warnings.warn(f"SemiDiscreteOT stopped after max_iter={self.max_iter} iterations with estimated "
+                          f"TV error {state.tv:.4g} (noise {state.noise:.2g}) above tol={self.tol}"
+                          f" or not certified; raise max_iter or max_samples (now {self.max_samples}), "
+                          "or loosen tol", ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _problem(self, Yc, nua, comm, device) -> _Problem:
+        Na = Yc.shape[0]
         if self.parallel == "targets":
             comm.check_all(None if Na >= comm.world else ValueError(
                 f"parallel='targets' needs at least one target per rank: {Na} targets, {comm.world} ranks"))
             scorer = ShardedScorer(Yc, int(self.max_memory), comm)
         else:
             scorer = Scorer(Yc, int(self.max_memory))
+        n_hessian = min(max(_HESSIAN_POINTS_MIN, _HESSIAN_POINTS_PER_TARGET * Na), _HESSIAN_POINTS_MAX)
+        return _Problem(Yc, nua, scorer, comm, device, n_hessian)
 
-        M0 = self.n_samples if self.n_samples is not None else max(2**16, self._m0_per_target * Na)
-        state = dict(it=0, M=min(_next_pow2(M0), _next_pow2(self.max_samples)), h=None, h_acc=None,
-                     tv_acc=math.inf, noise_acc=math.inf, direction=None, rescue=None, alpha=1.0, rejects=0,
-                     history=[], elapsed=0.0)
-        if init_heights is not None:
-            h0 = init_heights[idx_active]  # centring the targets leaves the cells (and h) unchanged
-            state["h"] = h0 - h0.mean()
-        elif self.init == "multiscale" and Na > self._ms_min_size:
-            state["h"] = self._multiscale_init(Yc, nua)
-        elif self.init in ("linear", "multiscale"):
-            state["h"] = self._linear_init(Yc)
-        else:
-            state["h"] = torch.zeros(Na, dtype=torch.float64, device=device)
-        state["h"] = comm.broadcast(state["h"])    # rank 0's start (identical anyway on like hardware)
-        state["elapsed"] = time.perf_counter() - t_fit   # history times include the warm start
-        if resume and self.checkpoint is not None:
-            error = None
-            if comm.rank == 0 and os.path.exists(self.checkpoint):
-                try:
-                    state = self._read_checkpoint(fingerprint, device)
-                except ValueError as e:
-                    error = e
-            comm.check_all(error)
-            state = comm.broadcast_object(state if comm.rank == 0 else None)
-            state = _to_device(state, device)
-        writer = self.checkpoint is not None and comm.rank == 0
-
+    def _iterate(self, problem, state, Y, nu, idx_active, callback) -> SolverState:
+        """Run :meth:`step` until certified convergence or ``max_iter``; history, callbacks, checkpoints."""
+        writer = self.checkpoint is not None and problem.comm.rank == 0
         self.converged_ = False
-        t_start = time.perf_counter() - state["elapsed"]
-        bar = tqdm(total=self.max_iter, initial=state["it"], disable=not self.verbose or comm.rank != 0,
-                   desc="semi-discrete OT", unit="it", leave=False)
-        n_hess_cap = min(max(2**18, 256 * Na), 2**22)   # points whose top-k feed the Hessian and line search
-        try:
-            while state["it"] < self.max_iter:
-                it, M = state["it"], state["M"]
-                masses, noise, (v2, top2, pos), (vk, topk), Xs = self._evaluate(scorer, state["h"], it, M,
-                                                                               min(M, n_hess_cap), comm)
-                grad = masses - nua
-                tv = 0.5 * float(grad.abs().sum())
-                # a step is kept unless the error grew by more than the estimates' noise
-                accepted = state["h_acc"] is None or tv <= state["tv_acc"] + 0.5 * (noise + state["noise_acc"])
-                if accepted:
-                    lap, gap_scale = estimate_laplacian(top2, v2[:, 0] - v2[:, 1], Yc, comm=comm,
-                                                        pos=pos if comm.world > 1 else None, **self._hess_opts)
-                    full = tv <= self._newton_below and not bool((masses == 0).any())
-                    direction = lm_step(lap, grad, nua, self._tau, self._clip * gap_scale, diagonal=not full)
-                    alpha = line_search(vk, topk, direction, nua, comm=comm)
-                    # cells no sample reached get their own full step (no Hessian row to scale)
-                    rescue = torch.zeros_like(direction)
-                    empty = torch.nonzero(masses == 0).squeeze(1)
-                    if empty.numel():
-                        rescue[empty] = rescue_empty(Xs, vk[:, 0], Yc, state["h"].to(Yc.dtype),
-                                                     empty, nua, comm=comm)
-                    state.update(h_acc=state["h"].clone(), tv_acc=tv, noise_acc=noise, direction=direction,
-                                 rescue=rescue, alpha=alpha, rejects=0)
-                else:   # the predicted decrease did not happen: shorter step from the last accepted point
-                    state["alpha"] *= 0.25
-                    state["rescue"] *= 0.5
-                    state["rejects"] += 1
-                state["it"] = it + 1
-                entry = dict(iter=it + 1, tv=tv, noise=noise, n_samples=M, accepted=accepted,
-                             n_empty=int((masses == 0).sum()),
-                             step=state["alpha"], time=time.perf_counter() - t_start)
-                state["history"].append(entry)
+        t_start = time.perf_counter() - state.elapsed
+        with tqdm(total=self.max_iter, initial=state.it, disable=not self.verbose or problem.comm.rank != 0,
+                  desc="semi-discrete OT", unit="it", leave=False) as bar:
+            while state.it < self.max_iter:
+                state = self.step(state, problem)
+                entry = dict(iter=state.it, **state.last, time=time.perf_counter() - t_start)
+                state.history.append(entry)
                 bar.update(1)
-                bar.set_postfix(tv=f"{tv:.4f}", noise=f"{noise:.4f}", M=M)
+                bar.set_postfix(tv=f"{entry['tv']:.4f}", noise=f"{entry['noise']:.4f}", M=entry["n_samples"])
                 if callback is not None:
-                    callback(it + 1, self._full_heights(state["h_acc"], idx_active, Y, N), entry)
-                if accepted and tv <= self.tol and noise <= self.tol / 2:
+                    callback(state.it, _full_heights(state.accepted_heights, idx_active, Y, self.source), entry)
+                if entry["accepted"] and entry["tv"] <= self.tol and entry["noise"] <= _CERTIFY_NOISE * self.tol:
                     self.converged_ = True
                     break
-                # more points when the estimate is mostly noise (or steps keep failing)
-                tv_a, noise_a = state["tv_acc"], state["noise_acc"]
-                acc = [e["tv"] for e in state["history"] if e["accepted"] and e["n_samples"] == state["M"]]
-                stalled = len(acc) >= 4 and acc[-1] > 0.85 * acc[-4]   # < 15% progress in 3 steps
-                if state["M"] < self.max_samples and (tv_a <= 2.0 * noise_a or state["rejects"] >= 2 or stalled
-                                                      or (tv_a <= self.tol and noise_a > self.tol / 2)):
-                    state["M"] = min(state["M"] * 4, _next_pow2(self.max_samples))
-                h_new = state["h_acc"] + state["alpha"] * state["direction"] + state["rescue"]
-                state["h"] = comm.broadcast(h_new - h_new.mean())   # keeps the ranks bit-identical
-                state["elapsed"] = time.perf_counter() - t_start
-                if writer and state["it"] % self.checkpoint_every == 0:
-                    self._write_checkpoint(state, fingerprint, Y, nu)
-        finally:
-            bar.close()
-        state["elapsed"] = time.perf_counter() - t_start
+                state.elapsed = time.perf_counter() - t_start
+                if writer and state.it % self.checkpoint_every == 0:
+                    self._write_checkpoint(state, Y, nu)
+        state.elapsed = time.perf_counter() - t_start
         if writer:
-            self._write_checkpoint(state, fingerprint, Y, nu)
-
-        self._set_fitted(Y, nu, state["h_acc"], idx_active, state["tv_acc"], state["noise_acc"], state["it"],
-                         state["history"])
-        if not self.converged_ and comm.rank == 0:
-            warnings.warn(f"SemiDiscreteOT stopped after max_iter={self.max_iter} iterations with estimated "
-                          f"TV error {state['tv_acc']:.4g} (noise {state['noise_acc']:.2g}) above tol={self.tol}"
-                          f" or not certified; raise max_iter or max_samples (now {self.max_samples}), "
-                          "or loosen tol", ConvergenceWarning, stacklevel=2)
-        return self
+            self._write_checkpoint(state, Y, nu)
+        return state
 
     def _set_fitted(self, Y, nu, h_active, idx_active, tv, noise, n_iter, history):
         self._scorer_cache = None
         self.targets_ = Y
         self.weights_ = nu
-        self.heights_ = self._full_heights(h_active, idx_active, Y, Y.shape[0])
+        self.heights_ = _full_heights(h_active, idx_active, Y, self.source)
         self.n_iter_ = n_iter
         self.history_ = history
         self.result_ = SemiDiscreteResult(self.heights_, tv, noise, self.converged_, n_iter, history)
 
-    def _fit_exact2d(self, Y, nu, Yc, nua, idx_active, init_heights):
+    def _fit_exact2d(self, Y, nu, Yc, nua, idx_active, h0):
         """d = 2: damped Newton on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`)."""
-        from otgen.transport import power2d
-
         if Yc.shape[1] != 2 or self.source == "gaussian":
             raise ValueError(f"method='exact2d' needs 2-D targets and a 'uniform' or 'ball' source, got "
                              f"d = {Yc.shape[1]} and source={self.source!r}")
-        D = power2d.square_domain() if self.source == "uniform" else power2d.disc_domain()
-        h0 = None
-        if init_heights is not None:
-            h0 = init_heights[idx_active].cpu().numpy()
-            if (power2d.cell_areas(Yc.double().cpu().numpy(), h0, D) <= 0).any():
+        D = square_domain() if self.source == "uniform" else disc_domain()
+        if h0 is not None:
+            h0 = h0.cpu().numpy()
+            if (cell_areas(Yc.double().cpu().numpy(), h0, D) <= 0).any():
                 h0 = None       # the exact Newton method needs every cell non-empty at the start
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            res = power2d.solve_power2d(Yc.double().cpu().numpy(), nua.cpu().numpy(), D, tol=self.tol,
-                                        max_iter=self.max_iter, init_heights=h0, verbose=self.verbose)
+            res = solve_power2d(Yc.double().cpu().numpy(), nua.cpu().numpy(), D, tol=self.tol,
+                                max_iter=self.max_iter, init_heights=h0, verbose=self.verbose)
         history = [dict(iter=k, tv=e["error"], noise=0.0, n_samples=0, accepted=True, n_empty=0, step=e["step"],
                         time=e["seconds"]) for k, e in enumerate(res.history[1:], start=1)]
         self.converged_ = res.converged
-        h = torch.from_numpy(res.heights).to(self._device)
+        h = torch.from_numpy(res.heights).to(Y.device)
         self._set_fitted(Y, nu, h, idx_active, res.error, 0.0, res.n_iter, history)
         if not res.converged:
             why = str(caught[-1].message) if caught else "it stopped early"
             warnings.warn(f"SemiDiscreteOT(method='exact2d'): {why}", ConvergenceWarning, stacklevel=3)
         return self
 
-    def _full_heights(self, h_active, idx_active, Y, N):
-        """Heights of all N targets: zero-weight targets get heights that empty their cells; mean 0."""
-        if idx_active.numel() == N:
-            h = h_active.clone()
-        else:
-            h = torch.empty(N, dtype=torch.float64, device=h_active.device)
-            h[idx_active] = h_active
-            inactive = torch.ones(N, dtype=torch.bool, device=h.device)
-            inactive[idx_active] = False
-            radius = {"uniform": math.sqrt(Y.shape[1]), "ball": 1.0,
-                      "gaussian": 10.0 + math.sqrt(Y.shape[1])}[self.source]
-            dist = torch.cdist(Y[inactive].double(), Y[idx_active].double())  # (N0, Na)
-            h[inactive] = (h_active[None, :] - radius * dist).min(1).values - 1.0
-        return h - h.mean()
+    # ------------------------------------------------------------------ files and checkpoints
+    def _saved_params(self) -> dict:
+        params = super()._saved_params()
+        if params.get("checkpoint") is not None:     # a Path is not readable with weights_only
+            params["checkpoint"] = os.fspath(params["checkpoint"])
+        return params
 
-    # ------------------------------------------------------------------ checkpoints
-    @staticmethod
-    def _fingerprint(Y, nu):
-        return (tuple(Y.shape), float(Y.double().sum()), float((Y.double() ** 2).sum()), float((nu * nu).sum()))
+    def _get_state(self) -> dict:
+        return dict(kind="fit", targets=self.targets_, weights=self.weights_, heights=self.heights_,
+                    n_iter=self.n_iter_, converged=self.converged_, tv_error=self.result_.tv_error,
+                    noise=self.result_.noise, history=self.history_)
 
-    def _settings(self):
-        return dict(source=self.source, tol=self.tol, max_iter=self.max_iter, n_samples=self.n_samples,
-                    max_samples=self.max_samples, max_memory=self.max_memory, qmc=self.qmc, init=self.init,
-                    dtype=str(self.dtype).replace("torch.", ""), seed=self.seed, verbose=self.verbose,
-                    checkpoint_every=self.checkpoint_every, method=self.method)
+    def _set_state(self, state: dict, device=None) -> None:
+        """The fitted attributes from a saved fit, or from the last accepted heights of a checkpoint."""
+        dev = resolve_device(device)
+        if state.get("kind") == "checkpoint":
+            state = self._state_from_checkpoint(state)
+        self._scorer_cache = None
+        self.targets_ = state["targets"].to(dev)
+        self.weights_ = state["weights"].to(dev)
+        self.heights_ = state["heights"].to(dev)
+        self.n_iter_ = int(state["n_iter"])
+        self.converged_ = bool(state["converged"])
+        self.history_ = list(state["history"])
+        self.result_ = SemiDiscreteResult(self.heights_, state["tv_error"], state["noise"], self.converged_,
+                                          self.n_iter_, self.history_)
 
-    def _write_checkpoint(self, state, fingerprint, Y, nu):
-        """Atomic write (temporary file, then rename): a killed run leaves the last good checkpoint."""
-        payload = dict(version=_CHECKPOINT_VERSION, settings=self._settings(), fingerprint=fingerprint,
-                       state=_to_device(dict(state), "cpu"), targets=Y.cpu(), weights=nu.cpu())
-        tmp = f"{self.checkpoint}.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.checkpoint)
-
-    def _read_checkpoint(self, fingerprint, device):
-        payload = torch.load(self.checkpoint, map_location=device, weights_only=False)
-        if payload.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"checkpoint {self.checkpoint} has an unknown format version {payload.get('version')}")
-        if payload["fingerprint"] != fingerprint:
-            raise ValueError(f"checkpoint {self.checkpoint} was written for other targets/weights "
-                             f"(shape {payload['fingerprint'][0]}); refusing to resume from it")
-        return payload["state"]
-
-    @classmethod
-    def _payload_from_checkpoint(cls, ck):
-        """A save()-style payload from a checkpoint: the last accepted heights of the fit."""
-        state, Y, nu = ck["state"], ck["targets"], ck["weights"]
-        if state["h_acc"] is None:
+    def _state_from_checkpoint(self, ck: dict) -> dict:
+        """A saved-fit state from a checkpoint: the last accepted heights of the (unfinished) fit."""
+        solver, Y, nu = ck["solver"], ck["targets"], ck["weights"]
+        if solver["accepted_heights"] is None:
             raise ValueError("the checkpoint was written before the first iteration; it holds no heights yet")
         idx_active = torch.nonzero(nu > 0).squeeze(1)
-        s = dict(ck["settings"])
-        s["dtype"] = getattr(torch, s["dtype"])
-        heights = cls(**s)._full_heights(state["h_acc"].cpu(), idx_active, Y, Y.shape[0])
-        hist = state["history"]
-        converged = bool(hist) and hist[-1]["accepted"] and hist[-1]["tv"] <= s["tol"] \
-            and hist[-1]["noise"] <= s["tol"] / 2
-        return dict(settings=ck["settings"], targets=Y, weights=nu, heights=heights, n_iter=state["it"],
-                    converged=converged, history=hist)
+        heights = _full_heights(solver["accepted_heights"].cpu(), idx_active, Y, self.source)
+        hist = solver["history"]
+        converged = bool(hist) and hist[-1]["accepted"] and hist[-1]["tv"] <= self.tol \
+            and hist[-1]["noise"] <= _CERTIFY_NOISE * self.tol
+        return dict(targets=Y, weights=nu, heights=heights, n_iter=solver["it"], converged=converged,
+                    tv_error=solver["tv"], noise=solver["noise"], history=hist)
+
+    def _write_checkpoint(self, state: SolverState, Y, nu) -> None:
+        """Atomic write (temporary file, then rename): a killed run leaves the last good checkpoint.
+
+        The file has the format of :meth:`save` (so :meth:`load` reads it), with a state
+        of kind "checkpoint": the solver state, the targets, weights and their fingerprint.
+        """
+        ck = dict(kind="checkpoint", solver=asdict(state.to("cpu")), targets=Y.cpu(), weights=nu.cpu(),
+                  fingerprint=_fingerprint(Y, nu))
+        payload = {"format": FILE_FORMAT, "class": type(self).__name__, "version": self._SAVE_VERSION,
+                   "params": _encode(self._saved_params()), "state": _encode(ck)}
+        atomic_torch_save(payload, self.checkpoint)
+
+    def _read_checkpoint(self, fingerprint) -> SolverState:
+        """The solver state of ``self.checkpoint``; ``ValueError`` unless it belongs to this problem and settings."""
+        path = os.fspath(self.checkpoint)
+        payload = self._read_payload(path)            # weights_only; foreign or corrupt files -> ValueError
+        ck = payload["state"]
+        if not isinstance(ck, dict) or ck.get("kind") != "checkpoint":
+            raise ValueError(f"{path} holds a finished SemiDiscreteOT fit written by save(), not a checkpoint of "
+                             "fit(); refusing to resume from it (pass its heights_ as init_heights instead)")
+        theirs, mine = payload["params"], self._saved_params()
+        for key in _RESUME_SETTINGS:
+            if theirs.get(key) != mine[key]:
+                raise ValueError(f"checkpoint {path} was written with {key}={theirs.get(key)!r}, this solver has "
+                                 f"{key}={mine[key]!r}; refusing to resume from it (resume with the settings of "
+                                 "the checkpoint, or start a new fit with another checkpoint file)")
+        if ck["fingerprint"] != fingerprint:
+            raise ValueError(f"checkpoint {path} was written for other targets/weights "
+                             f"(shape {tuple(ck['fingerprint'][0])}); refusing to resume from it")
+        return SolverState(**ck["solver"])
+
+    def _resume(self, state: SolverState, fingerprint, comm, device) -> SolverState:
+        """The checkpoint's state when the file exists (read by rank 0, sent to all), else ``state``."""
+        error = None
+        if comm.rank == 0 and os.path.exists(self.checkpoint):
+            try:
+                state = self._read_checkpoint(fingerprint)
+            except ValueError as e:
+                error = e
+        comm.check_all(error)
+        state = comm.broadcast_object(state if comm.rank == 0 else None)
+        return state.to(device)
 
     # ------------------------------------------------------------------ using the map
     def _scorer(self):
@@ -637,37 +813,55 @@ class SemiDiscreteOT:
         same because <x, y_i> + h_i = <x, y_i - c> + h_i + <x, c> and <x, c> is common to all i."""
         return self.heights_.to(self.targets_.dtype)
 
-    def assign(self, X):
-        """Index of the power cell containing each row of X (N×d targets, X of shape (M, d)) -> (M,) int64."""
-        X = self._check_X(X)
+    def _assign(self, X):
         scorer, _ = self._scorer()
-        return scorer.best(X, self._scoring_heights())[1]
+        return scorer.best(self._check_X(X), self._scoring_heights())[1]
+
+    def assign(self, X):
+        """Index of the power cell containing each row of X.
+
+        Parameters
+        ----------
+        X : (M, d) array or tensor
+
+        Returns
+        -------
+        (M,) int64, numpy for numpy input, a tensor for a tensor.
+        """
+        return like_input(self._assign(X), X)
 
     def transform(self, X):
-        """The transport map ∇u_h(X) = Y[assign(X)], shape (M, d)."""
-        return self.targets_[self.assign(X)]
+        """The transport map ∇u_h(X) = Y[assign(X)]: (M, d) -> (M, d), numpy or torch like X."""
+        return like_input(self.targets_[self._assign(X)], X)
 
     def potential(self, X):
-        """Brenier potential u_h(X) = max_i <x, y_i> + h_i, shape (M,)."""
-        X = self._check_X(X)
+        """Brenier potential u_h(X) = max_i <x, y_i> + h_i: (M, d) -> (M,) float64, numpy or torch like X."""
+        Xt = self._check_X(X)
         scorer, c = self._scorer()
-        return scorer.best(X, self._scoring_heights())[0].double() + (X @ c).double()
+        u = scorer.best(Xt, self._scoring_heights())[0].double() + (Xt @ c).double()
+        return like_input(u, X)
 
     def topk(self, X, k=2):
-        """The k best cells of each row of X: scores <x, y_i> + h_i (M, k) and indices (M, k)."""
-        X = self._check_X(X)
+        """The k best cells of each row of X (M, d): scores <x, y_i> + h_i (M, k) and indices (M, k) int64.
+
+        Numpy for numpy input, tensors for a tensor.
+        """
+        Xt = self._check_X(X)
         k = check_positive_int(k, "k")
         scorer, c = self._scorer()
-        vals, idx = scorer.topk(X, self._scoring_heights(), k)
-        return vals + (X @ c)[:, None], idx
+        vals, idx = scorer.topk(Xt, self._scoring_heights(), k)
+        return like_input(vals + (Xt @ c)[:, None], X), like_input(idx, X)
 
     def cell_masses(self, n_samples=2**20, seed=None):
-        """QMC estimate of μ(W_i) for every cell with ``n_samples`` source points -> (N,) float64."""
+        """QMC estimate of μ(W_i) for every cell with ``n_samples`` source points.
+
+        ``seed`` (default ``self.seed``) seeds the points' own stream. Returns (N,) float64 numpy.
+        """
         self._check_fitted()
         n_samples = check_positive_int(n_samples, "n_samples")
+        seed = self.seed if seed is None else check_seed(seed)
         scorer, _ = self._scorer()
-        sampler = SourceSampler(self.source, self.targets_.shape[1], _mix_seed(self.seed if seed is None else seed,
-                                                                               2**40), qmc=self.qmc,
+        sampler = SourceSampler(self.source, self.targets_.shape[1], spawn_seed(seed, "cell-masses"), qmc=self.qmc,
                                 dtype=self.targets_.dtype, device=self.targets_.device)
         counts = torch.zeros(self.targets_.shape[0], dtype=torch.float64, device=self.targets_.device)
         h = self._scoring_heights()
@@ -676,46 +870,29 @@ class SemiDiscreteOT:
             m = min(_DRAW_ROWS, left)
             counts += torch.bincount(scorer.best(sampler.draw(m), h)[1], minlength=counts.shape[0]).double()
             left -= m
-        return counts / n_samples
+        return (counts / n_samples).cpu().numpy()
 
-    def sample(self, n, seed=0):
-        """Draw ``n`` source points and map them by ∇u_h: returns (points (n, d), cell indices (n,))."""
+    def sample(self, n, seed=None, *, return_info=False):
+        """Draw ``n`` source points and map them by ∇u_h.
+
+        Parameters
+        ----------
+        n : int
+        seed : int, optional
+            Seed of the source points (pseudo-random); default ``self.seed``.
+        return_info : bool, default False
+            Also return ``{"cells": (n,) int64}``, the cell of each point.
+
+        Returns
+        -------
+        points : (n, d) float32 numpy array, in the targets' space
+        info : dict, only with ``return_info``
+        """
         self._check_fitted()
         n = check_positive_int(n, "n")
-        X = SourceSampler(self.source, self.targets_.shape[1], seed, qmc=False, dtype=self.targets_.dtype,
-                          device=self.targets_.device).draw(n)
-        idx = self.assign(X)
-        return self.targets_[idx], idx
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write settings and fitted attributes to ``path`` (torch.save)."""
-        self._check_fitted()
-        torch.save(dict(version=_CHECKPOINT_VERSION, settings=self._settings(), targets=self.targets_.cpu(),
-                        weights=self.weights_.cpu(), heights=self.heights_.cpu(), n_iter=self.n_iter_,
-                        converged=self.converged_, history=self.history_), path)
-
-    @classmethod
-    def load(cls, path, device=None):
-        """Load a solver written by :meth:`save`, or the last checkpoint of a (possibly distributed,
-        possibly unfinished) fit, onto ``device`` (default CUDA when available)."""
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(payload, dict) and "state" in payload and "targets" in payload:
-            payload = cls._payload_from_checkpoint(payload)
-        if not isinstance(payload, dict) or "heights" not in payload:
-            raise ValueError(f"{path} is not a SemiDiscreteOT file written by save() or a checkpoint of fit()")
-        s = dict(payload["settings"])
-        s["dtype"] = getattr(torch, s["dtype"])
-        ot = cls(**s, device=device)
-        dev = resolve_device(device)
-        ot._device = dev
-        ot.targets_ = payload["targets"].to(dev)
-        ot.weights_ = payload["weights"].to(dev)
-        ot.heights_ = payload["heights"].to(dev)
-        ot.n_iter_ = payload["n_iter"]
-        ot.converged_ = payload["converged"]
-        ot.history_ = payload["history"]
-        last = ot.history_[-1] if ot.history_ else dict(tv=math.nan, noise=math.nan)
-        ot.result_ = SemiDiscreteResult(ot.heights_, last["tv"], last["noise"], ot.converged_, ot.n_iter_,
-                                        ot.history_)
-        return ot
+        seed = self.seed if seed is None else check_seed(seed)
+        X = SourceSampler(self.source, self.targets_.shape[1], spawn_seed(seed, "sample"), qmc=False,
+                          dtype=self.targets_.dtype, device=self.targets_.device).draw(n)
+        idx = self._assign(X)
+        points = self.targets_[idx].cpu().numpy().astype(np.float32, copy=False)
+        return (points, {"cells": idx.cpu().numpy()}) if return_info else points

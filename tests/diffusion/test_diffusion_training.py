@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from sklearn.base import clone
+
+from otgen import NotFittedError
 from otgen.diffusion import DDIMScheduler, DDPMScheduler, LatentDiffusion, MLPDenoiser, sample, train_denoiser
+from otgen.latent import LatentSpace
 
 MEAN = torch.tensor([2.0, -1.0])
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]])
@@ -93,21 +97,81 @@ def test_train_bad_inputs():
 def fitted_latent():
     Y = np.random.default_rng(0).normal([1.0, -3.0, 10.0], [0.5, 2.0, 0.1], size=(500, 3))
     return Y, LatentDiffusion(hidden=32, depth=1, time_embed_dim=16, n_steps=300, num_train_timesteps=100,
-                              device="cpu", verbose=False).fit(Y)
+                              device="cpu").fit(Y)
+
+
+TINY = dict(hidden=8, depth=1, time_embed_dim=4, n_steps=3, num_train_timesteps=10, device="cpu")
 
 
 def test_latent_diffusion_fit_attributes(fitted_latent):
     Y, est = fitted_latent
     assert est.n_features_in_ == 3 and len(est.history_["loss"]) == 300
-    assert torch.allclose(est.mean_, torch.tensor(Y.mean(0), dtype=torch.float32), atol=1e-5)
-    assert torch.allclose(est.scale_, torch.tensor(Y.std(0, ddof=1), dtype=torch.float32), rtol=1e-4)
-    Z = (Y - Y.mean(0)) / Y.std(0, ddof=1)
+    assert isinstance(est.latent_, LatentSpace) and est.latent is None
+    np.testing.assert_allclose(est.latent_.mean_, Y.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(est.latent_.scale_, Y.std(0), rtol=1e-12)
+    Z = (Y - Y.mean(0)) / Y.std(0)
     assert est.clip_range_ == pytest.approx(np.abs(Z).max(), rel=1e-4)
     x = est.sample(200, method="ddim", seed=0)
-    assert x.shape == (200, 3) and x.device.type == "cpu" and x.dtype == torch.float32
+    assert isinstance(x, np.ndarray) and x.shape == (200, 3) and x.dtype == np.float32
     # standardisation is undone: samples live at the data's location and scale
-    assert torch.allclose(x.mean(0), torch.tensor([1.0, -3.0, 10.0]), atol=0.5)
+    np.testing.assert_allclose(x.mean(0), [1.0, -3.0, 10.0], atol=0.5)
     assert float(x[:, 2].std()) < 0.5
+
+
+def test_latent_diffusion_sample_seed_and_info(fitted_latent):
+    _, est = fitted_latent
+    a = est.sample(20, num_inference_steps=10)
+    np.testing.assert_array_equal(a, est.sample(20, num_inference_steps=10))      # seed=None: the "sample" stream
+    np.testing.assert_array_equal(est.sample(20, 3, num_inference_steps=10),
+                                  est.sample(20, seed=3, num_inference_steps=10))
+    assert not np.array_equal(a, est.sample(20, seed=3, num_inference_steps=10))
+    codes, info = est.sample(20, method="ddim", return_info=True)
+    assert info == {"method": "ddim", "num_inference_steps": 50}
+    np.testing.assert_array_equal(codes, est.sample(20, method="ddim"))
+    assert est.sample(4, return_info=True)[1] == {"method": "ddpm", "num_inference_steps": 100}   # capped at T
+    with pytest.raises(TypeError, match="seed"):
+        est.sample(3, seed=1.5)
+
+
+def test_latent_diffusion_latent_setting():
+    Y = np.random.default_rng(1).normal(4.0, 3.0, size=(40, 2))
+    space = LatentSpace().fit(Y[:20])                       # fitted on other codes: used as it is
+    est = LatentDiffusion(latent=space, **TINY).fit(Y)
+    assert est.latent_ is space and est.latent is space
+    assert est.clip_range_ == pytest.approx(float(np.abs(space.transform(Y)).max()), rel=1e-5)
+    unfitted = LatentSpace(standardize=False)               # not fitted: a copy is fitted on Y
+    est = LatentDiffusion(latent=unfitted, **TINY).fit(Y)
+    assert est.latent_ is not unfitted and not hasattr(unfitted, "mean_")
+    np.testing.assert_array_equal(est.latent_.mean_, [0.0, 0.0])
+    assert est.clip_range_ == pytest.approx(np.abs(Y).max(), rel=1e-5)
+    with pytest.raises(ValueError, match="dimension 2"):
+        LatentDiffusion(latent=space, **TINY).fit(np.zeros((5, 3)))
+    with pytest.raises(TypeError, match="LatentSpace"):
+        LatentDiffusion(latent="standard", **TINY).fit(Y)
+
+
+def test_latent_diffusion_numpy_and_torch_input():
+    Y = np.random.default_rng(2).normal(size=(30, 2)).astype(np.float32)
+    a = LatentDiffusion(**TINY).fit(Y)
+    b = LatentDiffusion(**TINY).fit(torch.from_numpy(Y))
+    assert a.history_ == b.history_
+    for est in (a, b):
+        x = est.sample(5, seed=0, num_inference_steps=3)
+        assert isinstance(x, np.ndarray) and x.dtype == np.float32
+    np.testing.assert_array_equal(a.sample(5, seed=0), b.sample(5, seed=0))
+
+
+def test_latent_diffusion_clone_and_params():
+    space = LatentSpace(standardize=False)
+    est = LatentDiffusion(n_steps=7, latent=space, seed=3)
+    params = est.get_params(deep=True)
+    assert params["n_steps"] == 7 and params["latent"] is space and params["latent__standardize"] is False
+    assert params["verbose"] is False
+    twin = clone(est)
+    assert twin.get_params(deep=False).keys() == est.get_params(deep=False).keys()
+    assert twin.n_steps == 7 and twin.seed == 3 and isinstance(twin.latent, LatentSpace) and twin.latent is not space
+    assert "n_steps=7" in repr(est)
+    assert est.set_params(latent__standardize=True) is est and space.standardize is True
 
 
 def test_latent_diffusion_save_load_round_trip(fitted_latent, tmp_path):
@@ -119,23 +183,47 @@ def test_latent_diffusion_save_load_round_trip(fitted_latent, tmp_path):
     for method in ("ddpm", "ddim"):
         a = est.sample(50, method=method, seed=3)
         b = est2.sample(50, method=method, seed=3)
-        assert torch.equal(a, b)
-    assert not torch.equal(est.sample(50, method="ddpm", seed=3), est.sample(50, method="ddpm", seed=4))
-    assert est2.history_ == est.history_
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(est.sample(10, num_inference_steps=5), est2.sample(10, num_inference_steps=5))
+    assert not np.array_equal(est.sample(50, method="ddpm", seed=3), est.sample(50, method="ddpm", seed=4))
+    assert est2.history_ == est.history_ and est2.clip_range_ == est.clip_range_
+    np.testing.assert_array_equal(est2.latent_.mean_, est.latent_.mean_)
+    np.testing.assert_array_equal(est2.latent_.scale_, est.latent_.scale_)
+    assert LatentDiffusion.load(path, device="cpu", verbose=True).verbose is True     # settings can be overridden
+
+
+def test_latent_diffusion_save_keeps_settings_and_unstandardised_latent(tmp_path):
+    Y = np.random.default_rng(3).normal(2.0, 1.0, size=(20, 4))
+    est = LatentDiffusion(denoiser="dit", n_tokens=2, heads=2, mlp_ratio=1, ema=None, schedule="linear",
+                          latent=LatentSpace(standardize=False), **TINY).fit(Y)
+    est.save(tmp_path / "m.pt")
+    back = LatentDiffusion.load(tmp_path / "m.pt")
+    assert back.latent is None and back.latent_.standardize is False
+    for name in ("denoiser", "n_tokens", "heads", "mlp_ratio", "ema", "schedule", "n_steps", "seed"):
+        assert getattr(back, name) == getattr(est, name), name
+    np.testing.assert_array_equal(back.sample(3, seed=1), est.sample(3, seed=1))
+
+
+def test_latent_diffusion_not_fitted_and_wrong_file(tmp_path):
+    est = LatentDiffusion()
+    for call in (lambda: est.sample(3), lambda: est.save(tmp_path / "x.pt")):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call()
+    LatentSpace().fit(np.zeros((3, 2))).save(tmp_path / "space.pt")
+    with pytest.raises(ValueError, match="holds a LatentSpace, not a LatentDiffusion"):
+        LatentDiffusion.load(tmp_path / "space.pt")
 
 
 def test_latent_diffusion_bad_inputs(fitted_latent, tmp_path):
     _, est = fitted_latent
     with pytest.raises(ValueError, match=r"shape \(N, d\)"):
-        LatentDiffusion(verbose=False).fit(np.zeros(5))
+        LatentDiffusion().fit(np.zeros(5))
     with pytest.raises(ValueError, match="schedule"):
-        LatentDiffusion(schedule="quadratic", verbose=False).fit(np.zeros((5, 2)))
+        LatentDiffusion(schedule="quadratic").fit(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="Inf"):
-        LatentDiffusion(verbose=False).fit(np.array([[0.0, np.inf], [1.0, 2.0]]))
+        LatentDiffusion().fit(np.array([[0.0, np.inf], [1.0, 2.0]]))
     with pytest.raises(TypeError, match="hidden"):
-        LatentDiffusion(hidden=1.5, verbose=False).fit(np.zeros((5, 2)))
-    with pytest.raises(RuntimeError, match="not fitted"):
-        LatentDiffusion().sample(3)
+        LatentDiffusion(hidden=1.5).fit(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="method"):
         est.sample(3, method="euler")
     with pytest.raises(ValueError, match="num_inference_steps"):
@@ -146,5 +234,5 @@ def test_latent_diffusion_bad_inputs(fitted_latent, tmp_path):
         est.sample(0)
     bad = tmp_path / "bad.pt"
     torch.save({"x": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="not a LatentDiffusion checkpoint"):
+    with pytest.raises(ValueError, match="not a file written by an otgen estimator"):
         LatentDiffusion.load(bad)
