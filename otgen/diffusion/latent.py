@@ -225,11 +225,11 @@ class LatentDiffusion(BaseEstimator):
         self
         """
         self._check_params()
-        Y = as_tensor(Y, "Y", ndim=2, min_rows=2, device="cpu")         # (N, d)
+        Y = as_tensor(Y, "Y", ndim=2, min_rows=2, dtype=torch.float64, device="cpu")   # (N, d)
         if self.denoiser == "dit":
             self._token_layout(Y.shape[1])
         self.latent_ = self._fit_latent(Y)
-        Z = self.latent_.transform(Y)                                   # (N, d) float32
+        Z = self.latent_.transform(Y).float()                           # (N, d) standardised codes
         self.device_ = resolve_device(self.device)
         self.n_features_in_ = int(Y.shape[1])
         self.clip_range_ = float(Z.abs().max()) if self.clip_sample else None

@@ -547,7 +547,8 @@ class SingularSetDetector(BaseEstimator):
         if rule == "quantile":
             return float(np.quantile(angles, self.quantile)) if len(angles) else math.inf
         if rule == "persistence":
-            return min(_persistence_tau(pairs, angles, masses, float(self.min_size), _MIN_PERSISTENCE), math.pi)
+            tau = _persistence_tau(pairs, angles, masses, float(self.min_size), _MIN_PERSISTENCE)
+            return min(tau, math.pi) if math.isfinite(tau) else math.inf
         return float(rule)
 
     def _set_fitted(self, Z, heights, pairs, counts, angles, threshold):
@@ -685,7 +686,8 @@ class SingularSetDetector(BaseEstimator):
         -------
         ndarray or tensor of bool, shape (M,)
         """
-        c = self.cell_component_[self._check_idx(idx)]
+        a = self._check_idx(idx)
+        c = self.cell_component_[a]
         return _like((c == c[:, :1]).all(1), idx)
 
     def no_singular_pair(self, idx):

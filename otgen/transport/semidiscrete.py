@@ -814,8 +814,9 @@ class SemiDiscreteOT(BaseEstimator):
         return self.heights_.to(self.targets_.dtype)
 
     def _assign(self, X):
+        X = self._check_X(X)
         scorer, _ = self._scorer()
-        return scorer.best(self._check_X(X), self._scoring_heights())[1]
+        return scorer.best(X, self._scoring_heights())[1]
 
     def assign(self, X):
         """Index of the power cell containing each row of X.

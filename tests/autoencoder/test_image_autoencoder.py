@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
+from otgen import NotFittedError
 from otgen.autoencoder import ConvAutoencoder, ImageAutoencoder, train_autoencoder
+from otgen.latent import LatentSpace
 
 
 def _bars(n=96, seed=0):
@@ -21,7 +24,7 @@ def _bars(n=96, seed=0):
 @pytest.fixture(scope="module")
 def fitted():
     return ImageAutoencoder(latent_dim=3, epochs=6, batch_size=16, lr=3e-3, width=8, hidden=32,
-                            device="cpu", verbose=False).fit(_bars())
+                            device="cpu").fit(_bars())
 
 
 def test_module_shapes():
@@ -59,12 +62,24 @@ def test_encode_decode_shapes_and_kinds(fitted):
 
 def test_same_seed_same_model():
     x = _bars(32)
-    kw = dict(latent_dim=2, epochs=2, batch_size=16, width=4, hidden=16, device="cpu", verbose=False)
+    kw = dict(latent_dim=2, epochs=2, batch_size=16, width=4, hidden=16, device="cpu")
     a = ImageAutoencoder(seed=3, **kw).fit(x)
     b = ImageAutoencoder(seed=3, **kw).fit(x)
     c = ImageAutoencoder(seed=4, **kw).fit(x)
     np.testing.assert_array_equal(a.encode(x), b.encode(x))
     assert not np.array_equal(a.encode(x), c.encode(x))
+
+
+def test_torch_in_torch_out(fitted):
+    x = _bars(6, seed=4)
+    xt = torch.from_numpy(x)
+    z = fitted.encode(xt)
+    assert isinstance(z, torch.Tensor) and z.dtype == torch.float32
+    for out, ref in ((fitted.decode(z), fitted.decode(z.numpy())), (fitted.reconstruct(xt), fitted.reconstruct(x)),
+                     (fitted.reconstruction_error(xt, per_image=True), fitted.reconstruction_error(x, per_image=True))):
+        assert isinstance(out, torch.Tensor) and isinstance(ref, np.ndarray)
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+    assert isinstance(fitted.reconstruction_error(xt), float)
 
 
 def test_save_load_round_trip(fitted, tmp_path):
@@ -74,6 +89,23 @@ def test_save_load_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(back.encode(x), fitted.encode(x))
     np.testing.assert_array_equal(back.decode(fitted.encode(x)), fitted.decode(fitted.encode(x)))
     assert back.latent_dim == 3 and back.history_ == fitted.history_
+    assert back.get_params() == {**fitted.get_params(), "device": "cpu"}
+    assert not back.model_.training
+    assert ImageAutoencoder.load(tmp_path / "ae.pt", verbose=True).verbose is True
+
+
+def test_contract_clone_not_fitted_wrong_file(tmp_path):
+    ae = ImageAutoencoder(latent_dim=5, epochs=3, seed=7)
+    twin = clone(ae)
+    assert twin.get_params() == ae.get_params() and twin is not ae
+    assert repr(ae) == "ImageAutoencoder(latent_dim=5, epochs=3, seed=7)" and ae.verbose is False
+    for call in (lambda: ae.encode(_bars(2)), lambda: ae.decode(np.zeros((2, 5))), lambda: ae.reconstruct(_bars(2)),
+                 lambda: ae.reconstruction_error(_bars(2)), lambda: ae.save(tmp_path / "ae.pt")):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call()
+    LatentSpace().fit(np.zeros((3, 2))).save(tmp_path / "space.pt")
+    with pytest.raises(ValueError, match="holds a LatentSpace, not a ImageAutoencoder"):
+        ImageAutoencoder.load(tmp_path / "space.pt")
 
 
 def test_training_loop_is_generic():
@@ -100,8 +132,8 @@ def test_training_loop_is_generic():
 
 
 def test_bad_inputs(fitted):
-    ae = ImageAutoencoder(device="cpu", verbose=False)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    ae = ImageAutoencoder(device="cpu")
+    with pytest.raises(NotFittedError, match="not fitted"):
         ae.encode(_bars(2))
     with pytest.raises(ValueError, match=r"\(n, 28, 28\)"):
         ae.fit(np.zeros((4, 32, 32), dtype=np.float32))
@@ -114,7 +146,11 @@ def test_bad_inputs(fitted):
     with pytest.raises(ValueError, match=r"codes must have shape \(n, 3\)"):
         fitted.decode(np.zeros((2, 5)))
     with pytest.raises(ValueError, match="epochs"):
-        ImageAutoencoder(epochs=0, device="cpu", verbose=False).fit(_bars(4))
+        ImageAutoencoder(epochs=0, device="cpu").fit(_bars(4))
+    with pytest.raises(ValueError, match="loss"):
+        ImageAutoencoder(loss="l1", device="cpu").fit(_bars(4))
+    with pytest.raises(TypeError, match="seed"):
+        ImageAutoencoder(seed=0.5, device="cpu").fit(_bars(4))
 
 
 @pytest.mark.slow
@@ -122,6 +158,6 @@ def test_reconstruction_on_embedded_mnist():
     from otgen.data.mnist import load_mnist
     xtr, _ = load_mnist("train")
     xte, _ = load_mnist("test")
-    ae = ImageAutoencoder(latent_dim=8, device="cpu", verbose=False).fit(xtr)
+    ae = ImageAutoencoder(latent_dim=8, device="cpu").fit(xtr)
     assert ae.reconstruction_error(xte) < 0.025       # measured 0.0197 with seed 0
     assert ae.history_["loss"][-1] < ae.history_["loss"][0]

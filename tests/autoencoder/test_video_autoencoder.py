@@ -3,13 +3,16 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
+from otgen import NotFittedError
 from otgen.autoencoder.training import train_autoencoder
 from otgen.autoencoder.video import SpaceTimeAutoencoder, VideoAutoencoder, augment_clips
 from otgen.diffusion.transformer import DiTDenoiser
+from otgen.latent import LatentSpace
 
 TINY = dict(latent_tokens=2, token_dim=3, tubelet=(4, 8, 8), width=32, depth=1, heads=2, mlp_ratio=2,
-            device="cpu", verbose=False)
+            device="cpu")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -103,14 +106,42 @@ def test_same_seed_same_model():
     assert not np.array_equal(a.encode(x), c.encode(x))
 
 
+def test_torch_in_torch_out(fitted):
+    x = _squares(5, seed=4)
+    xt = torch.from_numpy(x)
+    z = fitted.encode(xt)
+    assert isinstance(z, torch.Tensor) and z.dtype == torch.float32
+    for out, ref in ((fitted.decode(z), fitted.decode(z.numpy())), (fitted.reconstruct(xt), fitted.reconstruct(x)),
+                     (fitted.reconstruction_error(xt, per_clip=True), fitted.reconstruction_error(x, per_clip=True))):
+        assert isinstance(out, torch.Tensor) and isinstance(ref, np.ndarray)
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_save_load_round_trip(fitted, tmp_path):
     x = _squares(8, seed=2)
     fitted.save(tmp_path / "vae.pt")
-    back = VideoAutoencoder.load(tmp_path / "vae.pt", device="cpu", verbose=False)
+    back = VideoAutoencoder.load(tmp_path / "vae.pt", device="cpu")
     np.testing.assert_array_equal(back.encode(x), fitted.encode(x))
     np.testing.assert_array_equal(back.decode(fitted.encode(x)), fitted.decode(fitted.encode(x)))
-    assert back.clip_shape_ == (8, 1, 16, 16) and back.latent_shape_ == (2, 3)
-    assert back.history_ == fitted.history_ and tuple(back.tubelet) == (4, 8, 8)
+    assert back.clip_shape_ == (8, 1, 16, 16) and back.latent_shape_ == (2, 3) and back.latent_dim_ == 6
+    assert back.history_ == fitted.history_ and back.tubelet == (4, 8, 8)       # the tuple as given
+    assert back.clip_shape is None and back.get_params() == fitted.get_params()
+    assert VideoAutoencoder.load(tmp_path / "vae.pt", verbose=True).verbose is True
+
+
+def test_contract_clone_not_fitted_wrong_file(tmp_path):
+    ae = VideoAutoencoder(tubelet=(2, 4, 4), symmetries=("time", "hflip"), clip_shape=(8, 1, 16, 16), seed=5)
+    twin = clone(ae)
+    assert twin.get_params() == ae.get_params() and twin.symmetries == ("time", "hflip") and twin.tubelet == (2, 4, 4)
+    assert ae.verbose is False and "symmetries=('time', 'hflip')" in repr(ae)
+    x = _squares(2)
+    for call in (lambda: ae.encode(x), lambda: ae.decode(np.zeros((2, 16))), lambda: ae.reconstruct(x),
+                 lambda: ae.reconstruction_error(x), lambda: ae.save(tmp_path / "vae.pt")):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call()
+    LatentSpace().fit(np.zeros((3, 2))).save(tmp_path / "space.pt")
+    with pytest.raises(ValueError, match="holds a LatentSpace, not a VideoAutoencoder"):
+        VideoAutoencoder.load(tmp_path / "space.pt")
 
 
 def test_mse_loss_has_a_linear_output():
@@ -121,7 +152,7 @@ def test_mse_loss_has_a_linear_output():
 def test_bad_inputs(fitted):
     x = _squares(4)
     ae = VideoAutoencoder(epochs=1, **TINY)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         ae.encode(x)
     assert not hasattr(ae, "latent_dim_") and not hasattr(ae, "model_")
     with pytest.raises(ValueError, match=r"\(n, T, C, H, W\)"):
@@ -196,8 +227,9 @@ def test_conv_readout_learns(fitted_conv):
 def test_conv_save_load_round_trip(fitted_conv, tmp_path):
     x = _squares(8, seed=2)
     fitted_conv.save(tmp_path / "vae.pt")
-    back = VideoAutoencoder.load(tmp_path / "vae.pt", device="cpu", verbose=False)
-    assert back.readout == "conv" and tuple(back.symmetries) == ("time", "hflip")
+    back = VideoAutoencoder.load(tmp_path / "vae.pt", device="cpu")
+    assert back.readout == "conv" and back.symmetries == ("time", "hflip")          # the tuple as given
+    assert clone(back).symmetries == ("time", "hflip")
     np.testing.assert_array_equal(back.reconstruct(x), fitted_conv.reconstruct(x))
 
 
@@ -222,10 +254,10 @@ def test_augmentation_reaches_training_and_is_checked():
         return batch
 
     m = SpaceTimeAutoencoder((8, 1, 16, 16), width=16, depth=1, heads=2)
-    train_autoencoder(m, _squares(16), epochs=1, batch_size=8, device="cpu", verbose=False, augment=spy)
+    train_autoencoder(m, _squares(16), epochs=1, batch_size=8, device="cpu", augment=spy)
     assert calls == [(8, 8, 1, 16, 16)] * 2
     with pytest.raises(TypeError, match="augment"):
-        train_autoencoder(m, _squares(16), epochs=1, device="cpu", verbose=False, augment="flip")
+        train_autoencoder(m, _squares(16), epochs=1, device="cpu", augment="flip")
     with pytest.raises(ValueError, match="symmetry"):
         VideoAutoencoder(symmetries=("rotate",), epochs=1, **TINY).fit(_squares(8))
     with pytest.raises(TypeError, match="symmetries"):

@@ -10,21 +10,24 @@ import torch
 from otgen.cli import main
 from otgen.data.video import bistable
 from otgen.figures._common import plt
-from otgen.figures.video_critical_states import filmstrip, pca_2d, video_critical_states_figure
+from otgen.figures.video_critical_states import filmstrip, pca_2d
 
-TINY = dict(n_train=200, ae_epochs=1, dit_steps=20, diffusion_steps=40, n_points=8, ddpm_steps=8, ot_tol=0.3,
-            ot_max_iter=5, n_long=3, device="cpu", angle_threshold=0.05)
+TINY = ["--n-train", "200", "--ae-epochs", "1", "--dit-steps", "20", "--diffusion-steps", "40", "--n-points", "8",
+        "--ddpm-steps", "8", "--ot-tol", "0.3", "--ot-max-iter", "5", "--n-long", "3", "--device", "cpu",
+        "--angle-threshold", "0.05", "--quiet"]
 
 
-def test_figure_tiny(tmp_path):
+def test_cli_figure_tiny(tmp_path):
+    """`otgen figure video-critical-states` runs the experiment stages, then draws; a second run is cached."""
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = video_critical_states_figure(tmp_path, **TINY)
-        again = video_critical_states_figure(tmp_path / "again", cache_dir=tmp_path / "cache", **TINY)
-    assert open(out["png"], "rb").read(4) == b"\x89PNG"
-    with open(out["json"]) as f:
-        js = json.load(f)
+        assert main(["figure", "video-critical-states", "--out", str(tmp_path)] + TINY) == 0
+        js = json.loads((tmp_path / "video_critical_states.json").read_text())
+        assert main(["figure", "video-critical-states", "--out", str(tmp_path / "again"), "--cache-dir",
+                     str(tmp_path / "cache")] + TINY) == 0
+        again = json.loads((tmp_path / "again" / "video_critical_states.json").read_text())
+    assert open(tmp_path / "video_critical_states.png", "rb").read(4) == b"\x89PNG"
     assert {"DiT DDPM", "MLP DDPM"} <= set(js["rates"])
     for r in js["rates"].values():
         assert 0 <= r["transition_rate"] <= 1
@@ -51,27 +54,22 @@ def test_filmstrip_and_pca():
     np.testing.assert_allclose(pca_2d(z[:3], (mu, axes))[0], P[:3])
 
 
-def test_cli_figure_and_compare_video(tmp_path, capsys):
+def test_cli_compare_video(tmp_path, capsys):
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["figure", "video-critical-states", "--out", str(tmp_path / "fig"), "--n-train", "120",
-                     "--ae-epochs", "1", "--dit-steps", "10", "--diffusion-steps", "20", "--n-points", "4",
-                     "--quiet"]) == 0
-        assert (tmp_path / "fig" / "video_critical_states.png").exists()
-        assert main(["compare", "video", "--dataset", "permanence", "--out", str(tmp_path / "cmp"), "--n-train", "60",
+        assert main(["compare", "video", "--clips", "permanence", "--out", str(tmp_path / "cmp"), "--n-train", "60",
                      "--n-test", "20", "--ae-epochs", "1", "--dit-steps", "10", "--diffusion-steps", "20",
                      "--n-samples", "8", "--ddpm-steps", "5", "--ddim-steps", "3", "--ot-tol", "0.3", "--quiet"]) == 0
     m = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
     assert m["dataset"] == "permanence" and m["settings"]["n_samples"] == 8 and m["settings"]["n_train"] == 60
     assert (tmp_path / "cmp" / "report.md").read_text().startswith("# Video (permanence)")
+    for name in ("filmstrips", "latent_map", "diffusion_loss"):
+        assert (tmp_path / "cmp" / f"video_permanence_{name}.png").exists()
     capsys.readouterr()
-    # clear errors, exit status 2
-    assert main(["compare", "mnist", "--dataset", "bistable", "--out", str(tmp_path / "x"), "--quiet"]) == 2
-    assert "--dataset" in capsys.readouterr().err
     assert main(["compare", "video", "--out", str(tmp_path / "y"), "--n-samples", "1", "--quiet"]) == 2
     assert "n_samples" in capsys.readouterr().err
-    assert main(["compare", "video", "--angle-threshold", "steep", "--out", str(tmp_path / "z"), "--quiet"]) == 2
-    assert "angle-threshold" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["compare", "video", "--dataset", "cartpole"])
+        main(["compare", "video", "--angle-threshold", "steep"])       # not a rule name nor a number
+    with pytest.raises(SystemExit):
+        main(["compare", "video", "--clips", "cartpole"])

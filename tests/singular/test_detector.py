@@ -1,11 +1,15 @@
+import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
+from otgen import NotFittedError
 from otgen.data import two_blobs
-from otgen.singular import SingularSetDetector, dual_graph, gap_threshold, normal_angles, ratio_threshold
+from otgen.singular import (SingularSetDetector, dual_graph, gap_threshold, normal_angles, persistence_threshold,
+                            ratio_threshold)
 from otgen.transport import SemiDiscreteOT, sample_source
 
 
@@ -36,18 +40,24 @@ def test_two_blobs_singular_pairs_are_exactly_the_cross_pairs(blobs):
 
 def test_score_and_predict_on_two_blobs(blobs):
     Y, labels, ot, det = blobs
-    X = sample_source("uniform", 5000, 2, seed=3)
-    s, flag = det.score(X), det.predict(X)
+    X = sample_source("uniform", 5000, 2, seed=3).numpy()
+    s, flag = det.score(X), det.predict(X)                     # numpy in, numpy out
+    assert isinstance(s, np.ndarray) and isinstance(flag, np.ndarray)
     assert s.shape == (5000,) and s.dtype == np.float64 and flag.shape == (5000,) and flag.dtype == bool
     np.testing.assert_array_equal(flag, s > det.threshold_)
-    _, idx = ot.topk(X, 3)
+    _, idx = ot.topk(torch.as_tensor(X), 3)
     lab = labels[idx.numpy()]
     # every flagged point sees both blobs among its top-3 cells; every point whose top-2 cells are in
     # different blobs is flagged (the top-2 cells are always adjacent)
     assert (lab != lab[:, :1]).any(1)[flag].all()
     assert flag[lab[:, 0] != lab[:, 1]].all()
     assert flag.any() and not flag.all()
-    np.testing.assert_array_equal(det.score(X.numpy()), s)
+    st, ft = det.score(torch.as_tensor(X)), det.predict(torch.as_tensor(X))      # torch in, torch out
+    assert isinstance(st, torch.Tensor) and st.dtype == torch.float64 and ft.dtype == torch.bool
+    np.testing.assert_array_equal(st.numpy(), s)
+    np.testing.assert_array_equal(ft.numpy(), flag)
+    np.testing.assert_array_equal(det.score_cells(idx.numpy()), s)
+    assert isinstance(det.score_cells(idx), torch.Tensor)
 
 
 def test_four_blobs_on_a_square_give_four_modes():
@@ -136,8 +146,13 @@ def test_dual_graph_pairs_are_true_neighbours(blobs):
 
 def test_validation_errors(blobs):
     Y, labels, ot, det = blobs
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         SingularSetDetector().score(np.zeros((3, 2)))
+    for method in ("score_cells", "same_component", "no_singular_pair"):
+        with pytest.raises(NotFittedError):
+            getattr(SingularSetDetector(), method)(np.zeros((3, 2), int))
+    with pytest.raises(ValueError, match="index"):
+        det.same_component(np.array([[0, 200]]))
     with pytest.raises(ValueError, match="columns"):
         det.score(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="shape"):
@@ -154,8 +169,10 @@ def test_validation_errors(blobs):
         SingularSetDetector(seed=1.5).fit(ot)
     with pytest.raises(TypeError, match="SemiDiscreteOT"):
         SingularSetDetector().fit(Y)
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         SingularSetDetector().fit(SemiDiscreteOT())
+    with pytest.raises(ValueError, match="min_size"):
+        SingularSetDetector("persistence", min_size=0.6).fit(ot)
     with pytest.raises(ValueError, match=r"\(P, 2\)"):
         normal_angles(Y, np.zeros((3, 3), dtype=int))
     with pytest.raises(ValueError, match="index"):
@@ -170,31 +187,123 @@ def test_quantile_threshold(blobs):
     np.testing.assert_array_equal(det2.singular_, det2.angles_ > det2.threshold_)
     with pytest.raises(ValueError, match="quantile"):
         SingularSetDetector(angle_threshold="quantile", quantile=1.0).fit(ot)
-    with pytest.raises(ValueError, match="mode_rule"):
-        SingularSetDetector(mode_rule="simplex").fit(ot)
+    assert "mode_rule" not in SingularSetDetector().get_params()       # the blend rule lives on OTGenerator
 
 
-def test_facet_mode_rule_blocks_blending_across_singular_facets_only():
+def test_no_singular_pair_blocks_blending_across_singular_facets_only():
     # two blobs joined by a chain of points: singular facets inside the connected modes do not split
-    # them, so the component rule blends there; the facet rule refuses exactly the rows with a pair
+    # them, so same_component passes there; no_singular_pair refuses exactly the rows with a pair
     # of cells across a singular facet
     rng = np.random.default_rng(3)
     Y = np.concatenate([rng.normal([-2.0, 0.0], 0.3, (60, 2)), rng.normal([2.0, 0.0], 0.3, (60, 2)),
                         np.stack([np.linspace(-1.4, 1.4, 15), np.zeros(15)], 1)])
     ot = SemiDiscreteOT(tol=0.05, verbose=False).fit(Y)
     tau = float(np.quantile(SingularSetDetector().fit(ot).angles_, 0.9))
-    comp = SingularSetDetector(angle_threshold=tau).fit(ot)
-    facet = SingularSetDetector(angle_threshold=tau, mode_rule="facet").fit(ot)
-    assert facet.threshold_ == comp.threshold_
-    np.testing.assert_array_equal(facet.cell_component_, comp.cell_component_)
+    det = SingularSetDetector(angle_threshold=tau).fit(ot)
     _, idx = ot.topk(sample_source("uniform", 3000, 2, seed=4), 3)
     idx = idx.numpy()
-    c = comp.cell_component_[idx]
-    np.testing.assert_array_equal(comp.same_mode(idx), (c == c[:, :1]).all(1))
-    worst = np.max([facet._pair_angles(idx[:, a], idx[:, b]) for a, b in ((0, 1), (0, 2), (1, 2))], axis=0)
-    np.testing.assert_array_equal(facet.same_mode(idx), worst <= tau)
-    assert 0 < facet.same_mode(idx).mean() < 1
-    assert (comp.same_mode(idx) & ~facet.same_mode(idx)).any()
-    # with no singular set (the gap rule's inf) both rules blend everywhere
-    assert SingularSetDetector(mode_rule="facet").fit(SemiDiscreteOT(tol=0.05, verbose=False).fit(
-        np.random.default_rng(2).standard_normal((200, 2)))).same_mode(idx[:, :2] % 200).all()
+    c = det.cell_component_[idx]
+    comp, facet = det.same_component(idx), det.no_singular_pair(idx)
+    assert comp.dtype == bool and facet.shape == (3000,)
+    np.testing.assert_array_equal(comp, (c == c[:, :1]).all(1))
+    worst = np.max([normal_angles(Y, np.stack([idx[:, a], idx[:, b]], 1)) for a, b in ((0, 1), (0, 2), (1, 2))],
+                   axis=0)
+    np.testing.assert_array_equal(facet, worst <= tau)
+    assert 0 < facet.mean() < 1
+    assert (comp & ~facet).any()
+    # torch in, torch out
+    assert torch.equal(det.no_singular_pair(torch.as_tensor(idx)), torch.as_tensor(facet))
+    assert torch.equal(det.same_component(torch.as_tensor(idx)), torch.as_tensor(comp))
+    # with no singular set (the gap rule's inf) both tests pass everywhere
+    one = SingularSetDetector().fit(SemiDiscreteOT(tol=0.05, verbose=False).fit(
+        np.random.default_rng(2).standard_normal((200, 2))))
+    assert one.no_singular_pair(idx[:, :2] % 200).all() and one.same_component(idx[:, :2] % 200).all()
+
+
+def _two_fit_persistence(ot, min_size=0.05, seed=0):
+    """The old recipe (compare_video.fit_detector): a first fit, persistence_threshold, a second fit."""
+    first = SingularSetDetector(seed=seed).fit(ot)
+    tau = persistence_threshold(first, min_size, weights=ot.weights_.numpy())
+    if not np.isfinite(tau):
+        return None
+    return SingularSetDetector(angle_threshold=min(tau, math.pi), seed=seed).fit(ot)
+
+
+def _bridge_ot():
+    """Two big blobs and a small cluster between them (8 of 208 points)."""
+    Y, labels = two_blobs(200, seed=1, std=0.3)
+    Y = np.concatenate([Y, np.random.default_rng(2).normal(0.0, 0.05, size=(8, 2))])
+    return SemiDiscreteOT(tol=0.05, verbose=False, method="exact2d").fit(Y), np.r_[labels, np.full(8, 2)]
+
+
+@pytest.mark.parametrize("case", ["blobs", "bridge"])
+def test_persistence_rule_in_one_fit_equals_the_two_fit_recipe(blobs, case):
+    ot = blobs[2] if case == "blobs" else _bridge_ot()[0]
+    old = _two_fit_persistence(ot)
+    assert old is not None and math.isfinite(old.threshold_)
+    new = SingularSetDetector("persistence").fit(ot)
+    assert new.threshold_ == old.threshold_
+    np.testing.assert_array_equal(new.pairs_, old.pairs_)
+    np.testing.assert_array_equal(new.singular_, old.singular_)
+    np.testing.assert_array_equal(new.cell_component_, old.cell_component_)
+    assert new.threshold_ == pytest.approx(persistence_threshold(new, 0.05, weights=ot.weights_.numpy()))
+
+
+def test_persistence_rule_on_one_mode_is_inf():
+    Y = np.random.default_rng(0).uniform(-1, 1, size=(150, 2))
+    det = SingularSetDetector("persistence").fit(SemiDiscreteOT(tol=0.05, verbose=False, method="exact2d").fit(Y))
+    assert det.threshold_ == math.inf and det.n_components_ == 1 and not det.singular_.any()
+
+
+def test_persistence_rule_uses_min_size(blobs):
+    # with min_size above half the mass no two major modes can exist: no singular set
+    ot = _bridge_ot()[0]
+    assert SingularSetDetector("persistence", min_size=0.49).fit(ot).n_components_ == 3
+    assert SingularSetDetector("persistence", min_size=0.01).fit(ot).n_components_ == 3
+
+
+def test_contract_clone_params_and_docstring(blobs):
+    det = SingularSetDetector("quantile", k=4, quantile=0.8, min_size=0.1)
+    c = clone(det)
+    assert c is not det and c.get_params() == det.get_params()
+    assert "quantile=0.8" in repr(det) and "min_size=0.1" in repr(det)
+    assert not hasattr(clone(blobs[3]), "threshold_")
+    doc = SingularSetDetector.__doc__
+    assert doc is not None
+    for name in inspect.signature(SingularSetDetector.__init__).parameters:
+        if name != "self":
+            assert f"{name} :" in doc, name
+
+
+def test_save_load_round_trip(blobs, tmp_path):
+    Y, labels, ot, det = blobs
+    path = tmp_path / "det.pt"
+    det.save(path)
+    back = SingularSetDetector.load(path, ot=ot)
+    assert back.get_params() == det.get_params()
+    for name in ("pairs_", "counts_", "angles_", "singular_", "singular_pairs_", "cell_component_"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(det, name))
+    assert back.threshold_ == det.threshold_ and back.n_components_ == det.n_components_
+    X = sample_source("uniform", 2000, 2, seed=7).numpy()
+    np.testing.assert_array_equal(back.score(X), det.score(X))
+    assert back.fitted_on(ot)
+    # without an OT map: the cell-level methods work, score / predict say what is missing
+    bare = SingularSetDetector.load(path)
+    _, idx = ot.topk(torch.as_tensor(X), 3)
+    np.testing.assert_array_equal(bare.score_cells(idx.numpy()), det.score_cells(idx.numpy()))
+    np.testing.assert_array_equal(bare.same_component(idx.numpy()), det.same_component(idx.numpy()))
+    with pytest.raises(ValueError, match="no OT map attached"):
+        bare.predict(X)
+    np.testing.assert_array_equal(bare.attach(ot).predict(X), det.predict(X))
+    # another map is refused
+    other = SemiDiscreteOT(tol=0.05, verbose=False).fit(Y[:150])
+    with pytest.raises(ValueError, match="not the map"):
+        SingularSetDetector.load(path, ot=other)
+    assert not det.fitted_on(other)
+    # an infinite threshold survives the file too
+    one = SingularSetDetector().fit(SemiDiscreteOT(tol=0.05, verbose=False).fit(
+        np.random.default_rng(2).standard_normal((100, 2))))
+    one.save(tmp_path / "one.pt")
+    assert SingularSetDetector.load(tmp_path / "one.pt").threshold_ == math.inf
+    with pytest.raises(NotFittedError):
+        SingularSetDetector().save(tmp_path / "x.pt")

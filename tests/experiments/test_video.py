@@ -1,0 +1,134 @@
+"""The video experiment with tiny settings: files, keys, sane values, caching, settings checks, instruments."""
+
+import dataclasses
+import json
+import warnings
+
+import pytest
+import torch
+
+from otgen.experiments import video
+from otgen.experiments.video import DATASETS, VideoSettings, plausibility, video_data
+
+TINY = dict(n_train=240, n_test=60, ae_epochs=2, diffusion_steps=60, dit_steps=30, n_samples=24, ddpm_steps=10,
+            ddim_steps=4, ot_tol=0.3, ot_max_iter=5, n_long=4, n_critical=12)
+GEN_ROWS = video.GENERATORS + video.FLOORS
+
+
+def _run(out, cache, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # the tiny OT solve stops before its tolerance
+        return video.run(VideoSettings(**dict(TINY, **kw)), out, cache_dir=cache, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bistable_runs(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("video")
+    return _run(out / "a", out / "cache"), _run(out / "b", out / "cache")
+
+
+def test_bistable_writes_report_and_metrics(bistable_runs):
+    first, _ = bistable_runs
+    with open(first.paths["metrics"]) as f:
+        m = json.load(f)
+    for key in ("settings", "rows", "data", "ae", "ot", "detector", "diffusion", "detection", "localisation",
+                "critical", "timings", "cache_hits", "all_cached"):
+        assert key in m, key
+    assert set(GEN_ROWS) <= set(m["rows"])
+    report = open(first.paths["report"]).read()
+    for text in ("| generator |", "## Detection", "## Localisation", "## Critical-state generation", "## Discussion",
+                 "standard error"):
+        assert text in report
+    for name in GEN_ROWS:
+        assert f"| {name} |" in report
+
+
+def test_bistable_values_are_sane(bistable_runs):
+    m = bistable_runs[0].metrics
+    rates = ("steady_rate", "transition_rate", "teleport_rate", "blend_rate", "empty_rate", "barrier_rate")
+    for name, r in m["rows"].items():
+        assert sum(r[k] for k in rates) == pytest.approx(1.0), name      # every clip gets exactly one class
+        assert r["implausible_rate"] == pytest.approx(r["teleport_rate"] + r["blend_rate"] + r["empty_rate"]
+                                                      + r["barrier_rate"])
+        assert 0 <= r["copy_rate"] <= 1 and r["sw_latent"] >= 0 and r["implausible_se"] >= 0
+    rows = m["rows"]
+    assert rows["real clips (held-out)"]["implausible_rate"] == 0.0
+    assert rows["OT (plain)"]["copy_rate"] == 1.0
+    for name in video.GENERATORS:
+        assert rows[name]["samples_per_s"] > 0
+    d = m["detection"]["primary"]
+    assert d["n"] == TINY["n_test"] and 0 <= d["true_positives"] <= min(d["flagged"], d["positives"])
+    assert m["detection"]["rule"] == "minor-mode" and set(m["detection"]["rules"]) == set(video.DETECT_RULES)
+    loc = m["localisation"]
+    assert loc["n_clips"] == TINY["n_long"] and loc["window"] == 16 and 0 <= loc["within_tol"] <= loc["located"] <= 1
+    c = m["critical"]
+    assert 0 <= c["n_points"] <= TINY["n_critical"] and 0 <= c["flagged_fraction"] <= 1
+    assert m["settings"]["angle_threshold"] == "persistence" and m["detector"]["n_components"] >= 1
+    assert 0 < m["data"]["train_transition_rate"] < 0.2
+    assert m["diffusion"]["DiT"]["n_steps"] == 30 and m["ae"]["latent_dim"] == 16
+    assert m["ot"]["n_targets"] <= TINY["n_train"]
+
+
+def test_second_call_reuses_the_cache(bistable_runs):
+    first, second = bistable_runs
+    assert not any(first.metrics["cache_hits"].values())
+    assert second.metrics["all_cached"]
+    assert set(second.metrics["cache_hits"]) == {"video-autoencoder", "video-ot", "video-dit", "video-mlp"}
+    for name in ("OT (plain)", "OT (extended)", "DiT DDIM", "real clips (held-out)"):
+        assert first.metrics["rows"][name]["implausible_rate"] == second.metrics["rows"][name]["implausible_rate"]
+    assert first.metrics["localisation"]["within_tol"] == second.metrics["localisation"]["within_tol"]
+
+
+@pytest.mark.parametrize("ds, key, rule", [("permanence", "changed_rate", dict(angle_quantile=0.7, blend_rule="facet")),
+                                           ("moving-digits", "mass_change_rate", {})])
+def test_other_datasets(tmp_path, ds, key, rule):
+    torch.set_num_threads(1)
+    m = _run(tmp_path / ds, tmp_path / "cache", dataset=ds, n_train=120, n_test=30, ae_epochs=1, n_samples=16,
+             **rule).metrics
+    if rule:
+        assert m["detector"]["blend_rule"] == "facet" and m["detector"]["rule"] == "quantile 0.7"
+        assert 0.2 <= m["detector"]["n_singular_pairs"] / m["detector"]["n_pairs"] <= 0.4
+    assert "detection" not in m and "localisation" not in m and "critical" not in m
+    assert set(m["rows"]) == set(GEN_ROWS)
+    for r in m["rows"].values():
+        assert 0 <= r[key] <= 1 and 0 <= r["implausible_rate"] <= 1
+    assert m["rows"]["real clips (held-out)"]["implausible_rate"] == 0.0
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(dataset="cartpole"), ValueError, "dataset"),
+    (dict(n_samples=1), ValueError, "n_samples"),
+    (dict(n_train=5), ValueError, "n_train"),
+    (dict(ae_epochs=1.5), TypeError, "ae_epochs"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(angle_threshold="steep"), ValueError, "angle_threshold"),
+    (dict(angle_quantile=1.5), ValueError, "angle_quantile"),
+    (dict(angle_quantile=True), ValueError, "angle_quantile"),
+    (dict(blend_rule="nearest"), ValueError, "blend_rule"),
+    (dict(angle_threshold=0.4, angle_quantile=0.7), ValueError, "not both"),
+    (dict(detect_rule="any"), ValueError, "detect_rule"),
+    (dict(long_frames=16), ValueError, "long_frames"),
+    (dict(dataset="permanence", ae_extra=10), ValueError, "ae_extra"),
+    (dict(min_size=0.6), ValueError, "min_size"),
+    (dict(dit_steps=0), ValueError, "dit_steps"),
+])
+def test_settings_are_checked_when_made(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        VideoSettings(**kw)
+
+
+def test_per_dataset_defaults():
+    s = VideoSettings(dataset="permanence")
+    assert s.epochs() == 48 and s.ae_config()["latent_tokens"] == 8 and s.extra() == 0
+    b = VideoSettings()
+    assert b.epochs() == 24 and b.extra() == b.n_train // 4 and dataclasses.replace(b, ae_extra=0).extra() == 0
+
+
+def test_instruments_on_real_clips():
+    for ds in DATASETS:
+        clips, labels, label = video_data(ds, 40, seed=3, split="test")
+        assert clips.shape == (40, 16, 1, 32, 32) and label.shape == (40,)
+        assert plausibility(ds, clips)["implausible_rate"] == 0.0, ds
+    clips, labels, _ = video_data("bistable", 200, seed=0)
+    assert plausibility("bistable", clips)["transition_rate"] == pytest.approx((labels["state"] == 2).mean())
