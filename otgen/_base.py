@@ -100,6 +100,8 @@ def _encode(obj):
         return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(obj))}
     if isinstance(obj, np.generic):
         return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):

@@ -54,10 +54,12 @@ class ConvAutoencoder(nn.Module):
 
     Parameters
     ----------
-    latent_dim : int
+    latent_dim : int, default 8
         Dimension d of the code z = E(x).
-    width : int
+    width : int, default 32
         Channels of the first convolution (the second has ``2 * width``).
+    hidden : int, default 256
+        Width of the linear layer between the convolutions and the code (both ways).
 
     References
     ----------

@@ -21,6 +21,8 @@ from torch import nn
 
 from otgen._validation import check_positive_int
 
+__all__ = ["sinusoidal_embedding", "MLPDenoiser"]
+
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps [2]_.

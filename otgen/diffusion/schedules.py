@@ -32,6 +32,8 @@ import torch
 
 from otgen._validation import check_choice, check_positive_float, check_positive_int
 
+__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "BETA_SCHEDULES"]
+
 BETA_SCHEDULES = ("linear", "cosine")
 
 
@@ -52,13 +54,13 @@ class NoiseSchedule:
 
     Parameters
     ----------
-    num_train_timesteps : int
+    num_train_timesteps : int, default 1000
         Number of diffusion steps ``T``.
-    beta_schedule : {"linear", "cosine"}
+    beta_schedule : {"linear", "cosine"}, default "linear"
         ``"linear"``: ``beta`` evenly spaced from ``beta_start`` to ``beta_end`` [1]_.
         ``"cosine"``: ``bar alpha_t = f((t + 1) / T) / f(0)`` with
         ``f(u) = cos^2(pi/2 (u + 0.008) / 1.008)``, betas clipped at 0.999 [3]_.
-    beta_start, beta_end : float
+    beta_start, beta_end : float, default 1e-4, 0.02
         End points of the linear schedule (ignored by ``"cosine"``).
     clip_sample : float or None, default None
         Samplers clip the predicted ``x_0`` to ``[-clip_sample, clip_sample]`` (Ho et al.
@@ -241,7 +243,11 @@ class DDPMScheduler(NoiseSchedule):
         \\tilde\\sigma^2 = \\frac{1 - \\bar\\alpha_s}{1 - \\bar\\alpha_t}\\beta,\\quad z \\sim \\mathcal N(0, I).
 
     With all ``T`` timesteps this is exactly Ho et al.'s sampler (their Eq. 6-7).
-    Parameters are those of :class:`NoiseSchedule`.
+
+    Parameters
+    ----------
+    num_train_timesteps, beta_schedule, beta_start, beta_end, clip_sample
+        As in :class:`NoiseSchedule` (defaults 1000, ``"linear"``, 1e-4, 0.02, None).
     """
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> torch.Tensor:

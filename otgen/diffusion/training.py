@@ -43,6 +43,21 @@ def _lr_factor(step: int, n_steps: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(n_steps - warmup, 1)))
 
 
+def _denoising_loss(model: nn.Module, schedule: NoiseSchedule, x: torch.Tensor, batch_size: int,
+                    gen: torch.Generator) -> torch.Tensor:
+    """One Monte-Carlo estimate of the loss of Ho et al.'s Algorithm 1 on a batch drawn from x (N, ...).
+
+    ``x_0`` = ``batch_size`` rows of x drawn with replacement, ``t ~ U{0..T-1}``, ``eps ~ N(0, I)``;
+    returns ``mean |eps - model(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t)|^2``.
+    """
+    device = x.device
+    idx = torch.randint(x.shape[0], (batch_size,), generator=gen, device=device)
+    x0 = x[idx]                                                                          # (B, ...)
+    t = torch.randint(schedule.num_train_timesteps, (batch_size,), generator=gen, device=device)   # (B,)
+    noise = torch.randn(x0.shape, generator=gen, device=device)                          # (B, ...)
+    return nn.functional.mse_loss(model(schedule.add_noise(x0, noise, t), t), noise)
+
+
 def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: int = 10000,
                    batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                    ema: float | None = 0.999, grad_clip: float | None = 1.0, warmup: int | None = None,
@@ -117,16 +132,11 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: _lr_factor(k, n_steps, max(warmup, 1)))
     ema_params = [p.detach().clone() for p in params] if ema is not None else None
     gen = torch_generator(seed, device)
-    N, T = x.shape[0], schedule.num_train_timesteps
     losses = torch.empty(n_steps, device=device)
 
     bar = tqdm(range(n_steps), desc="train denoiser", disable=not verbose, leave=False)
     for k in bar:
-        idx = torch.randint(N, (batch_size,), generator=gen, device=device)
-        x0 = x[idx]                                                          # (B, ...)
-        t = torch.randint(T, (batch_size,), generator=gen, device=device)    # (B,)
-        noise = torch.randn(x0.shape, generator=gen, device=device)          # (B, ...)
-        loss = nn.functional.mse_loss(model(schedule.add_noise(x0, noise, t), t), noise)
+        loss = _denoising_loss(model, schedule, x, batch_size, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:

@@ -25,6 +25,8 @@ from torch.nn import functional as F
 from otgen._validation import check_positive_int
 from otgen.diffusion.denoisers import _check_timesteps, sinusoidal_embedding
 
+__all__ = ["DiTDenoiser"]
+
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Adaptive layer-norm modulation ``x * (1 + scale) + shift``; x (B, N, W), shift/scale (B, 1, W)."""

@@ -39,8 +39,9 @@ def _check_pair(ot, detector):
     if not isinstance(detector, SingularSetDetector):
         raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
     detector._check_fitted()
-    if detector.n_targets_ != ot.targets_.shape[0]:
-        raise ValueError(f"detector was fitted on {detector.n_targets_} targets, but ot has {ot.targets_.shape[0]}")
+    if not detector.fitted_on(ot):
+        raise ValueError(f"detector was not fitted on this ot (it has {detector.n_targets_} targets, ot has "
+                         f"{ot.targets_.shape[0]}, or other heights): fit it with detector.fit(ot)")
 
 
 def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int = 2**20,
@@ -59,7 +60,7 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
     ot : SemiDiscreteOT
         Fitted solver.
     detector : SingularSetDetector
-        Fitted on ``ot`` (with the map attached: it uses :meth:`~SingularSetDetector.predict`).
+        Fitted on ``ot`` (an attached map is not needed: ``ot`` is used).
     n_points : int
         Points wanted.
     seed : int, default 0
@@ -90,7 +91,8 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
         X = sample_source(ot.source, batch, d, seed=spawn_seed(seed, "critical", b), dtype=ot.targets_.dtype,
                           device=ot.targets_.device)
         drawn, b = drawn + batch, b + 1
-        flag = detector.predict(X)                                       # bool tensor on X's device
+        _, idx = ot.topk(X, min(detector.k, ot.targets_.shape[0]))
+        flag = detector.score_cells(idx) > detector.threshold_          # detector.predict(X), with this ot
         n_flag += int(flag.sum())
         if not bool(flag.any()):
             continue

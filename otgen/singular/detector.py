@@ -465,11 +465,6 @@ class SingularSetDetector(BaseEstimator):
     the cell-level methods (:meth:`score_cells`, :meth:`same_component`, :meth:`no_singular_pair`)
     work and :meth:`score` / :meth:`predict` raise a ``ValueError``.
 
-    References
-    ----------
-    .. [3] D. An, Y. Guo, N. Lei, Z. Luo, S.-T. Yau, X. Gu, "AE-OT: a new generative model based on
-       extended semi-discrete optimal transport", ICLR 2020.
-
     Examples
     --------
     >>> from otgen.data import two_blobs
@@ -566,12 +561,12 @@ class SingularSetDetector(BaseEstimator):
 
     # ------------------------------------------------------------------ files
     def _get_state(self) -> dict:
-        return {"normalised_targets": self._Z, "heights": self._heights, "pairs": self.pairs_, "counts": self.counts_, "angles": self.angles_,
-                "threshold": self.threshold_}
+        return {"normalised_targets": self._Z, "heights": self._heights, "pairs": self.pairs_,
+                "counts": self.counts_, "angles": self.angles_, "threshold": self.threshold_}
 
     def _set_state(self, state: dict, device=None) -> None:
-        self._set_fitted(state["normalised_targets"], state["heights"], state["pairs"], state["counts"], state["angles"],
-                         float(state["threshold"]))
+        self._set_fitted(state["normalised_targets"], state["heights"], state["pairs"], state["counts"],
+                         state["angles"], float(state["threshold"]))
 
     @classmethod
     def load(cls, path, ot=None, device=None, **settings) -> "SingularSetDetector":
@@ -611,7 +606,7 @@ class SingularSetDetector(BaseEstimator):
         return self
 
     def fitted_on(self, ot) -> bool:
-        """True when the detector is fitted and ``ot`` is its OT map (the same object, or the same targets and heights)."""
+        """True when the detector is fitted and ``ot`` is its OT map (the same object, or equal targets and heights)."""
         if not self._is_fitted() or not hasattr(ot, "heights_"):
             return False
         return getattr(self, "ot_", None) is ot or self._same_map(ot)

@@ -279,7 +279,8 @@ def locate_crossings(path_codes, ot, detector, *, window_offset: float = 0.0, ti
     if d != ot.targets_.shape[1]:
         raise ValueError(f"path_codes must have {ot.targets_.shape[1]} features (the dimension of the OT targets), "
                          f"got shape {tuple(z.shape)}")
-    if isinstance(window_offset, bool) or not isinstance(window_offset, numbers.Real) or not math.isfinite(window_offset):
+    if isinstance(window_offset, bool) or not isinstance(window_offset, numbers.Real) or \
+            not math.isfinite(window_offset):
         raise TypeError(f"window_offset must be a finite number, got {window_offset!r}")
     if times is None:
         tgrid = np.arange(T, dtype=np.float64) + float(window_offset)

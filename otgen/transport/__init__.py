@@ -6,4 +6,5 @@ from otgen.transport.semidiscrete import SemiDiscreteOT, SemiDiscreteResult
 from otgen.transport.sources import SOURCES, SourceSampler, sample_source, source_std
 
 __all__ = ["SOURCES", "Power2DResult", "cell_areas", "cell_masses", "disc_domain", "power_cells", "power_facets",
-           "solve_power2d", "square_domain", "SemiDiscreteOT", "SemiDiscreteResult", "SourceSampler", "sample_source", "source_std"]
+           "solve_power2d", "square_domain", "SemiDiscreteOT", "SemiDiscreteResult", "SourceSampler",
+           "sample_source", "source_std"]

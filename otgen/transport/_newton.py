@@ -18,9 +18,11 @@ This is the finite-difference derivative of the Monte-Carlo masses, it is an exa
 graph Laplacian (symmetric, PSD, constants in its kernel), and it works in any
 dimension. The step solves the Levenberg–Marquardt system
 :math:`(L + \\tau \\lambda_0 \\operatorname{diag}(N\\nu)) \\Delta = -\\nabla E` by
-Jacobi-preconditioned conjugate gradients, where λ₀ is the mean diagonal of L; τ
-shrinks after accepted steps and grows after rejected ones (the damping of [1]_
-made stochastic).
+Jacobi-preconditioned conjugate gradients, where λ₀ is the mean diagonal of L and τ
+is fixed (the solver passes τ = 1e-3, ``_LM_TAU`` in :mod:`otgen.transport.semidiscrete`):
+the regularisation only keeps the system well posed on poorly sampled cells. The damping
+of [1]_ is made stochastic elsewhere: the step length is chosen by :func:`line_search`
+on common random numbers, and the solver shortens a step whose measured error grew.
 
 References
 ----------
@@ -41,6 +43,9 @@ import torch
 from otgen.transport._dist import Local
 
 _LOCAL = Local()
+_EDGE_CHUNK = 1 << 18      # rows whose target separations are computed at a time (bounded memory)
+_MIN_REG_WEIGHT = 1e-3     # floor of N ν_i in the regularisation: cells of tiny mass still get some
+
 
 @dataclass
 class Laplacian:
@@ -104,8 +109,9 @@ def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tenso
     n_samples = m if n_samples is None else n_samples
     a, b = top_idx[:, 0], top_idx[:, 1]
     sep = torch.empty(a.shape[0], dtype=torch.float64, device=Y.device)  # |y_a - y_b|
-    for r in range(0, a.shape[0], 1 << 18):
-        sep[r:r + (1 << 18)] = (Y[a[r:r + (1 << 18)]] - Y[b[r:r + (1 << 18)]]).double().norm(dim=1)
+    for r in range(0, a.shape[0], _EDGE_CHUNK):
+        rows = slice(r, r + _EDGE_CHUNK)
+        sep[rows] = (Y[a[rows]] - Y[b[rows]]).double().norm(dim=1)
     dist = gaps.double() / sep.clamp_min(1e-300)                         # (m,) distance to the facet
     k = int(min(band_fraction * m, band_per_cell * n))
     k = max(1, min(k, m - 1))
@@ -148,7 +154,7 @@ def lm_step(lap: Laplacian, grad: torch.Tensor, weights: torch.Tensor, tau: floa
     gsum = torch.zeros(n, dtype=torch.float64, device=grad.device).index_add_(0, comp, grad)
     wsum = torch.zeros(n, dtype=torch.float64, device=grad.device).index_add_(0, comp, weights)
     rhs = -(grad - weights * (gsum / wsum.clamp_min(1e-300))[comp])
-    reg = tau * lam0 * (weights * n).clamp_min(1e-3)  # (N,)
+    reg = tau * lam0 * (weights * n).clamp_min(_MIN_REG_WEIGHT)  # (N,)
     precond = 1.0 / (diag_l + reg)
 
     def A(v):

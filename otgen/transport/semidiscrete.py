@@ -249,7 +249,7 @@ class SemiDiscreteOT(BaseEstimator):
         Initial heights when ``fit`` gets no ``init_heights``. "multiscale" (above 64
         targets; "linear" below) solves a k-means-coarsened problem (about N / 8
         clusters, recursively, to TV 0.05) and refines its potential inside each coarse
-        cell ([5]_, :mod:`otgen.transport._multiscale`), which places each cluster's mass
+        cell ([2]_, :mod:`otgen.transport._multiscale`), which places each cluster's mass
         before the fine solve. "linear" uses the Brenier potential of the affine map
         matching the source's and the targets' means and covariances,
         :math:`h_i = -\\tfrac12 (y_i - m)^T A^{-1} (y_i - m)`,
@@ -294,7 +294,7 @@ class SemiDiscreteOT(BaseEstimator):
     method : {"stochastic", "exact2d"}, default "stochastic"
         ``"stochastic"``: the sampled damped Newton method of the module docstring, any
         d and source. ``"exact2d"`` (d = 2, uniform or ball source): the damped Newton
-        method of [3]_ on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`;
+        method of [1]_ on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`;
         the ball is a 512-gon, area error 3e-5), so ``tol`` is met to round-off in
         about ten iterations, with no sampling noise; for pictures of 2-D latents.
 
@@ -321,6 +321,13 @@ class SemiDiscreteOT(BaseEstimator):
 
     Methods taking points (``assign``, ``transform``, ``potential``, ``topk``) return
     torch tensors for torch input and numpy arrays for numpy input.
+
+    References
+    ----------
+    .. [1] J. Kitagawa, Q. Mérigot, B. Thibert, "Convergence of a Newton algorithm for
+       semi-discrete optimal transport", J. Eur. Math. Soc. 21 (2019).
+    .. [2] Q. Mérigot, "A multiscale approach to optimal transport", Computer Graphics
+       Forum 30 (2011).
 
     Examples
     --------
@@ -451,8 +458,8 @@ class SemiDiscreteOT(BaseEstimator):
             coarse.fit(C, W / W.sum())
         # barycentre and spread of each coarse cell in the source, from fresh points
         K = C.shape[0]
-        X = SourceSampler(self.source, Yc.shape[1], spawn_seed(self.seed, "coarse-cells"), qmc=self.qmc, dtype=self.dtype,
-                          device=device).draw(max(_MS_PROBE_MIN, _MS_PROBE_PER_CELL * K))
+        X = SourceSampler(self.source, Yc.shape[1], spawn_seed(self.seed, "coarse-cells"), qmc=self.qmc,
+                          dtype=self.dtype, device=device).draw(max(_MS_PROBE_MIN, _MS_PROBE_PER_CELL * K))
         cell = coarse.assign(X)
         cnt = torch.bincount(cell, minlength=K).double().clamp_min(1)[:, None]
         X64 = X.double()
@@ -569,7 +576,9 @@ class SemiDiscreteOT(BaseEstimator):
         ----------
         state : SolverState
             Where the iteration stands (heights to evaluate, last accepted heights, step).
-        problem : the centred active targets, their weights, the scorer and communicator.
+        problem : _Problem
+            The centred targets of positive weight, their weights, the scorer and the
+            communicator (set up by :meth:`fit`).
 
         Returns
         -------
@@ -833,7 +842,8 @@ class SemiDiscreteOT(BaseEstimator):
 
     def transform(self, X):
         """The transport map ∇u_h(X) = Y[assign(X)]: (M, d) -> (M, d), numpy or torch like X."""
-        return like_input(self.targets_[self._assign(X)], X)
+        idx = self._assign(X)
+        return like_input(self.targets_[idx], X)
 
     def potential(self, X):
         """Brenier potential u_h(X) = max_i <x, y_i> + h_i: (M, d) -> (M,) float64, numpy or torch like X."""

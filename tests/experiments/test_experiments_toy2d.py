@@ -86,13 +86,3 @@ def test_run_mode_mixture_2d():
     assert len(res.targets) == len(res.data) and gap.max() < 1e-4    # targets back in the data's space
     assert sc["radius"] == pytest.approx(off_support_rate(res.data, res.data)["radius"])
 
-
-def test_off_support_rate_exact():
-    data = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])     # NN distances 1, 1, 2
-    res = off_support_rate(np.array([[0.0, 0.5], [3.0, 1.9], [3.0, 2.5], [10.0, 0.0]]), data, quantile=1.0)
-    assert res["radius"] == 2.0 and res["rate"] == 0.5
-    assert off_support_rate(data, data)["rate"] == 0.0
-    with pytest.raises(ValueError, match="columns"):
-        off_support_rate(np.zeros((2, 3)), data)
-    with pytest.raises(ValueError, match="quantile"):
-        off_support_rate(data, data, quantile=1.5)

@@ -69,7 +69,7 @@ def test_cli_compare_video(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", "video", "--out", str(tmp_path / "y"), "--n-samples", "1", "--quiet"]) == 2
     assert "n_samples" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["compare", "video", "--angle-threshold", "steep"])       # not a rule name nor a number
+    assert main(["compare", "video", "--angle-threshold", "steep", "--out", str(tmp_path / "z"), "--quiet"]) == 2
+    assert "angle_threshold" in capsys.readouterr().err and not (tmp_path / "z").exists()
     with pytest.raises(SystemExit):
         main(["compare", "video", "--clips", "cartpole"])

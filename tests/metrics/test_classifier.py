@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
+from otgen import NotFittedError
+from otgen.latent import LatentSpace
 from otgen.metrics import MNISTClassifier, frechet_distance
 from otgen.metrics.classifier import _random_shift
 
@@ -20,8 +23,7 @@ def _blocks(n=120, seed=0):
 @pytest.fixture(scope="module")
 def fitted():
     x, y = _blocks()
-    return MNISTClassifier(epochs=4, batch_size=20, lr=3e-3, max_shift=1, feature_dim=16,
-                           device="cpu", verbose=False).fit(x, y)
+    return MNISTClassifier(epochs=4, batch_size=20, lr=3e-3, max_shift=1, feature_dim=16, device="cpu").fit(x, y)
 
 
 def test_fit_history_and_loss_decreases(fitted):
@@ -48,6 +50,16 @@ def test_outputs(fitted):
     assert frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_torch_in_torch_out(fitted):
+    x, _ = _blocks(8, seed=4)
+    xt = torch.from_numpy(x)
+    for name in ("predict_proba", "predict", "features"):
+        out, ref = getattr(fitted, name)(xt), getattr(fitted, name)(x)
+        assert isinstance(out, torch.Tensor) and isinstance(ref, np.ndarray), name
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-5, atol=1e-6)
+    assert fitted.predict(xt).dtype == torch.int64
+
+
 def test_save_load_round_trip(fitted, tmp_path):
     x, _ = _blocks(12, seed=2)
     fitted.save(tmp_path / "clf.pt")
@@ -55,11 +67,27 @@ def test_save_load_round_trip(fitted, tmp_path):
     np.testing.assert_array_equal(back.predict_proba(x), fitted.predict_proba(x))
     np.testing.assert_array_equal(back.features(x), fitted.features(x))
     assert back.feature_dim == 16 and back.history_ == fitted.history_
+    assert back.get_params() == fitted.get_params() and not back.model_.training
+
+
+def test_contract_clone_not_fitted_wrong_file(tmp_path):
+    clf = MNISTClassifier(epochs=2, max_shift=0, seed=4)
+    twin = clone(clf)
+    assert twin.get_params() == clf.get_params() and twin is not clf
+    assert repr(clf) == "MNISTClassifier(epochs=2, max_shift=0, seed=4)" and clf.verbose is False
+    x, y = _blocks(4)
+    for call in (lambda: clf.predict(x), lambda: clf.predict_proba(x), lambda: clf.features(x),
+                 lambda: clf.score(x, y), lambda: clf.save(tmp_path / "clf.pt")):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call()
+    LatentSpace().fit(np.zeros((3, 2))).save(tmp_path / "space.pt")
+    with pytest.raises(ValueError, match="holds a LatentSpace, not a MNISTClassifier"):
+        MNISTClassifier.load(tmp_path / "space.pt")
 
 
 def test_reproducible():
     x, y = _blocks(40)
-    kw = dict(epochs=1, batch_size=20, feature_dim=8, device="cpu", verbose=False)
+    kw = dict(epochs=1, batch_size=20, feature_dim=8, device="cpu")
     a = MNISTClassifier(seed=1, **kw).fit(x, y).predict_proba(x)
     b = MNISTClassifier(seed=1, **kw).fit(x, y).predict_proba(x)
     np.testing.assert_array_equal(a, b)
@@ -80,8 +108,8 @@ def test_random_shift():
 
 def test_bad_inputs(fitted):
     x, y = _blocks(10)
-    clf = MNISTClassifier(device="cpu", verbose=False)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    clf = MNISTClassifier(device="cpu")
+    with pytest.raises(NotFittedError, match="not fitted"):
         clf.predict(x)
     with pytest.raises(ValueError, match="length 10"):
         clf.fit(x, y[:5])
@@ -90,7 +118,9 @@ def test_bad_inputs(fitted):
     with pytest.raises(ValueError, match=r"\(n, 28, 28\)"):
         fitted.predict(np.zeros((2, 3, 28, 28), dtype=np.float32))
     with pytest.raises(ValueError, match="max_shift"):
-        MNISTClassifier(max_shift=-1, device="cpu", verbose=False).fit(x, y)
+        MNISTClassifier(max_shift=-1, device="cpu").fit(x, y)
+    with pytest.raises(TypeError, match="seed"):
+        MNISTClassifier(seed="0", device="cpu").fit(x, y)
 
 
 @pytest.mark.slow
@@ -98,7 +128,7 @@ def test_accuracy_on_embedded_mnist():
     from otgen.data.mnist import load_mnist
     xtr, ytr = load_mnist("train")
     xte, yte = load_mnist("test")
-    clf = MNISTClassifier(device="cpu", verbose=False).fit(xtr, ytr)
+    clf = MNISTClassifier(device="cpu").fit(xtr, ytr)
     assert clf.score(xte, yte) >= 0.97
 
 
@@ -125,5 +155,5 @@ def test_load_rejects_a_file_that_is_not_a_saved_model(tmp_path):
     from otgen.metrics import MNISTClassifier
     torch.save({"something": 1}, tmp_path / "other.pt")
     for cls in (MNISTClassifier, ImageAutoencoder):
-        with pytest.raises(ValueError, match="not a .* file written by save"):
+        with pytest.raises(ValueError, match="not a file written by an otgen estimator's save"):
             cls.load(tmp_path / "other.pt")

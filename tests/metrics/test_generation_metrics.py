@@ -6,9 +6,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from otgen.metrics import (class_histogram, coverage_kl, density_coverage, frechet_distance,
-                           gaussian_frechet_distance, low_confidence_rate, mode_mixture_rate,
-                           precision_recall, sliced_wasserstein)
+from otgen.metrics import (class_histogram, copy_rate, coverage_kl, density_coverage, detection_scores,
+                           frechet_distance, gaussian_frechet_distance, loss_plateau, low_confidence_rate,
+                           mode_mixture_rate, nn_median, precision_recall, sliced_wasserstein)
 
 PROBS = np.array([
     [1.0, 0.0, 0.0, 0.0],     # confident
@@ -202,3 +202,79 @@ def test_sliced_wasserstein():
     assert sliced_wasserstein(x[:, :1], x[:, :1] + 2.0, n_projections=5) == pytest.approx(2.0, rel=1e-12)
     with pytest.raises(ValueError, match="same dimension"):
         sliced_wasserstein(x, x[:, :2])
+
+
+# -- copy rate and nearest-neighbour spacing -----------------------------------------------
+
+def test_copy_rate_hand_built():
+    train = np.array([[0.0, 0.0], [10.0, 0.0]])
+    z = np.array([[0.0, 0.0], [10.0, 0.05], [0.0, 0.5], [5.0, 0.0]])    # distances 0, 0.05, 0.5, 5
+    assert copy_rate(z, train, 0.1) == 0.5
+    assert copy_rate(z, train, 0.0) == 0.25                             # an exact copy is at distance exactly 0
+    assert copy_rate(z, train, 1.0) == 0.75 and copy_rate(z, train, 5.0) == 1.0
+    assert copy_rate(torch.tensor(z), torch.tensor(train), 0.1) == 0.5
+    # the plain OT map outputs training codes only: copy rate 1 at any radius, even for large coordinates
+    big = 1e3 + np.random.default_rng(0).standard_normal((50, 8))
+    assert copy_rate(big[::-1], big, 0.0) == 1.0
+    with pytest.raises(ValueError, match="same dimension"):
+        copy_rate(z, np.zeros((3, 3)), 0.1)
+    with pytest.raises(ValueError, match="radius"):
+        copy_rate(z, train, -1.0)
+
+
+def test_copy_rate_chunking(monkeypatch):
+    import otgen.metrics.generation as gen
+    rng = np.random.default_rng(1)
+    z, train = rng.standard_normal((50, 3)), rng.standard_normal((30, 3))
+    ref = copy_rate(z, train, 0.5)
+    monkeypatch.setattr(gen, "_NN_CHUNK", 7)
+    assert copy_rate(z, train, 0.5) == ref and 0 < ref < 1
+    nn = np.sort((np.linalg.norm(z[:, None] - z[None], axis=-1) + np.diag([np.inf] * 50)).min(1))
+    assert nn_median(z) == pytest.approx(nn[24], rel=1e-12)                 # the lower median of 50 values
+
+
+def test_nn_median_hand_built():
+    # points on a line at 0, 1, 3, 7, 8: nearest-neighbour distances 1, 1, 2, 1, 1 -> median 1
+    z = np.array([[0.0], [1.0], [3.0], [7.0], [8.0]])
+    assert nn_median(z) == 1.0
+    # four points (even count): distances 1, 1, 2, 2 -> the lower median, 1
+    assert nn_median(np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [5.0, 0.0]])) == 1.0
+    assert nn_median(np.array([[2.0, 2.0], [2.0, 2.0]])) == 0.0           # a duplicate is at distance 0
+    with pytest.raises(ValueError, match="at least 2 row"):
+        nn_median(np.zeros((1, 2)))
+
+
+def test_loss_plateau():
+    loss = np.concatenate([np.full(80, 5.0), np.full(10, 2.0), np.full(10, 1.0)])   # n = 100, k = 10
+    out = loss_plateau(loss)
+    assert out == {"last_10pct": 1.0, "previous_10pct": 2.0, "relative_change": 1.0}
+    flat = loss_plateau([0.5] * 30)
+    assert flat["relative_change"] == 0.0 and flat["last_10pct"] == 0.5
+    short = loss_plateau([3.0])                                           # k = 1: no tenth before the last
+    assert short["last_10pct"] == 3.0 and math.isnan(short["previous_10pct"]) and math.isnan(short["relative_change"])
+    assert loss_plateau([1.0, 2.0, 3.0]) == {"last_10pct": 3.0, "previous_10pct": 2.0, "relative_change": -1 / 3}
+    assert math.isnan(loss_plateau([1.0, 0.0])["relative_change"])       # a last mean of 0: undefined
+    with pytest.raises(ValueError, match="NaN"):
+        loss_plateau([1.0, float("nan")])
+    with pytest.raises(ValueError, match="at least 1 row"):
+        loss_plateau([])
+
+
+# -- detection ----------------------------------------------------------------------------
+
+def test_detection_scores():
+    s = detection_scores([True, True, False, False, True], [True, False, False, True, True])
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+    assert s["f1"] == pytest.approx(2 / 3) and s["flagged"] == 3 and s["positives"] == 3
+    assert s["true_positives"] == 2 and s["n"] == 5 and s["flagged_rate"] == pytest.approx(3 / 5)
+    s = detection_scores(np.array([True, False, False, False]), np.array([True, True, False, False]))
+    assert (s["precision"], s["recall"], s["f1"]) == (1.0, 0.5, pytest.approx(2 / 3))
+    s = detection_scores([False, False], [True, False])
+    assert math.isnan(s["precision"]) and s["recall"] == 0.0 and s["f1"] == 0.0
+    s = detection_scores([True, False], [False, False])
+    assert s["precision"] == 0.0 and math.isnan(s["recall"]) and s["f1"] == 0.0
+    assert math.isnan(detection_scores([], [])["flagged_rate"])
+    with pytest.raises(ValueError):
+        detection_scores([True], [True, False])
+    with pytest.raises(ValueError, match="1-D"):
+        detection_scores([[True]], [[True]])

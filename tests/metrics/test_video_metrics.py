@@ -3,8 +3,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from otgen.data.video import bistable, bistable_geometry, bistable_long, permanence
-from otgen.metrics.video import bistable_clip_classes, bistable_frame_states, count_consistency, count_objects
+from otgen.data.video import bistable, bistable_geometry, bistable_long, moving_digits, permanence
+from otgen.metrics.video import (bistable_clip_classes, bistable_frame_states, count_consistency, count_objects,
+                                 moving_digit_plausibility)
 
 
 def _disc(x, size=32, radius=3.0, brightness=1.0):
@@ -169,3 +170,52 @@ def test_channels_and_numpy_torch():
 def test_errors(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- moving digits
+
+def test_moving_digit_plausibility_catches_fades_and_jumps():
+    clips, _ = moving_digits(6, seed=0)
+    x = torch.as_tensor(clips).clone()
+    assert moving_digit_plausibility(x)["implausible_rate"] == 0.0      # the data's own clips are plausible
+    x[0, 8:] *= 0.5                                  # the digit loses half its ink
+    x[1, 8:] = torch.roll(x[1, 8:], shifts=12, dims=-1)   # jumps 12 px sideways
+    x[2, 5] = 0                                      # a frame with no digit
+    r = moving_digit_plausibility(x)
+    assert list(r["mass_change"][:4]) == [True, False, True, False]
+    assert r["jump"][1] and not r["jump"][3]
+    assert r["empty"][2] and not r["empty"][0]
+    assert r["implausible_rate"] == pytest.approx(3 / 6)
+    assert r["mass_change_rate"] == pytest.approx(2 / 6) and r["empty_rate"] == pytest.approx(1 / 6)
+
+
+def _square_clip(xs, size=32, side=4, ink=1.0):
+    """A clip (T, 1, size, size): a square of side ``side`` whose left edge is at xs[t] (row 10)."""
+    clip = np.zeros((len(xs), 1, size, size))
+    for t, x in enumerate(xs):
+        clip[t, 0, 10:10 + side, x:x + side] = ink
+    return clip
+
+
+def test_moving_digit_plausibility_exact_thresholds():
+    # W = 32: top speed 2 px / frame, a jump is a centroid step above 4 px
+    steady = _square_clip([2, 4, 6, 8])                     # steps of 2 px
+    fast = _square_clip([2, 6, 10, 14])                     # steps of 4 px: not above 2 x top speed
+    jumpy = _square_clip([2, 4, 9, 11])                     # a step of 5 px
+    faded = _square_clip([2, 4, 6, 8])
+    faded[3] *= 0.7                                         # ink change 0.3 > 0.25 of the median
+    kept = _square_clip([2, 4, 6, 8])
+    kept[3] *= 0.8                                          # 0.2: within tolerance
+    black = np.zeros_like(steady)
+    r = moving_digit_plausibility(np.stack([steady, fast, jumpy, faded, kept, black]))
+    assert r["jump"].tolist() == [False, False, True, False, False, False]
+    assert r["mass_change"].tolist() == [False, False, False, True, False, False]
+    assert r["empty"].tolist() == [False, False, False, False, False, True]
+    assert r["implausible_rate"] == pytest.approx(3 / 6)
+    # a top speed of 1 px / frame makes steps of 4 px jumps; (n, T, H, W) input reads the same
+    slow = moving_digit_plausibility(np.stack([steady, fast])[:, :, 0], max_speed=1.0)
+    assert slow["jump"].tolist() == [False, True]
+    with pytest.raises(ValueError, match="max_speed"):
+        moving_digit_plausibility(steady[None], max_speed=-1.0)
+    with pytest.raises(ValueError, match="clips must have shape"):
+        moving_digit_plausibility(steady[:, 0])             # (T, H, W): one clip without its batch axis

@@ -255,11 +255,15 @@ def test_persistence_rule_on_one_mode_is_inf():
     assert det.threshold_ == math.inf and det.n_components_ == 1 and not det.singular_.any()
 
 
-def test_persistence_rule_uses_min_size(blobs):
-    # with min_size above half the mass no two major modes can exist: no singular set
-    ot = _bridge_ot()[0]
-    assert SingularSetDetector("persistence", min_size=0.49).fit(ot).n_components_ == 3
-    assert SingularSetDetector("persistence", min_size=0.01).fit(ot).n_components_ == 3
+def test_persistence_rule_uses_min_size():
+    # each blob holds 100 / 208 = 0.48 of the mass: with min_size = 0.49 there are never two major
+    # modes, so no singular set; with 0.01 the small cluster is major too, which changes the threshold
+    ot, labels = _bridge_ot()
+    assert SingularSetDetector("persistence", min_size=0.49).fit(ot).threshold_ == math.inf
+    small, default = (SingularSetDetector("persistence", min_size=m).fit(ot) for m in (0.01, 0.05))
+    assert small.threshold_ != default.threshold_
+    for det in (small, default):
+        assert det.n_components_ == 3 and _same_partition(det.cell_component_, labels)
 
 
 def test_contract_clone_params_and_docstring(blobs):
