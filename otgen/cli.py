@@ -76,7 +76,8 @@ def add_settings_arguments(parser, settings_cls, *, defaults=None, skip=()) -> N
             continue
         default = defaults.get(f.name, f.default)
         flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%")
+        about = f.metadata.get("help") or f"the {settings_cls.__name__} setting {f.name!r}"
+        helptext = f"{about} (default: {default})".replace("%", "%%")
         if f.name == "taus":
             parser.add_argument(flag, type=float, nargs="+", default=default, help=helptext)
         else:
@@ -235,16 +236,17 @@ def _compare_video(args) -> int:
 # ----------------------------------------------------------------------------- figures
 
 def _figure_singular_set(args) -> dict:
-    return singular_set.singular_set_figure(toy2d.run_singular_set(toy2d.SingularSetSettings(seed=args.seed)), args.out)
+    settings = settings_from_args(toy2d.SingularSetSettings, args)
+    return singular_set.singular_set_figure(toy2d.run_singular_set(settings), args.out)
 
 
 def _figure_detector_pr(args) -> dict:
-    return singular_set.detector_precision_recall(toy2d.run_detector_pr(toy2d.DetectorPRSettings(seed=args.seed)),
-                                                  args.out)
+    settings = settings_from_args(toy2d.DetectorPRSettings, args)
+    return singular_set.detector_precision_recall(toy2d.run_detector_pr(settings), args.out)
 
 
 def _figure_mode_mixture(args) -> dict:
-    settings = toy2d.ModeMixture2DSettings(dataset=args.dataset, seed=args.seed)
+    settings = settings_from_args(toy2d.ModeMixture2DSettings, args)
     return mode_mixture_2d.mode_mixture_2d_figure(toy2d.run_mode_mixture_2d(settings), args.out)
 
 
@@ -271,12 +273,18 @@ def _figure_video(args) -> dict:
                                                       numbers=dict(cache_hits=dict(cache.hits)))
 
 
+# name -> (runs the stages and draws, what it shows, its settings, settings not offered as options, option defaults)
 _FIGURES = {
-    "singular-set": (_figure_singular_set, "the singular set of OT to a crescent (exact 2-D power diagrams)"),
-    "detector-pr": (_figure_detector_pr, "the detector's precision / recall on two blobs"),
-    "mode-mixture": (_figure_mode_mixture, "OT vs DDPM on 8 / 25-Gaussian mixtures in 2-D"),
-    "mnist-mode-mixture": (_figure_mnist, "the seeds' Fig. 3: a 2-D MNIST latent, OT vs diffusion"),
-    "video-critical-states": (_figure_video, "bistable ball: OT on the singular set vs the diffusion transformer"),
+    "singular-set": (_figure_singular_set, "the singular set of OT to a crescent (exact 2-D power diagrams)",
+                     toy2d.SingularSetSettings, ("seed",), {}),
+    "detector-pr": (_figure_detector_pr, "the detector's precision / recall on two blobs",
+                    toy2d.DetectorPRSettings, ("seed",), {}),
+    "mode-mixture": (_figure_mode_mixture, "OT vs DDPM on 8 / 25-Gaussian mixtures in 2-D",
+                     toy2d.ModeMixture2DSettings, ("seed", "diffusion_kwargs"), {}),
+    "mnist-mode-mixture": (_figure_mnist, "the seeds' Fig. 3: a 2-D MNIST latent, OT vs diffusion",
+                           mnist.MNISTSettings, ("seed",), dict(latent_dim=2)),
+    "video-critical-states": (_figure_video, "bistable ball: OT on the singular set vs the diffusion transformer",
+                              video.VideoSettings, ("seed", "dataset", "n_long"), {}),
 }
 
 
@@ -293,20 +301,17 @@ def _figure(args) -> int:
 def _figure_parsers(sub) -> None:
     g = sub.add_parser("figure", help="draw a figure (PNG + the numbers behind it as JSON)")
     names = g.add_subparsers(dest="name", metavar="NAME", required=True)
-    for name, (_, helptext) in _FIGURES.items():
+    for name, (_, helptext, settings_cls, skip, defaults) in _FIGURES.items():
         p = names.add_parser(name, help=helptext, description=helptext)
         p.add_argument("--out", default="otgen-out/figures", help="output folder (default: %(default)s)")
         p.add_argument("--seed", type=int, default=0, help="the one seed of every random stream (default: 0)")
         p.add_argument("--quiet", action="store_true", help="no progress bars or messages")
         p.set_defaults(func=_figure, name=name)
-        if name == "mode-mixture":
-            p.add_argument("--dataset", choices=["ring", "grid"], default="ring", help="8-Gaussian ring or 5 x 5 grid")
+        add_settings_arguments(p, settings_cls, defaults=defaults, skip=skip)
         if name == "mnist-mode-mixture":
-            add_settings_arguments(p, mnist.MNISTSettings, defaults=dict(latent_dim=2), skip=("seed",))
             p.add_argument("--n-points", type=int, default=100, help="generated points per panel (default: 100)")
             p.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm", help="diffusion sampler (default: ddpm)")
         if name == "video-critical-states":
-            add_settings_arguments(p, video.VideoSettings, skip=("seed", "dataset", "n_long"))
             p.add_argument("--n-points", type=int, default=100, help="source points on the singular set (default: 100)")
             p.add_argument("--n-long", type=int, default=20, help="long clips localised on the map (default: 20)")
         if name in ("mnist-mode-mixture", "video-critical-states"):

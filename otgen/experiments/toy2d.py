@@ -70,13 +70,13 @@ class SingularSetSettings:
     """
 
     # cells fine enough that the singular facets trace a curve, as in the seeds' Fig. 4
-    n_targets: int = field(default=1500, metadata={"check": "int", "minimum": 3})
+    n_targets: int = field(default=1500, metadata={"check": "int", "minimum": 3, "help": "uniform samples of the crescent (equal masses)"})
     # a 256-gon's area is within 0.01 % of the disc's
-    n_vertices: int = field(default=256, metadata={"check": "int", "minimum": 3})
+    n_vertices: int = field(default=256, metadata={"check": "int", "minimum": 3, "help": "the disc as a regular polygon of this many vertices"})
     # connected target, so no gap in the angles: the detector's ratio rule at its default
-    min_ratio: float = field(default=5.0, metadata={"check": "float"})
+    min_ratio: float = field(default=5.0, metadata={"check": "float", "help": "singular facets: angle above this multiple of the median angle"})
     # Newton converges quadratically: measured 8 iterations at 1e-8 against 6 at 1e-4
-    tol: float = field(default=1e-8, metadata={"check": "float"})
+    tol: float = field(default=1e-8, metadata={"check": "float", "help": "total-variation tolerance of the exact 2-D solve"})
     seed: int = field(default=0, metadata={"check": "seed"})
 
     def __post_init__(self):
@@ -186,20 +186,20 @@ class ModeMixture2DSettings:
         Further :class:`~otgen.diffusion.LatentDiffusion` settings, e.g. ``(("lr", 1e-3),)``.
     """
 
-    dataset: str = field(default="ring", metadata={"check": tuple(TOY_DATASETS)})
+    dataset: str = field(default="ring", metadata={"check": tuple(TOY_DATASETS), "help": "ring (8 Gaussians) or grid (5 x 5 Gaussians)"})
     # 125 (ring) / 40 (grid) points a mode
-    n_data: int = field(default=1000, metadata={"check": "int", "minimum": 2})
+    n_data: int = field(default=1000, metadata={"check": "int", "minimum": 2, "help": "data points (OT targets, diffusion training set)"})
     # off-support rates to a binomial standard error of at most 0.011
-    n_samples: int = field(default=2000, metadata={"check": "int"})
+    n_samples: int = field(default=2000, metadata={"check": "int", "help": "points drawn by each generator"})
     seed: int = field(default=0, metadata={"check": "seed"})
     # loose, as before the move: the detector uses the cells' adjacency, not their exact masses
-    ot_tol: float = field(default=0.05, metadata={"check": "float"})
-    k: int = field(default=3, metadata={"check": "int", "minimum": 2})  # the detector's default top-k
-    diffusion_steps: int = field(default=10000, metadata={"check": "int"})  # LatentDiffusion's default training length
-    diffusion_hidden: int = field(default=128, metadata={"check": "int"})   # LatentDiffusion's default MLP width
-    diffusion_depth: int = field(default=3, metadata={"check": "int"})      # LatentDiffusion's default MLP depth
-    diffusion_method: str = field(default="ddpm", metadata={"check": ("ddpm", "ddim")})
-    num_inference_steps: int | None = field(default=None, metadata={"check": "int", "optional": True})
+    ot_tol: float = field(default=0.05, metadata={"check": "float", "help": "total-variation tolerance of the OT solve"})
+    k: int = field(default=3, metadata={"check": "int", "minimum": 2, "help": "top-k cells of the detector and the extension"})  # the detector's default top-k
+    diffusion_steps: int = field(default=10000, metadata={"check": "int", "help": "training steps of the DDPM baseline"})  # LatentDiffusion's default training length
+    diffusion_hidden: int = field(default=128, metadata={"check": "int", "help": "width of its MLP denoiser"})   # LatentDiffusion's default MLP width
+    diffusion_depth: int = field(default=3, metadata={"check": "int", "help": "depth of its MLP denoiser"})      # LatentDiffusion's default MLP depth
+    diffusion_method: str = field(default="ddpm", metadata={"check": ("ddpm", "ddim"), "help": "the diffusion sampler"})
+    num_inference_steps: int | None = field(default=None, metadata={"check": "int", "optional": True, "help": "sampling steps (default: 1000 DDPM, 50 DDIM)"})
     diffusion_kwargs: tuple = ()
 
     def __post_init__(self):
@@ -331,16 +331,16 @@ class DetectorPRSettings:
     """
 
     # 200 points a blob
-    n: int = field(default=400, metadata={"check": "int", "minimum": 4})
+    n: int = field(default=400, metadata={"check": "int", "minimum": 4, "help": "points of the two blobs"})
     # measured at the defaults: 130 of them fall in the boundary band the top-k cells see
-    n_test: int = field(default=20000, metadata={"check": "int"})
-    k: int = field(default=3, metadata={"check": "int", "minimum": 2})       # the detector's default top-k
+    n_test: int = field(default=20000, metadata={"check": "int", "help": "source points scored"})
+    k: int = field(default=3, metadata={"check": "int", "minimum": 2, "help": "top-k cells of the detector and the extension"})       # the detector's default top-k
     # loose, as before the move: the detector uses the cells' adjacency, not their exact masses
-    tol: float = field(default=0.05, metadata={"check": "float"})
-    separation: float = field(default=4.0, metadata={"check": "float"})   # two_blobs' default: 8 std between centres
-    std: float = field(default=0.5, metadata={"check": "float"})          # two_blobs' default
-    source: str = field(default="uniform", metadata={"check": SOURCES})
-    n_graph_samples: int = field(default=2**16, metadata={"check": "int"})  # the detector's default dual-graph sample
+    tol: float = field(default=0.05, metadata={"check": "float", "help": "total-variation tolerance of the OT solve"})
+    separation: float = field(default=4.0, metadata={"check": "float", "help": "distance between the blob centres"})   # two_blobs' default: 8 std between centres
+    std: float = field(default=0.5, metadata={"check": "float", "help": "standard deviation of a blob"})          # two_blobs' default
+    source: str = field(default="uniform", metadata={"check": SOURCES, "help": "the OT source: uniform, ball or gaussian"})
+    n_graph_samples: int = field(default=2**16, metadata={"check": "int", "help": "source points of the detector's dual graph"})  # the detector's default dual-graph sample
     seed: int = field(default=0, metadata={"check": "seed"})
 
     def __post_init__(self):

@@ -21,6 +21,9 @@ single-process path costs nothing extra: :class:`Local` is the identity.
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+
+from otgen.transport._scoring import Scorer
 
 
 class Local:
@@ -69,8 +72,6 @@ class Distributed(Local):
     """Collectives over the default ``torch.distributed`` process group (gloo or nccl)."""
 
     def __init__(self, device: torch.device):
-        import torch.distributed as dist
-
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("parallel solve needs an initialised torch.distributed process group: call "
                                "torch.distributed.init_process_group(...) first, or launch with torchrun "
@@ -200,8 +201,6 @@ class ShardedScorer:
     """
 
     def __init__(self, Y: torch.Tensor, max_memory: int, comm: TargetSharded):
-        from otgen.transport._scoring import Scorer
-
         self.N, self.d = Y.shape
         self.comm = comm
         self.lo, self.hi = comm.shard(self.N)
