@@ -82,9 +82,9 @@ def torch_generator(seed: int, device="cpu") -> torch.Generator:
 # ----------------------------------------------------------------------------- numpy in, numpy out
 
 def like_input(out, ref):
-    """``out`` (a tensor) as a numpy array when ``ref`` is not a tensor, else as it is."""
+    """``out`` (a tensor) on ``ref``'s device when ``ref`` is a tensor, else as a numpy array."""
     if isinstance(ref, torch.Tensor):
-        return out
+        return out.to(ref.device) if isinstance(out, torch.Tensor) else out
     if isinstance(out, torch.Tensor):
         return out.detach().cpu().numpy()
     return out
@@ -92,7 +92,7 @@ def like_input(out, ref):
 
 # ----------------------------------------------------------------------------- files
 
-def _encode(obj):
+def encode_state(obj):
     """Numpy arrays and scalars -> tensors / Python numbers, recursively (weights_only can read the result)."""
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind in "USO":
@@ -105,20 +105,20 @@ def _encode(obj):
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
-        return {k: _encode(v) for k, v in obj.items()}
+        return {k: encode_state(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_encode(v) for v in obj)
+        return type(obj)(encode_state(v) for v in obj)
     return obj
 
 
-def _decode(obj):
+def decode_state(obj):
     if isinstance(obj, dict):
         if _NDARRAY in obj:
             v = obj[_NDARRAY]
             return np.asarray(v, dtype=obj["dtype"]) if "dtype" in obj else v.numpy()
-        return {k: _decode(v) for k, v in obj.items()}
+        return {k: decode_state(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_decode(v) for v in obj)
+        return type(obj)(decode_state(v) for v in obj)
     return obj
 
 
@@ -246,7 +246,7 @@ class BaseEstimator:
         """Write the settings and the fitted state to ``path`` atomically (versioned, readable with weights_only)."""
         self._check_fitted()
         payload = {"format": FILE_FORMAT, "class": type(self).__name__, "version": self._SAVE_VERSION,
-                   "params": _encode(self._saved_params()), "state": _encode(self._get_state())}
+                   "params": encode_state(self._saved_params()), "state": encode_state(self._get_state())}
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -266,7 +266,7 @@ class BaseEstimator:
     def load(cls, path, device=None, **settings):
         """Read an estimator written by :meth:`save` (onto ``device``; ``settings`` override saved ones)."""
         payload = cls._read_payload(path)
-        params = _decode(payload["params"])
+        params = decode_state(payload["params"])
         if "dtype" in params and isinstance(params["dtype"], str):
             params["dtype"] = getattr(torch, params["dtype"])
         names = set(cls._param_names())
@@ -274,5 +274,5 @@ class BaseEstimator:
             params["device"] = device
         params.update(settings)
         est = cls(**{k: v for k, v in params.items() if k in names})
-        est._set_state(_decode(payload["state"]), device)
+        est._set_state(decode_state(payload["state"]), device)
         return est

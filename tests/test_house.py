@@ -158,3 +158,14 @@ def test_class_docstring_names_every_constructor_parameter(name, cls):
         return                                    # network modules: documented by their estimator
     missing = [p for p in params if p not in doc]
     assert not missing, f"{name}'s docstring does not name the constructor parameter(s) {missing}"
+
+
+def test_private_helpers_stay_in_their_module():
+    """A name starting with _ is imported by no other module (shared helpers live in _base / _validation)."""
+    crossing = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("otgen"):
+                crossing += [f"{path.relative_to(ROOT.parent)}:{node.lineno} imports {node.module}.{a.name}"
+                             for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+    assert not crossing, "private helpers used outside their module:\n" + "\n".join(crossing)

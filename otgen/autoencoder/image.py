@@ -24,7 +24,7 @@ IMAGE_SIZE = 28
 _BATCH = 1024          # images per inference chunk: bounds the memory of encode / decode on the device
 
 
-def _check_images(images, name: str = "images") -> torch.Tensor:
+def check_images(images, name: str = "images") -> torch.Tensor:
     """Validate digit images: (n, 28, 28) or (n, 1, 28, 28), values in [0, 1] -> float32 (n, 1, 28, 28) on CPU."""
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.dtype in (np.uint8, torch.uint8):
         raise TypeError(f"{name} must be floats in [0, 1], got uint8 pixels; divide by 255 first")
@@ -38,10 +38,6 @@ def _check_images(images, name: str = "images") -> torch.Tensor:
         raise ValueError(f"{name} must have pixel values in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
     return x
 
-
-def _like(out: torch.Tensor, ref):
-    """``out`` as a torch tensor on ``ref``'s device if ``ref`` is a tensor, else as numpy."""
-    return like_input(out.to(ref.device) if isinstance(ref, torch.Tensor) else out, ref)
 
 
 class ConvAutoencoder(nn.Module):
@@ -168,7 +164,7 @@ class ImageAutoencoder(BaseEstimator):
     # -- fit -----------------------------------------------------------------------
     def fit(self, images) -> "ImageAutoencoder":
         """Train on ``images`` (n, 28, 28) or (n, 1, 28, 28) with values in [0, 1]; returns self."""
-        x = _check_images(images)
+        x = check_images(images)
         check_positive_int(self.latent_dim, "latent_dim")
         check_positive_float(self.lr, "lr")
         check_choice(self.loss, "loss", LOSSES)
@@ -190,9 +186,9 @@ class ImageAutoencoder(BaseEstimator):
     def encode(self, images):
         """Latent codes of ``images`` (n, 28, 28) or (n, 1, 28, 28) -> (n, latent_dim)."""
         self._check_fitted()
-        x = _check_images(images)
+        x = check_images(images)
         z = batched_apply(self.model_.encode, x, batch_size=_BATCH, device=self._device())
-        return _like(z, images)
+        return like_input(z, images)
 
     def decode(self, codes):
         """Images from latent codes (n, latent_dim) -> (n, 28, 28) in [0, 1]."""
@@ -201,14 +197,14 @@ class ImageAutoencoder(BaseEstimator):
         if z.shape[1] != self.model_.latent_dim:
             raise ValueError(f"codes must have shape (n, {self.model_.latent_dim}), got shape {tuple(z.shape)}")
         x = batched_apply(self.model_.decode, z, batch_size=_BATCH, device=self._device())[:, 0]  # (n, 28, 28)
-        return _like(x, codes)
+        return like_input(x, codes)
 
     def reconstruct(self, images):
         """``decode(encode(images))`` -> (n, 28, 28)."""
         self._check_fitted()
-        x = _check_images(images)
+        x = check_images(images)
         out = batched_apply(self.model_, x, batch_size=_BATCH, device=self._device())[:, 0]
-        return _like(out, images)
+        return like_input(out, images)
 
     def reconstruction_error(self, images, per_image: bool = False):
         r"""Mean squared pixel error :math:`\frac{1}{784}\|D(E(x)) - x\|^2`.
@@ -217,9 +213,9 @@ class ImageAutoencoder(BaseEstimator):
         (numpy for numpy input, torch for torch input).
         """
         self._check_fitted()
-        x = _check_images(images)[:, 0]  # (n, 28, 28)
+        x = check_images(images)[:, 0]  # (n, 28, 28)
         err = ((self.reconstruct(x) - x) ** 2).mean(dim=(1, 2))  # (n,)
-        return _like(err, images) if per_image else float(err.mean())
+        return like_input(err, images) if per_image else float(err.mean())
 
     # -- files ---------------------------------------------------------------------
     def _get_state(self) -> dict:

@@ -31,9 +31,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from otgen._base import BaseEstimator, check_seed
+from otgen._base import BaseEstimator, check_seed, like_input
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
-from otgen.autoencoder.image import _like
 from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 from otgen.tokens import patchify, positional_embedding, token_grid, unpatchify
 
@@ -409,7 +408,7 @@ class VideoAutoencoder(BaseEstimator):
         self._check_fitted()
         x = _check_clips(clips, self.clip_shape_)
         z = batched_apply(self.model_.encode, x, batch_size=_BATCH, device=self._device())
-        return _like(z, clips)
+        return like_input(z, clips)
 
     def decode(self, codes):
         """Clips from latent codes (n, latent_dim_) or (n, latent_tokens, token_dim) -> (n, T, C, H, W)."""
@@ -419,14 +418,14 @@ class VideoAutoencoder(BaseEstimator):
         if not ((z.ndim == 2 and z.shape[1] == d) or (z.ndim == 3 and tuple(z.shape[1:]) == (L, k))):
             raise ValueError(f"codes must have shape (n, {d}) or (n, {L}, {k}), got shape {tuple(z.shape)}")
         x = batched_apply(self.model_.decode, z.reshape(-1, d), batch_size=_BATCH, device=self._device())
-        return _like(x, codes)
+        return like_input(x, codes)
 
     def reconstruct(self, clips):
         """``decode(encode(clips))`` -> (n, T, C, H, W)."""
         self._check_fitted()
         x = _check_clips(clips, self.clip_shape_)
         out = batched_apply(self.model_, x, batch_size=_BATCH, device=self._device())
-        return _like(out, clips)
+        return like_input(out, clips)
 
     def reconstruction_error(self, clips, per_clip: bool = False):
         r"""Mean squared pixel error :math:`\frac{1}{TCHW}\|D(E(x)) - x\|^2`.
@@ -437,7 +436,7 @@ class VideoAutoencoder(BaseEstimator):
         self._check_fitted()
         x = _check_clips(clips, self.clip_shape_)
         err = ((self.reconstruct(x) - x) ** 2).flatten(1).mean(1)  # (n,)
-        return _like(err, clips) if per_clip else float(err.mean())
+        return like_input(err, clips) if per_clip else float(err.mean())
 
     # -- files ---------------------------------------------------------------------
     def _get_state(self) -> dict:

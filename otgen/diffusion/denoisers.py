@@ -53,7 +53,7 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0)
     return emb
 
 
-def _check_timesteps(t, batch: int, device) -> torch.Tensor:
+def check_timesteps(t, batch: int, device) -> torch.Tensor:
     """Scalar or (B,) timesteps -> (B,) tensor on ``device``."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.tensor(t)
@@ -125,7 +125,7 @@ class MLPDenoiser(nn.Module):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (B, {self.dim}), got {tuple(x.shape)}")
-        t = _check_timesteps(t, x.shape[0], x.device)                     # (B,)
+        t = check_timesteps(t, x.shape[0], x.device)                     # (B,)
         temb = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim).to(x.dtype))  # (B, H)
         h = self.inp(x)                                                    # (B, H)
         for block in self.blocks:

@@ -42,7 +42,7 @@ def _cosine_alpha_bar(u: np.ndarray, s: float = 0.008) -> np.ndarray:
     return np.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
 
-def _randn(shape, generator, device, dtype) -> torch.Tensor:
+def seeded_randn(shape, generator, device, dtype) -> torch.Tensor:
     """Standard normal draw from ``generator`` (which may live on another device)."""
     gen_device = generator.device if generator is not None else device
     z = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
@@ -275,7 +275,7 @@ class DDPMScheduler(NoiseSchedule):
         x_prev = c0 * x0 + ct * x_t
         if prev >= 0:
             var = (1 - abar_prev) / (1 - abar_t) * beta
-            x_prev = x_prev + math.sqrt(var) * _randn(x_t.shape, generator, x_t.device, x_t.dtype)
+            x_prev = x_prev + math.sqrt(var) * seeded_randn(x_t.shape, generator, x_t.device, x_t.dtype)
         return x_prev
 
 
@@ -333,5 +333,5 @@ class DDIMScheduler(NoiseSchedule):
         sigma = self.eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
         x_prev = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
-            x_prev = x_prev + sigma * _randn(x_t.shape, generator, x_t.device, x_t.dtype)
+            x_prev = x_prev + sigma * seeded_randn(x_t.shape, generator, x_t.device, x_t.dtype)
         return x_prev

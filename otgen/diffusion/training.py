@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from otgen._base import check_seed, torch_generator
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
-from otgen.diffusion.schedules import NoiseSchedule, _randn
+from otgen.diffusion.schedules import NoiseSchedule, seeded_randn
 
 __all__ = ["train_denoiser", "sample"]
 
@@ -223,7 +223,7 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
                leave=False)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        x = x_T[start:start + b] if x_T is not None else _randn((b, *shape), generator, device, torch.float32)
+        x = x_T[start:start + b] if x_T is not None else seeded_randn((b, *shape), generator, device, torch.float32)
         for t in scheduler.timesteps.tolist():
             eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
             x = scheduler.step(eps, t, x, generator=generator)

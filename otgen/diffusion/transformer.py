@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from otgen._validation import check_positive_int
-from otgen.diffusion.denoisers import _check_timesteps, sinusoidal_embedding
+from otgen.diffusion.denoisers import check_timesteps, sinusoidal_embedding
 
 __all__ = ["DiTDenoiser"]
 
@@ -155,7 +155,7 @@ class DiTDenoiser(nn.Module):
         if not ((x.ndim == 2 and x.shape[1] == n * d) or (x.ndim == 3 and tuple(x.shape[1:]) == (n, d))):
             raise ValueError(f"x must have shape (B, {n * d}) or (B, {n}, {d}), got {tuple(x.shape)}")
         B = x.shape[0]
-        t = _check_timesteps(t, B, x.device)                                # (B,)
+        t = check_timesteps(t, B, x.device)                                # (B,)
         c = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim).to(x.dtype))  # (B, W)
         h = self.inp(x.reshape(B, n, d)) + self.pos                         # (B, n, W)
         for block in self.blocks:

@@ -11,10 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from otgen.experiments._common import check_out_dir as _check_out_dir  # noqa: E402
-from otgen.experiments._common import jsonable as _jsonable  # noqa: E402
+from otgen.experiments._common import check_out_dir, jsonable  # noqa: E402
 
-__all__ = ["plt", "new_figure", "save_figure", "loss_curve_figure"]
+__all__ = ["plt", "new_figure", "save_figure", "loss_curve_figure", "check_out_dir"]
 
 CURVE_POINTS = 100       # a loss curve is smoothed over len / CURVE_POINTS steps: noise hidden, trend kept
 JSON_POINTS = 200        # points of a curve written to the JSON beside its figure
@@ -31,14 +30,14 @@ def save_figure(fig, out_dir, name: str, numbers: dict) -> dict:
 
     Returns ``numbers`` with the two paths added under ``"png"`` and ``"json"``.
     """
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     png = os.path.join(out_dir, f"{name}.png")
     js = os.path.join(out_dir, f"{name}.json")
     fig.savefig(png, dpi=120, bbox_inches="tight")
     plt.close(fig)
     numbers = dict(numbers)
     with open(js, "w") as f:
-        json.dump(_jsonable(numbers), f, indent=2, sort_keys=True)
+        json.dump(jsonable(numbers), f, indent=2, sort_keys=True)
     numbers["png"], numbers["json"] = png, js
     return numbers
 

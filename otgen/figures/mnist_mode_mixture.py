@@ -23,7 +23,7 @@ from matplotlib.patches import Rectangle
 
 from otgen._validation import check_positive_float
 from otgen.experiments.mnist import FLOORS as FLOOR_NAMES
-from otgen.figures._common import _check_out_dir, loss_curve_figure, plt, save_figure
+from otgen.figures._common import check_out_dir, loss_curve_figure, plt, save_figure
 
 N_SHOWN = 100      # images per sample grid: a 10 x 10 grid is what a reader can still scan
 
@@ -77,7 +77,7 @@ def comparison_figures(run, out_dir) -> dict:
     -------
     dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``.
     """
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     rows, taus, tau = run.metrics["rows"], run.settings.taus, run.settings.tau
     names = list(run.samples)
     ncol = 4
@@ -142,7 +142,7 @@ def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: fl
         ``mixed``, ``flagged``, ``mixed_and_flagged`` ({"ot", "diffusion"}: counts), ``points``, ``tau``,
         the given ``numbers``, ``png`` and ``json``.
     """
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     z_tr = np.asarray(z_train)
     n_points = len(next(iter(panels.values()))["z"])
     numbers = dict(numbers or {}, tau=tau, n_points=n_points, mixed={}, flagged={}, mixed_and_flagged={}, points={})

@@ -28,7 +28,7 @@ import numpy as np
 
 from otgen._validation import check_positive_int
 from otgen.experiments.video import CRITICAL, HEADLINE, plausibility
-from otgen.figures._common import _check_out_dir, loss_curve_figure, plt, save_figure
+from otgen.figures._common import check_out_dir, loss_curve_figure, plt, save_figure
 
 __all__ = ["filmstrip", "pca_2d", "latent_map", "comparison_figures", "video_critical_states_figure"]
 
@@ -170,7 +170,7 @@ def comparison_figures(run, out_dir, *, n_clips: int = 3) -> dict:
     Returns a dict of PNG paths: ``filmstrips`` (``n_clips`` clips per generator and floor, labelled
     with the instrument's reading), ``latent_map`` and ``diffusion_loss``.
     """
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     dataset, rows, art, det = run.settings.dataset, run.metrics["rows"], run.artifacts, run.detector
     names = list(run.samples)
     T = np.asarray(run.samples[names[0]]["clips"]).shape[1]
@@ -229,7 +229,7 @@ def video_critical_states_figure(art, detector, sets: dict, paths: dict, out_dir
     dict
         Class rates per set, detector and localisation summaries, ``png`` and ``json``.
     """
-    out_dir = _check_out_dir(out_dir)
+    out_dir = check_out_dir(out_dir)
     c = sets["critical"]
     z_crit = c["sets"][CRITICAL[0]]["z"] if c["n_points"] else None
     fig = plt.figure(figsize=(16, 9))

@@ -17,9 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from otgen._base import BaseEstimator, check_seed
+from otgen._base import BaseEstimator, check_seed, like_input
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
-from otgen.autoencoder.image import _check_images, _like
+from otgen.autoencoder.image import check_images
 from otgen.autoencoder.training import batched_apply
 
 __all__ = ["MNISTClassifier", "N_CLASSES"]
@@ -134,7 +134,7 @@ class MNISTClassifier(BaseEstimator):
 
     def fit(self, images, labels) -> "MNISTClassifier":
         """Train on ``images`` (n, 28, 28) or (n, 1, 28, 28) in [0, 1] and ``labels`` (n,) in 0..9; returns self."""
-        x = _check_images(images)  # (n, 1, 28, 28)
+        x = check_images(images)  # (n, 1, 28, 28)
         y = _check_labels(labels, x.shape[0])  # (n,)
         epochs = check_positive_int(self.epochs, "epochs")
         bs = check_positive_int(self.batch_size, "batch_size")
@@ -184,25 +184,25 @@ class MNISTClassifier(BaseEstimator):
     def predict_proba(self, images):
         """Class probabilities (n, 10) (softmax of the logits); rows sum to 1."""
         self._check_fitted()
-        x = _check_images(images)
+        x = check_images(images)
         p = batched_apply(lambda b: self.model_(b).softmax(dim=1), x, batch_size=_BATCH, device=self._device())
-        return _like(p, images)
+        return like_input(p, images)
 
     def predict(self, images):
         """Most probable class (n,) int64."""
         p = torch.as_tensor(self.predict_proba(images))
-        return _like(p.argmax(dim=1), images)
+        return like_input(p.argmax(dim=1), images)
 
     def features(self, images):
         """Penultimate-layer activations (n, feature_dim), e.g. for :func:`frechet_distance`."""
         self._check_fitted()
-        x = _check_images(images)
+        x = check_images(images)
         f = batched_apply(self.model_.features, x, batch_size=_BATCH, device=self._device())
-        return _like(f, images)
+        return like_input(f, images)
 
     def score(self, images, labels) -> float:
         """Accuracy: the fraction of ``images`` whose predicted class equals ``labels``."""
-        x = _check_images(images)
+        x = check_images(images)
         y = _check_labels(labels, x.shape[0])
         return float((self.predict(x).cpu() == y).double().mean())
 

@@ -420,7 +420,7 @@ def sliced_wasserstein(a, b, n_projections: int = 256, p: int = 2, seed: int = 0
 
 # -- memorisation and nearness in a code space ------------------------------------------
 
-def _nn_distances(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
+def nn_distances(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> torch.Tensor:
     """Euclidean distance of each row of a (m, d) to its nearest row of b (n, d) -> (m,).
 
     Exact (no matrix-product expansion, so a point's distance to itself is 0, not round-off);
@@ -459,7 +459,7 @@ def copy_rate(z, z_train, radius) -> float:
     """
     x, t = _check_pair(z, z_train, names=("z", "z_train"))
     r = check_positive_float(radius, "radius", allow_zero=True)
-    return float((_nn_distances(x, t) <= r).double().mean())
+    return float((nn_distances(x, t) <= r).double().mean())
 
 
 def nn_median(z) -> float:
@@ -480,7 +480,7 @@ def nn_median(z) -> float:
     float >= 0
     """
     x = as_tensor(z, "z", ndim=2, dtype=torch.float64, min_rows=2)
-    return float(_nn_distances(x, x, exclude_self=True).median())
+    return float(nn_distances(x, x, exclude_self=True).median())
 
 
 def loss_plateau(loss) -> dict:

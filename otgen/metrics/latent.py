@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from otgen._validation import as_tensor, check_positive_float
-from otgen.metrics.generation import _nn_distances
+from otgen.metrics.generation import nn_distances
 
 __all__ = ["off_support_rate"]
 
@@ -50,6 +50,6 @@ def off_support_rate(samples, data, quantile: float = 0.99) -> dict:
     q = check_positive_float(quantile, "quantile")
     if q > 1:
         raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
-    r = float(torch.quantile(_nn_distances(X, X, exclude_self=True), q))
-    rate = float((_nn_distances(S, X) > r).double().mean())
+    r = float(torch.quantile(nn_distances(X, X, exclude_self=True), q))
+    rate = float((nn_distances(S, X) > r).double().mean())
     return dict(rate=rate, radius=r)

@@ -27,7 +27,7 @@ import torch
 from otgen._base import check_seed, spawn_seed
 from otgen._validation import as_tensor, check_positive_int
 from otgen.latent import LatentSpace
-from otgen.singular.detector import SingularSetDetector, _check_ot
+from otgen.singular.detector import SingularSetDetector, check_fitted_ot
 from otgen.singular.paths import encode_windows, locate_crossings, singular_sides
 from otgen.transport.sources import sample_source
 
@@ -35,7 +35,7 @@ __all__ = ["critical_states", "localise_transitions"]
 
 
 def _check_pair(ot, detector):
-    _check_ot(ot)
+    check_fitted_ot(ot)
     if not isinstance(detector, SingularSetDetector):
         raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
     detector._check_fitted()

@@ -197,13 +197,13 @@ def ratio_threshold(angles, min_ratio=5.0) -> float:
     return float(min_ratio * np.median(a))
 
 
-def _check_min_size(min_size) -> float:
+def check_min_size(min_size) -> float:
     if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or not 0 < min_size < 0.5:
         raise ValueError(f"min_size must be a fraction in (0, 0.5), got {min_size!r}")
     return float(min_size)
 
 
-def _cell_masses(n: int, weights) -> np.ndarray:
+def cell_weights(n: int, weights) -> np.ndarray:
     """Mass of each of the ``n`` cells, float64 summing to 1 (``None``: uniform)."""
     if weights is None:
         return np.full(n, 1.0 / n)
@@ -262,8 +262,8 @@ def persistence_threshold(detector, min_size: float = 0.05, weights=None,
     """
     if not isinstance(detector, SingularSetDetector) or not hasattr(detector, "angles_"):
         raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
-    masses = _cell_masses(detector.n_targets_, weights)
-    return _persistence_tau(detector.pairs_, detector.angles_, masses, _check_min_size(min_size), min_persistence)
+    masses = cell_weights(detector.n_targets_, weights)
+    return _persistence_tau(detector.pairs_, detector.angles_, masses, check_min_size(min_size), min_persistence)
 
 
 def _major_counts(pairs: np.ndarray, angles: np.ndarray, masses: np.ndarray, min_size: float) -> list:
@@ -338,7 +338,7 @@ def dual_graph(ot, n_samples=2**16, seed=0):
         ``i < j``, sorted lexicographically.
     counts : ndarray of int64, shape (P,)
     """
-    _check_ot(ot)
+    check_fitted_ot(ot)
     n_samples = check_positive_int(n_samples, "n_samples")
     seed = check_seed(seed)
     N, d = ot.targets_.shape
@@ -356,7 +356,7 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     return np.stack([u // N, u % N], axis=1), counts.astype(np.int64)
 
 
-def _check_ot(ot):
+def check_fitted_ot(ot):
     """TypeError unless ``ot`` is a SemiDiscreteOT-like solver, NotFittedError unless it is fitted."""
     if not hasattr(ot, "topk") or not hasattr(ot, "fit"):
         raise TypeError(f"ot must be a fitted SemiDiscreteOT, got {type(ot).__name__}")
@@ -508,7 +508,7 @@ class SingularSetDetector(BaseEstimator):
         q = self.quantile
         if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1:
             raise ValueError(f"quantile must be a number in (0, 1), got {q!r}")
-        _check_min_size(self.min_size)
+        check_min_size(self.min_size)
 
     def fit(self, ot) -> "SingularSetDetector":
         """Estimate the dual graph, the angles, the threshold and the modes of ``ot``.
@@ -523,11 +523,11 @@ class SingularSetDetector(BaseEstimator):
         self
         """
         self._check_settings()
-        _check_ot(ot)
+        check_fitted_ot(ot)
         pairs, counts = dual_graph(ot, self.n_samples, self.seed)
         Z = _normalised_targets(as_tensor(ot.targets_, "targets", ndim=2, dtype=torch.float64).cpu().numpy())
         angles = _plane_angles(Z, pairs[:, 0], pairs[:, 1])
-        masses = _cell_masses(len(Z), ot.weights_.detach().cpu().double())
+        masses = cell_weights(len(Z), ot.weights_.detach().cpu().double())
         self._set_fitted(Z, ot.heights_.detach().cpu().double().numpy(), pairs, counts, angles,
                          self._choose_threshold(pairs, angles, masses))
         self.ot_ = ot
@@ -597,7 +597,7 @@ class SingularSetDetector(BaseEstimator):
             Fitted on the same targets as the map this detector was fitted on (e.g. after :meth:`load`).
         """
         self._check_fitted()
-        _check_ot(ot)
+        check_fitted_ot(ot)
         if not self._same_map(ot):
             raise ValueError(f"ot is not the map this detector was fitted on (targets of shape "
                              f"{tuple(ot.targets_.shape)}, expected {self._Z.shape}, or other heights): "

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from otgen._validation import as_tensor, check_choice, check_positive_int
-from otgen.singular.detector import SingularSetDetector, _cell_masses, _check_min_size, _check_ot
+from otgen.singular.detector import SingularSetDetector, cell_weights, check_min_size, check_fitted_ot
 
 __all__ = ["latent_modes", "nearest_targets", "sliding_windows", "encode_windows", "locate_crossings",
            "singular_sides", "boundary_cells", "flag_codes", "BOUNDARY_RULES"]
@@ -58,7 +58,7 @@ _CHUNK = 4096            # codes compared with all targets at a time
 # ----------------------------------------------------------------------------- checks
 
 def _check_fitted_pair(ot, detector):
-    _check_ot(ot)
+    check_fitted_ot(ot)
     if not isinstance(detector, SingularSetDetector):
         raise TypeError(f"detector must be a fitted SingularSetDetector, got {type(detector).__name__}")
     detector._check_fitted()
@@ -90,7 +90,7 @@ def nearest_targets(codes, ot, k: int = 1) -> np.ndarray:
     -------
     ndarray of int64, shape (n, k)
     """
-    _check_ot(ot)
+    check_fitted_ot(ot)
     Y = ot.targets_.detach().to("cpu", torch.float32)
     k = check_positive_int(k, "k")
     if k > Y.shape[0]:
@@ -382,9 +382,9 @@ def boundary_cells(detector, rule: str = "minor-mode", *, min_fraction: float = 
     check_choice(rule, "rule", BOUNDARY_RULES)
     N = detector.n_targets_
     if rule == "minor-mode":
-        w = _cell_masses(detector.n_targets_, weights)
+        w = cell_weights(detector.n_targets_, weights)
         comp_mass = np.bincount(detector.cell_component_, weights=w, minlength=detector.n_components_)
-        return comp_mass[detector.cell_component_] < _check_min_size(min_size)
+        return comp_mass[detector.cell_component_] < check_min_size(min_size)
     if isinstance(min_fraction, bool) or not isinstance(min_fraction, numbers.Real) or not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction must be a number in (0, 1], got {min_fraction!r}")
     p, s, c = detector.pairs_, detector.singular_, detector.counts_.astype(np.float64)

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from otgen._base import (FILE_FORMAT, BaseEstimator, _encode, atomic_torch_save, check_seed, like_input,
+from otgen._base import (FILE_FORMAT, BaseEstimator, encode_state, atomic_torch_save, check_seed, like_input,
                          spawn_seed)
 from otgen._validation import (ConvergenceWarning, as_tensor, check_dtype, check_positive_float,
                                check_positive_int, check_weights, resolve_device)
@@ -776,7 +776,7 @@ class SemiDiscreteOT(BaseEstimator):
         ck = dict(kind="checkpoint", solver=asdict(state.to("cpu")), targets=Y.cpu(), weights=nu.cpu(),
                   fingerprint=_fingerprint(Y, nu))
         payload = {"format": FILE_FORMAT, "class": type(self).__name__, "version": self._SAVE_VERSION,
-                   "params": _encode(self._saved_params()), "state": _encode(ck)}
+                   "params": encode_state(self._saved_params()), "state": encode_state(ck)}
         atomic_torch_save(payload, self.checkpoint)
 
     def _read_checkpoint(self, fingerprint) -> SolverState:
