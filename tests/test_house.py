@@ -6,6 +6,7 @@ import inspect
 import pkgutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import otgen
@@ -169,3 +170,41 @@ def test_private_helpers_stay_in_their_module():
                 crossing += [f"{path.relative_to(ROOT.parent)}:{node.lineno} imports {node.module}.{a.name}"
                              for a in node.names if a.name.startswith("_") and a.name != "__version__"]
     assert not crossing, "private helpers used outside their module:\n" + "\n".join(crossing)
+
+
+def _estimators():
+    from otgen.autoencoder import ImageAutoencoder, VideoAutoencoder
+    from otgen.diffusion import LatentDiffusion
+    from otgen.generate import DiffusionGenerator, GaussianCodeGenerator, OTGenerator
+    from otgen.latent import LatentSpace
+    from otgen.metrics import MNISTClassifier
+    from otgen.singular import SingularSetDetector
+    from otgen.transport import SemiDiscreteOT
+
+    x28, codes, clips = np.zeros((2, 28, 28), np.float32), np.zeros((2, 4), np.float32), np.zeros((2, 16, 1, 32, 32))
+    return [(SemiDiscreteOT(tol=0.05), lambda e: e.assign(codes)), (SingularSetDetector(k=4), lambda e: e.predict(codes)),
+            (OTGenerator(ot=SemiDiscreteOT(tol=0.05), k=4), lambda e: e.sample(3)),
+            (DiffusionGenerator(LatentDiffusion(n_steps=5)), lambda e: e.sample(3)),
+            (GaussianCodeGenerator(seed=2), lambda e: e.sample(3)), (LatentDiffusion(depth=2), lambda e: e.sample(3)),
+            (ImageAutoencoder(latent_dim=3), lambda e: e.encode(x28)), (VideoAutoencoder(width=32), lambda e: e.encode(clips)),
+            (MNISTClassifier(epochs=2), lambda e: e.predict(x28)), (LatentSpace(standardize=False), lambda e: e.transform(codes))]
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_every_estimator_keeps_the_contract(case, tmp_path):
+    import sklearn.base
+
+    est, use = _estimators()[case]
+    name = type(est).__name__
+    twin = sklearn.base.clone(est)
+    assert type(twin) is type(est) and repr(twin) == repr(est) and "=" in repr(est), name   # settings survive
+    params = est.get_params(deep=True)
+    assert set(est.get_params(deep=False)) <= set(params)
+    est.set_params(**est.get_params(deep=False))
+    with pytest.raises(otgen.NotFittedError):
+        use(est)
+    with pytest.raises(otgen.NotFittedError):
+        est.save(tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+    if "verbose" in est.get_params(deep=False):
+        assert type(est)().verbose is False, f"{name}: the library is quiet unless asked (verbose=False)"
