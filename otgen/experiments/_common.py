@@ -13,8 +13,9 @@ import torch
 
 from otgen._base import check_seed, spawn_seed
 from otgen._validation import check_positive_float, check_positive_int
+from otgen.metrics import copy_rate, sliced_wasserstein
 
-__all__ = ["check_out_dir", "jsonable", "write_json", "write_text", "fmt", "timed_sample", "check_settings_fields",
+__all__ = ["latent_scores", "check_out_dir", "jsonable", "write_json", "write_text", "fmt", "timed_sample", "check_settings_fields",
            "binomial_se", "difference_se"]
 
 WARM_UP_SAMPLES = 16      # a generator's one-time preparation (temperature, detector) runs on this small batch
@@ -73,7 +74,9 @@ def write_json(path, obj) -> str:
 
 
 def fmt(v, nd: int = 3) -> str:
-    """A number for a markdown table; '-' for None / NaN."""
+    """A number for a markdown table; '-' for None / NaN, '∞' for infinity (e.g. a threshold that cuts nothing)."""
+    if isinstance(v, float) and math.isinf(v):
+        return "∞" if v > 0 else "-∞"
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
     return f"{v:.{nd}f}"
@@ -127,3 +130,17 @@ def check_settings_fields(settings) -> None:
                 raise ValueError(f"{f.name} must be one of {list(check)}, got {value!r}")
         else:
             check(value, f.name)
+
+
+def latent_scores(row: dict, z_test, z_train, copy_radius: float, seed: int) -> dict:
+    """The scores every row gets in the standardised latent: sliced Wasserstein distance to the held-out
+    codes, the share of copies of training codes, speed, and the share of OT points near the singular set.
+
+    ``row``: ``z`` (n, d) standardised codes, ``seconds`` (None for a floor), ``info`` (the generator's).
+    """
+    z, secs = row["z"], row["seconds"]
+    out = dict(sw_latent=sliced_wasserstein(z, z_test, seed=seed), copy_rate=copy_rate(z, z_train, copy_radius),
+               samples_per_s=None if secs is None else len(z) / secs, sample_seconds=secs)
+    if "near_singular" in row["info"]:
+        out["near_singular_fraction"] = float(np.mean(row["info"]["near_singular"]))
+    return out

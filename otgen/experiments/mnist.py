@@ -46,12 +46,11 @@ from otgen.autoencoder import ImageAutoencoder
 from otgen.data.mnist import load_mnist
 from otgen.diffusion import LatentDiffusion
 from otgen.experiments._cache import Cache
-from otgen.experiments._common import (check_out_dir, check_settings_fields, difference_se, fmt, timed_sample,
-                                       write_json, write_text)
+from otgen.experiments._common import (binomial_se, check_out_dir, check_settings_fields, difference_se, fmt,
+                                       latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, GaussianCodeGenerator, OTGenerator
 from otgen.latent import LatentSpace
-from otgen.metrics import (MNISTClassifier, copy_rate, digit_metrics, loss_plateau, nn_median,
-                           sliced_wasserstein)
+from otgen.metrics import MNISTClassifier, digit_metrics, loss_plateau, nn_median
 from otgen.singular import SingularSetDetector
 from otgen.transport import SemiDiscreteOT
 
@@ -221,11 +220,8 @@ def score(settings: MNISTSettings, art: MNISTArtifacts, samples: dict) -> dict:
     rows = {}
     for name, r in samples.items():
         m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu")
-        m["mode_mixture_se"] = {t: float(np.sqrt(v * (1 - v) / len(r["z"]))) for t, v in m["mode_mixture"].items()}
-        m.update(sw_latent=sliced_wasserstein(r["z"], z_test, seed=s.seed), copy_rate=copy_rate(r["z"], art.z, radius),
-                 samples_per_s=None if r["seconds"] is None else len(r["z"]) / r["seconds"], sample_seconds=r["seconds"])
-        if "near_singular" in r["info"]:
-            m["near_singular_fraction"] = float(np.mean(r["info"]["near_singular"]))
+        m["mode_mixture_se"] = {t: binomial_se(v, len(r["z"])) for t, v in m["mode_mixture"].items()}
+        m.update(latent_scores(r, z_test, art.z, radius, s.seed))
         rows[name] = m
     return rows
 

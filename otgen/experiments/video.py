@@ -45,12 +45,12 @@ from otgen.autoencoder import VideoAutoencoder
 from otgen.data.video import bistable, bistable_long, moving_digits, permanence
 from otgen.diffusion import LatentDiffusion
 from otgen.experiments._cache import Cache
-from otgen.experiments._common import (check_out_dir, check_settings_fields, difference_se, fmt, timed_sample,
-                                       write_json, write_text)
+from otgen.experiments._common import (binomial_se, check_out_dir, check_settings_fields, difference_se, fmt,
+                                       latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, OTGenerator
 from otgen.latent import LatentSpace
-from otgen.metrics import (bistable_clip_classes, copy_rate, count_consistency, detection_scores, loss_plateau,
-                           moving_digit_plausibility, nn_median, sliced_wasserstein)
+from otgen.metrics import (bistable_clip_classes, count_consistency, detection_scores, loss_plateau,
+                           moving_digit_plausibility, nn_median)
 from otgen.singular import SingularSetDetector, boundary_cells, critical_states, flag_codes, localise_transitions
 from otgen.transport import SemiDiscreteOT
 
@@ -294,11 +294,7 @@ def score(settings: VideoSettings, art: VideoArtifacts, samples: dict) -> dict:
     for name, r in samples.items():
         m = {k: v for k, v in plausibility(s.dataset, r["clips"]).items() if not isinstance(v, np.ndarray)}
         n = len(r["z"])
-        m.update(implausible_se=float(np.sqrt(m["implausible_rate"] * (1 - m["implausible_rate"]) / n)),
-                 sw_latent=sliced_wasserstein(r["z"], z_test, seed=s.seed), copy_rate=copy_rate(r["z"], art.z, radius),
-                 samples_per_s=None if r["seconds"] is None else n / r["seconds"], sample_seconds=r["seconds"])
-        if "near_singular" in r["info"]:
-            m["near_singular_fraction"] = float(np.mean(r["info"]["near_singular"]))
+        m.update(implausible_se=binomial_se(m["implausible_rate"], n), **latent_scores(r, z_test, art.z, radius, s.seed))
         rows[name] = m
     return rows
 
