@@ -28,6 +28,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import inspect
 import numbers
 import os
@@ -37,7 +38,7 @@ import zlib
 import numpy as np
 import torch
 
-__all__ = ["NotFittedError", "BaseEstimator", "check_seed", "spawn_seed", "torch_generator", "atomic_torch_save",
+__all__ = ["NotFittedError", "BaseEstimator", "clone", "part_state", "part_from_state", "check_seed", "spawn_seed", "torch_generator", "atomic_torch_save",
            "safe_torch_load", "like_input"]
 
 FILE_FORMAT = "otgen"          # marks a file written by BaseEstimator.save
@@ -266,13 +267,38 @@ class BaseEstimator:
     def load(cls, path, device=None, **settings):
         """Read an estimator written by :meth:`save` (onto ``device``; ``settings`` override saved ones)."""
         payload = cls._read_payload(path)
-        params = decode_state(payload["params"])
-        if "dtype" in params and isinstance(params["dtype"], str):
-            params["dtype"] = getattr(torch, params["dtype"])
-        names = set(cls._param_names())
-        if "device" in names:
-            params["device"] = device
-        params.update(settings)
-        est = cls(**{k: v for k, v in params.items() if k in names})
-        est._set_state(decode_state(payload["state"]), device)
-        return est
+        return _build(cls, decode_state(payload["params"]), decode_state(payload["state"]), device, settings)
+
+
+def _build(cls, params: dict, state: dict, device, overrides: dict):
+    """An estimator of ``cls`` from saved settings and fitted state (``device`` and overrides applied)."""
+    params = dict(params)
+    if isinstance(params.get("dtype"), str):
+        params["dtype"] = getattr(torch, params["dtype"])
+    names = set(cls._param_names())
+    if "device" in names:
+        params["device"] = device
+    params.update(overrides)
+    est = cls(**{k: v for k, v in params.items() if k in names})
+    est._set_state(state, device)
+    return est
+
+
+def clone(est):
+    """An unfitted copy of ``est`` with the same settings (sub-estimators cloned too), like ``sklearn.base.clone``."""
+    params = est.get_params(deep=False)
+    return type(est)(**{k: clone(v) if isinstance(v, BaseEstimator) else copy.deepcopy(v) for k, v in params.items()})
+
+
+def part_state(est) -> dict:
+    """A fitted sub-estimator as a nested state for its owner's file: class, version, settings, fitted state."""
+    return {"class": type(est).__name__, "version": est._SAVE_VERSION, "params": est._saved_params(),
+            "state": est._get_state()}
+
+
+def part_from_state(cls, part: dict, device=None):
+    """The sub-estimator written by :func:`part_state` (refused, as by ``load``, when of another class or version)."""
+    if part.get("class") != cls.__name__ or part.get("version") != cls._SAVE_VERSION:
+        raise ValueError(f"the file holds a {part.get('class')} part of version {part.get('version')} where a "
+                         f"{cls.__name__} of version {cls._SAVE_VERSION} was expected: refit and save again")
+    return _build(cls, part["params"], part["state"], device, {})

@@ -28,13 +28,12 @@ References
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import numpy as np
 import torch
 
-from otgen._base import BaseEstimator, check_seed, spawn_seed
+from otgen._base import BaseEstimator, check_seed, clone, part_from_state, part_state, spawn_seed
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int
 from otgen.diffusion import LatentDiffusion
 from otgen.latent import LatentSpace
@@ -57,35 +56,6 @@ _WEIGHT_ATOL = 1e-8                 # ... and its weights to well below 1 / N
 
 
 # ----------------------------------------------------------------------------- parts (sub-estimators)
-
-def _clone(est):
-    """An unfitted copy of an estimator with the same settings (sub-estimators cloned too)."""
-    params = est.get_params(deep=False)
-    return type(est)(**{k: _clone(v) if isinstance(v, BaseEstimator) else copy.deepcopy(v)
-                        for k, v in params.items()})
-
-
-def _part_state(est) -> dict:
-    """A fitted sub-estimator as a nested state: its class, file version, settings and fitted state."""
-    return {"class": type(est).__name__, "version": est._SAVE_VERSION, "params": est._saved_params(),
-            "state": est._get_state()}
-
-
-def _part_from_state(cls, part: dict, device=None):
-    """The sub-estimator written by :func:`_part_state` (the same rules as ``BaseEstimator.load``)."""
-    if part.get("class") != cls.__name__ or part.get("version") != cls._SAVE_VERSION:
-        raise ValueError(f"the file holds a {part.get('class')} part of version {part.get('version')} where a "
-                         f"{cls.__name__} of version {cls._SAVE_VERSION} was expected: refit and save again")
-    params = dict(part["params"])
-    if isinstance(params.get("dtype"), str):
-        params["dtype"] = getattr(torch, params["dtype"])
-    names = set(cls._param_names())
-    if "device" in names:
-        params["device"] = device
-    est = cls(**{k: v for k, v in params.items() if k in names})
-    est._set_state(part["state"], device)
-    return est
-
 
 def _fitted(est) -> bool:
     return est._is_fitted() if hasattr(est, "_is_fitted") else False
@@ -134,7 +104,7 @@ class Generator(BaseEstimator):
         elif not isinstance(latent, LatentSpace):
             raise TypeError(f"latent must be a LatentSpace or None, got {type(latent).__name__}")
         elif not latent._is_fitted():
-            latent = _clone(latent).fit(y)
+            latent = clone(latent).fit(y)
         z = latent.transform(y).astype(np.float32)            # checks the dimension of a given fitted space
         self.latent_, self.n_features_in_ = latent, int(y.shape[1])
         return z
@@ -333,14 +303,14 @@ class OTGenerator(Generator):
                 return ot
             warnings.warn("the given ot is fitted on other targets than these standardised codes: fitting a clone "
                           "of it on them", UserWarning, stacklevel=3)
-        base = SemiDiscreteOT(seed=self.seed) if ot is None else _clone(ot)
+        base = SemiDiscreteOT(seed=self.seed) if ot is None else clone(ot)
         return base.fit(targets, weights)
 
     def _fit_detector(self):
         det = self.detector
         if det is not None and det.fitted_on(self.ot_):
             return det.attach(self.ot_)
-        base = SingularSetDetector(k=self.k, seed=self.seed) if det is None else _clone(det)
+        base = SingularSetDetector(k=self.k, seed=self.seed) if det is None else clone(det)
         return base.fit(self.ot_)
 
     def _fit_temperature(self):
@@ -398,17 +368,17 @@ class OTGenerator(Generator):
 
     # ------------------------------------------------------------------ files
     def _get_state(self) -> dict:
-        return {"latent": _part_state(self.latent_), "ot": _part_state(self.ot_),
-                "detector": _part_state(self.detector_), "target_index": self.target_index_,
+        return {"latent": part_state(self.latent_), "ot": part_state(self.ot_),
+                "detector": part_state(self.detector_), "target_index": self.target_index_,
                 "temperature": self.temperature_}
 
     def _set_state(self, state: dict, device=None) -> None:
-        self.latent_ = _part_from_state(LatentSpace, state["latent"], device)
+        self.latent_ = part_from_state(LatentSpace, state["latent"], device)
         self.n_features_in_ = self.latent_.n_features_in_
-        self.ot_ = _part_from_state(SemiDiscreteOT, state["ot"], device)
+        self.ot_ = part_from_state(SemiDiscreteOT, state["ot"], device)
         self.target_index_ = np.asarray(state["target_index"], np.int64)
         self.temperature_ = None if state["temperature"] is None else float(state["temperature"])
-        self.detector_ = _part_from_state(SingularSetDetector, state["detector"], device).attach(self.ot_)
+        self.detector_ = part_from_state(SingularSetDetector, state["detector"], device).attach(self.ot_)
 
 
 # ----------------------------------------------------------------------------- diffusion
@@ -478,7 +448,7 @@ class DiffusionGenerator(Generator):
                                  f"got codes of dimension {self.n_features_in_}")
             self.model_ = model
             return self
-        base = LatentDiffusion(seed=self.seed) if model is None else _clone(model)
+        base = LatentDiffusion(seed=self.seed) if model is None else clone(model)
         y = as_tensor(codes, "codes", ndim=2, dtype=torch.float32).cpu().numpy()
         self.model_ = base.set_params(latent=self.latent_).fit(y)
         return self
@@ -489,12 +459,12 @@ class DiffusionGenerator(Generator):
         return np.asarray(codes, np.float32), dict(method=self.method, num_inference_steps=self.num_inference_steps)
 
     def _get_state(self) -> dict:
-        return {"latent": _part_state(self.latent_), "model": _part_state(self.model_)}
+        return {"latent": part_state(self.latent_), "model": part_state(self.model_)}
 
     def _set_state(self, state: dict, device=None) -> None:
-        self.latent_ = _part_from_state(LatentSpace, state["latent"], device)
+        self.latent_ = part_from_state(LatentSpace, state["latent"], device)
         self.n_features_in_ = self.latent_.n_features_in_
-        self.model_ = _part_from_state(LatentDiffusion, state["model"], device)
+        self.model_ = part_from_state(LatentDiffusion, state["model"], device)
 
 
 # ----------------------------------------------------------------------------- Gaussian baseline
@@ -557,10 +527,10 @@ class GaussianCodeGenerator(Generator):
         return self._codes(z), {}
 
     def _get_state(self) -> dict:
-        return {"latent": _part_state(self.latent_), "mean": self.mean_, "factor": self.factor_}
+        return {"latent": part_state(self.latent_), "mean": self.mean_, "factor": self.factor_}
 
     def _set_state(self, state: dict, device=None) -> None:
-        self.latent_ = _part_from_state(LatentSpace, state["latent"], device)
+        self.latent_ = part_from_state(LatentSpace, state["latent"], device)
         self.n_features_in_ = self.latent_.n_features_in_
         self.mean_ = np.asarray(state["mean"], np.float64)
         self.factor_ = np.asarray(state["factor"], np.float64)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from otgen._base import BaseEstimator, check_seed, spawn_seed
+from otgen._base import BaseEstimator, check_seed, part_from_state, part_state, spawn_seed
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
 from otgen.diffusion.denoisers import MLPDenoiser
 from otgen.diffusion.schedules import BETA_SCHEDULES, DDIMScheduler, DDPMScheduler
@@ -298,12 +298,10 @@ class LatentDiffusion(BaseEstimator):
     def _get_state(self) -> dict:
         return {"state_dict": self.model_.state_dict(), "n_features_in": self.n_features_in_,
                 "clip_range": self.clip_range_, "history": self.history_,
-                "latent": {"params": self.latent_.get_params(deep=False), "state": self.latent_._get_state()}}
+                "latent": part_state(self.latent_)}
 
     def _set_state(self, state: dict, device=None) -> None:
-        latent = LatentSpace(**state["latent"]["params"])
-        latent._set_state(state["latent"]["state"], device)
-        self.latent_ = latent
+        self.latent_ = part_from_state(LatentSpace, state["latent"], device)
         self.n_features_in_ = int(state["n_features_in"])
         self.clip_range_ = state["clip_range"]
         self.history_ = state["history"]
