@@ -130,11 +130,11 @@ class Generator(BaseEstimator):
         self._check_fitted()
         n = check_positive_int(n, "n")
         seed = check_seed(self.seed if seed is None else seed)
-        codes, info = self._sample(n, seed)
+        codes, info = self._sample(n, seed, want_info=return_info)
         return (codes, info) if return_info else codes
 
-    def _sample(self, n, seed):  # pragma: no cover - abstract
-        """Raw codes (n, d) float32 and the info dict."""
+    def _sample(self, n, seed, want_info=False):  # pragma: no cover - abstract
+        """Raw codes (n, d) float32 and the info dict (extra diagnostics only when ``want_info``)."""
         raise NotImplementedError
 
     def _codes(self, z) -> np.ndarray:
@@ -347,7 +347,7 @@ class OTGenerator(Generator):
         cells = idx[:, 0]
         return torch.where(ok[:, None], blended, Y[cells]), cells, ~ok, ok
 
-    def _sample(self, n, seed):
+    def _sample(self, n, seed, want_info=False):
         check_choice(self.boundary, "boundary", BOUNDARY_RULES)
         check_positive_int(self.max_resample, "max_resample", minimum=0)
         X = self._draw(n, seed)
@@ -411,7 +411,8 @@ class DiffusionGenerator(Generator):
 
     Notes
     -----
-    ``info`` of ``sample(n, return_info=True)``: ``method`` and ``num_inference_steps``.
+    ``info`` of ``sample(n, return_info=True)``: the model's sampling diagnostics (e.g. ``x0_variance``, the
+    trajectory variance of Aithal et al.) with ``method`` and ``num_inference_steps``.
     ``save`` writes the latent space and the model with their settings in one file.
     """
 
@@ -453,10 +454,12 @@ class DiffusionGenerator(Generator):
         self.model_ = base.set_params(latent=self.latent_).fit(y)
         return self
 
-    def _sample(self, n, seed):
+    def _sample(self, n, seed, want_info=False):
         check_choice(self.method, "method", DIFFUSION_METHODS)
-        codes = self.model_.sample(n, seed=seed, method=self.method, num_inference_steps=self.num_inference_steps)
-        return np.asarray(codes, np.float32), dict(method=self.method, num_inference_steps=self.num_inference_steps)
+        out = self.model_.sample(n, seed=seed, method=self.method, num_inference_steps=self.num_inference_steps,
+                                 return_info=want_info)
+        codes, info = out if want_info else (out, {})
+        return np.asarray(codes, np.float32), dict(info, method=self.method, num_inference_steps=self.num_inference_steps)
 
     def _get_state(self) -> dict:
         return {"latent": part_state(self.latent_), "model": part_state(self.model_)}
@@ -520,7 +523,7 @@ class GaussianCodeGenerator(Generator):
         self.factor_ = v * np.sqrt(np.clip(w, 0, None))                 # (d, d), factor @ factor.T = cov
         return self
 
-    def _sample(self, n, seed):
+    def _sample(self, n, seed, want_info=False):
         g = torch.Generator().manual_seed(seed)
         e = torch.randn(n, len(self.mean_), generator=g, dtype=torch.float64)
         z = torch.from_numpy(self.mean_) + e @ torch.from_numpy(self.factor_).T

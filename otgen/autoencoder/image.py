@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from otgen._base import BaseEstimator, check_seed, like_input
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
+from otgen.autoencoder.augment import augment_digits
 from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 
 __all__ = ["ConvAutoencoder", "ImageAutoencoder", "IMAGE_SIZE"]
@@ -56,6 +57,9 @@ class ConvAutoencoder(nn.Module):
         Channels of the first convolution (the second has ``2 * width``).
     hidden : int, default 256
         Width of the linear layer between the convolutions and the code (both ways).
+    n_classes : int, default 0
+        ``> 0`` adds a linear classification head ``classify(z)`` on the code (the
+        labelled control); ``0``: none.
 
     References
     ----------
@@ -63,7 +67,7 @@ class ConvAutoencoder(nn.Module):
        neural networks", Science 313 (2006).
     """
 
-    def __init__(self, latent_dim: int = 8, width: int = 32, hidden: int = 256):
+    def __init__(self, latent_dim: int = 8, width: int = 32, hidden: int = 256, n_classes: int = 0):
         super().__init__()
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         c1, c2 = check_positive_int(width, "width"), 2 * width
@@ -82,6 +86,13 @@ class ConvAutoencoder(nn.Module):
             nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),  # (n, c1, 14, 14)
             nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1), nn.Sigmoid(),  # (n, 1, 28, 28)
         )
+        n_classes = check_positive_int(n_classes, "n_classes", minimum=0)
+        if n_classes:
+            self.head = nn.Linear(latent_dim, n_classes)
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Class logits of codes (n, latent_dim) -> (n, n_classes); needs ``n_classes > 0``."""
+        return self.head(z)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 1, 28, 28) -> (n, latent_dim)."""
@@ -119,6 +130,16 @@ class ImageAutoencoder(BaseEstimator):
         Channels of the first convolution (see :class:`ConvAutoencoder`).
     hidden : int, default 256
         Width of the hidden linear layer (see :class:`ConvAutoencoder`).
+    augment : bool, default False
+        Train on randomly deformed digits (small affine and elastic deformations,
+        :func:`otgen.autoencoder.augment.augment_digits`, drawn afresh each epoch)
+        instead of the digits themselves: a lower decoder floor, at the price of more
+        epochs (AUGMENT_EPOCHS recommended).
+    label_weight : float, default 0.0
+        LABELLED CONTROL, never an unsupervised latent: ``> 0`` adds a linear
+        classification head on the code and the loss
+        ``label_weight * cross_entropy(head(E(x)), y)``, so ``fit`` then needs
+        ``labels``. It bounds what separated digit modes can do.
     device : str or torch.device or None, default None
         ``None``: CUDA when available, else CPU.
     seed : int, default 0
@@ -145,7 +166,8 @@ class ImageAutoencoder(BaseEstimator):
 
     def __init__(self, latent_dim: int = 8, epochs: int = 20, batch_size: int = 64, lr: float = 2e-3,
                  weight_decay: float = 0.0, loss: str = "bce", width: int = 32, hidden: int = 256,
-                 device=None, seed: int = 0, verbose: bool = False):
+                 augment: bool = False, label_weight: float = 0.0, device=None, seed: int = 0,
+                 verbose: bool = False):
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -154,28 +176,42 @@ class ImageAutoencoder(BaseEstimator):
         self.loss = loss
         self.width = width
         self.hidden = hidden
+        self.augment = augment
+        self.label_weight = label_weight
         self.device = device
         self.seed = seed
         self.verbose = verbose
 
-    def _build(self) -> ConvAutoencoder:
-        return ConvAutoencoder(self.latent_dim, width=self.width, hidden=self.hidden)
+    def _build(self, n_classes: int = 0) -> ConvAutoencoder:
+        return ConvAutoencoder(self.latent_dim, width=self.width, hidden=self.hidden, n_classes=n_classes)
 
     # -- fit -----------------------------------------------------------------------
-    def fit(self, images) -> "ImageAutoencoder":
-        """Train on ``images`` (n, 28, 28) or (n, 1, 28, 28) with values in [0, 1]; returns self."""
+    def fit(self, images, labels=None) -> "ImageAutoencoder":
+        """Train on ``images`` (n, 28, 28) or (n, 1, 28, 28) with values in [0, 1]; returns self.
+
+        ``labels`` (n,) integer classes are used only by the labelled control
+        (``label_weight > 0``, where they are required) and ignored otherwise.
+        """
         x = check_images(images)
         check_positive_int(self.latent_dim, "latent_dim")
         check_positive_float(self.lr, "lr")
         check_choice(self.loss, "loss", LOSSES)
+        weight = check_positive_float(self.label_weight, "label_weight", allow_zero=True)
+        if not isinstance(self.augment, bool):
+            raise TypeError(f"augment must be True or False, got {self.augment!r}")
+        if weight > 0 and labels is None:
+            raise ValueError("label_weight > 0 (the labelled control) needs labels: fit(images, labels)")
+        n_classes = int(as_tensor(labels, "labels", ndim=1).max()) + 1 if weight > 0 else 0
         seed = check_seed(self.seed)
         dev = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self._build()
+            model = self._build(n_classes)
         self.history_ = train_autoencoder(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                           weight_decay=self.weight_decay, loss=self.loss, device=dev, seed=seed,
-                                          verbose=self.verbose, desc="fit autoencoder")
+                                          verbose=self.verbose, desc="fit autoencoder",
+                                          augment=augment_digits if self.augment else None,
+                                          labels=labels if weight > 0 else None, label_weight=weight)
         self.model_ = model
         return self
 
@@ -219,10 +255,12 @@ class ImageAutoencoder(BaseEstimator):
 
     # -- files ---------------------------------------------------------------------
     def _get_state(self) -> dict:
-        return {"state_dict": self.model_.state_dict(), "history": self.history_}
+        head = getattr(self.model_, "head", None)
+        return {"state_dict": self.model_.state_dict(), "history": self.history_,
+                "n_classes": 0 if head is None else head.out_features}
 
     def _set_state(self, state: dict, device=None) -> None:
-        model = self._build()
+        model = self._build(state.get("n_classes", 0))
         model.load_state_dict(state["state_dict"])
         self.model_ = model.to(resolve_device(device)).eval()
         self.history_ = state["history"]

@@ -45,7 +45,8 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: str = "bce")
 
 def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_size: int = 128,
                       lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", device=None,
-                      seed: int = 0, verbose: bool = False, desc: str = "autoencoder", augment=None) -> dict:
+                      seed: int = 0, verbose: bool = False, desc: str = "autoencoder", augment=None, labels=None,
+                      label_weight: float = 0.0) -> dict:
     r"""Train ``model`` to reconstruct ``data`` with Adam and a cosine learning-rate decay.
 
     Minimises the empirical reconstruction risk
@@ -85,13 +86,19 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         (b, ...) (on ``device``) that maps the data distribution to itself (a symmetry of
         the data), drawing its randomness from the CPU ``torch.Generator``; the model is
         trained to reconstruct the transformed batch. ``None`` (default): no augmentation.
+    labels : array or tensor of shape (n,), optional
+        Integer class labels; used only when ``label_weight > 0`` (a labelled control).
+    label_weight : float, default 0.0
+        Weight :math:`\lambda` of a cross-entropy term
+        :math:`\lambda\,\mathrm{CE}(\mathrm{model.classify}(E(x_i)), y_i)` added to the loss;
+        ``> 0`` needs ``labels`` and a ``model.classify(z) -> logits`` method.
 
     Returns
     -------
     history : dict
         ``"loss"``: mean training loss of each epoch (list of ``epochs`` floats),
         ``"step_loss"``: loss of every step, ``"time"``: seconds since the start at the
-        end of each epoch.
+        end of each epoch (the loss includes the label term when ``label_weight > 0``).
 
     References
     ----------
@@ -108,6 +115,7 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
     check_choice(loss, "loss", LOSSES)
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable augment(x, generator) or None, got {type(augment).__name__}")
+    label_weight = check_positive_float(label_weight, "label_weight", allow_zero=True)
     seed = check_seed(seed)
     dev = resolve_device(device)
     x_all = as_tensor(data, "data")  # (n, ...) float32 on CPU
@@ -117,6 +125,7 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         raise ValueError(f"loss='bce' needs data in [0, 1], got values in [{float(x_all.min()):.3g}, {float(x_all.max()):.3g}]")
 
     n = x_all.shape[0]
+    y_all = _check_train_labels(model, labels, n) if label_weight > 0 else None
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
     model.to(dev).train()
@@ -134,7 +143,10 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
             x = x_all[idx].to(dev)  # (b, ...)
             if augment is not None:
                 x = augment(x, gen)
-            l = reconstruction_loss(model.decode(model.encode(x)), x, loss)
+            z = model.encode(x)
+            l = reconstruction_loss(model.decode(z), x, loss)
+            if y_all is not None:
+                l = l + label_weight * F.cross_entropy(model.classify(z), y_all[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             l.backward()
             opt.step()
@@ -147,6 +159,18 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
     model.eval()
     return history
+
+
+def _check_train_labels(model, labels, n: int) -> torch.Tensor:
+    """Labels (n,) as int64 for the label term; the model must have ``classify``."""
+    if labels is None:
+        raise ValueError("label_weight > 0 needs labels (one integer class per training input)")
+    if not hasattr(model, "classify"):
+        raise TypeError(f"label_weight > 0 needs a model with a classify(z) method, got {type(model).__name__}")
+    y = as_tensor(labels, "labels", ndim=1, dtype=torch.float64)
+    if y.shape[0] != n or bool((y != y.round()).any()) or float(y.min()) < 0:
+        raise ValueError(f"labels must be {n} non-negative integers (one per training input)")
+    return y.long()
 
 
 @torch.no_grad()

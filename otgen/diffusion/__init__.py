@@ -2,9 +2,9 @@
 
 from otgen.diffusion.denoisers import MLPDenoiser, sinusoidal_embedding
 from otgen.diffusion.latent import LatentDiffusion
-from otgen.diffusion.schedules import DDIMScheduler, DDPMScheduler, NoiseSchedule
+from otgen.diffusion.schedules import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
 from otgen.diffusion.training import sample, train_denoiser
 from otgen.diffusion.transformer import DiTDenoiser
 
-__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "MLPDenoiser", "sinusoidal_embedding",
+__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "SchedulerOutput", "MLPDenoiser", "sinusoidal_embedding",
            "train_denoiser", "sample", "LatentDiffusion", "DiTDenoiser"]

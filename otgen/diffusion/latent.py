@@ -10,9 +10,13 @@ References
 .. [2] J. Song, C. Meng, S. Ermon. Denoising Diffusion Implicit Models. ICLR 2021.
 .. [3] R. Rombach et al. High-Resolution Image Synthesis with Latent Diffusion Models. CVPR 2022.
 .. [4] W. Peebles, S. Xie. Scalable Diffusion Models with Transformers. ICCV 2023.
+.. [5] S. K. Aithal, P. Maini, Z. C. Lipton, J. Z. Kolter. Understanding Hallucinations in Diffusion
+   Models through Mode Interpolation. NeurIPS 2024.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -24,12 +28,17 @@ from otgen.diffusion.training import sample, train_denoiser
 from otgen.diffusion.transformer import DiTDenoiser
 from otgen.latent import LatentSpace
 
-__all__ = ["LatentDiffusion", "DENOISERS", "SAMPLERS"]
+__all__ = ["LatentDiffusion", "DENOISERS", "SAMPLERS", "VARIANCE_FRACTION", "MIN_VARIANCE_STEPS"]
 
 DENOISERS = ("mlp", "dit")
 #: Default number of inference steps of each sampler (capped at ``num_train_timesteps``): DDPM runs the
 #: whole chain [1]_, DDIM 50 steps, the speed / quality trade-off of Song et al. [2]_.
 SAMPLERS = {"ddpm": 1000, "ddim": 50}
+#: Default window of the x̂0 trajectory variance, as a share of the sampling steps: the last tenth is where
+#: x̂0 settles inside a mode but still swings for a sample caught between modes (Aithal et al. [5]_).
+VARIANCE_FRACTION = 0.1
+#: ... and at least this many steps, the fewest over which a variance is defined.
+MIN_VARIANCE_STEPS = 2
 
 
 class LatentDiffusion(BaseEstimator):
@@ -249,13 +258,35 @@ class LatentDiffusion(BaseEstimator):
             raise ValueError(f"eta is a DDIM setting; use method='ddim' (got method='ddpm', eta={eta!r})")
         return DDPMScheduler(**self._schedule_config())
 
+    def _variance_window(self, variance_steps, num_inference_steps: int) -> int:
+        """The checked window, or the default ``max(2, ceil(0.1 K))`` capped at ``K`` steps."""
+        if variance_steps is None:
+            default = max(MIN_VARIANCE_STEPS, math.ceil(VARIANCE_FRACTION * num_inference_steps))
+            return min(default, num_inference_steps)
+        variance_steps = check_positive_int(variance_steps, "variance_steps")
+        if variance_steps > num_inference_steps:
+            raise ValueError(f"variance_steps must be at most num_inference_steps={num_inference_steps}, "
+                             f"got {variance_steps}")
+        return variance_steps
+
     def sample(self, n: int, seed: int | None = None, *, method: str = "ddpm", num_inference_steps: int | None = None,
-               eta: float = 0.0, batch_size: int | None = None, return_info: bool = False):
+               eta: float = 0.0, batch_size: int | None = None, variance_steps: int | None = None,
+               return_info: bool = False):
         """Draw ``n`` latent codes (in the space of the codes given to :meth:`fit`).
 
         The sampling loop is :func:`otgen.diffusion.sample` (outside the model, as in
         diffusers); its standardised output ``z`` is mapped back by
         ``latent_.inverse_transform(z)``.
+
+        With ``return_info=True``, ``info["x0_variance"]`` is Aithal et al.'s hallucination
+        score [5]_: the variance of the predicted clean code ``x̂_0`` (standardised, the space the
+        denoiser works in) along the last ``W = variance_steps`` reverse steps, summed over the
+        ``d`` coordinates,
+
+        .. math:: V = \\sum_{j=1}^d \\frac1W \\sum_{k=K-W}^{K-1} \\big(\\hat x_{0,j}^{(k)} - \\bar x_{0,j}\\big)^2 .
+
+        A sample that ends between two modes has an ``x̂_0`` that keeps swinging between them
+        late in the chain, so a large ``V``; a sample inside a mode has a settled one.
 
         Parameters
         ----------
@@ -272,27 +303,38 @@ class LatentDiffusion(BaseEstimator):
             DDIM stochasticity (``method="ddim"`` only).
         batch_size : int or None, default None
             Samples per model call (default all ``n``).
+        variance_steps : int or None, default None
+            Window ``W`` of ``x0_variance``, from 1 to the number of sampling steps ``K``; used only
+            with ``return_info=True``. ``None``: the last tenth of the steps, at least 2
+            (``min(K, max(2, ceil(0.1 K)))``: 100 of DDPM's 1000 steps, 5 of DDIM's 50).
         return_info : bool, default False
-            Also return ``{"method": str, "num_inference_steps": int}`` (the steps used).
+            Also return ``info``; without it nothing more than the samples is computed.
 
         Returns
         -------
         codes : ndarray of float32, shape (n, d)
+            The same with and without ``return_info`` for one seed.
         info : dict
-            Only with ``return_info=True``.
+            Only with ``return_info=True``: ``"method"`` (str), ``"num_inference_steps"`` (int, the
+            steps used), ``"variance_steps"`` (int, the window used) and ``"x0_variance"``
+            (ndarray of float64, shape (n,)): ``V`` above.
         """
         self._check_fitted()
         check_choice(method, "method", tuple(SAMPLERS))
         seed = spawn_seed(self.seed, "sample") if seed is None else check_seed(seed)
         if num_inference_steps is None:
             num_inference_steps = min(SAMPLERS[method], self.num_train_timesteps)
+        window = self._variance_window(variance_steps, num_inference_steps)
         scheduler = self._scheduler(method, eta)
-        Z = sample(self.model_, scheduler, n, (self.n_features_in_,), num_inference_steps=num_inference_steps,
-                   seed=seed, device=self.device_, batch_size=batch_size, verbose=self.verbose)
+        out = sample(self.model_, scheduler, n, (self.n_features_in_,), num_inference_steps=num_inference_steps,
+                     seed=seed, device=self.device_, batch_size=batch_size,
+                     variance_steps=window if return_info else None, verbose=self.verbose)
+        Z, variance = out if return_info else (out, None)
         codes = self.latent_.inverse_transform(Z.cpu().numpy())         # (n, d) float32
-        if return_info:
-            return codes, {"method": method, "num_inference_steps": int(num_inference_steps)}
-        return codes
+        if not return_info:
+            return codes
+        return codes, {"method": method, "num_inference_steps": int(num_inference_steps),
+                       "variance_steps": window, "x0_variance": variance.cpu().numpy().astype("float64")}
 
     # -- files ---------------------------------------------------------------------
     def _get_state(self) -> dict:

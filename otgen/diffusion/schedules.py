@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from otgen._validation import check_choice, check_positive_float, check_positive_int
 
-__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "BETA_SCHEDULES"]
+__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "SchedulerOutput", "BETA_SCHEDULES"]
 
 BETA_SCHEDULES = ("linear", "cosine")
 
@@ -40,6 +41,21 @@ BETA_SCHEDULES = ("linear", "cosine")
 def _cosine_alpha_bar(u: np.ndarray, s: float = 0.008) -> np.ndarray:
     """Nichol & Dhariwal's f(u) = cos^2(pi/2 (u + s) / (1 + s)) for u = t / T in [0, 1]."""
     return np.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+
+class SchedulerOutput(NamedTuple):
+    """What ``step(..., return_output=True)`` returns (the fields of diffusers' ``DDPMSchedulerOutput``).
+
+    Attributes
+    ----------
+    prev_sample : torch.Tensor of shape (B, ...)
+        ``x_{prev(t)}``, what ``step`` returns by default.
+    pred_original_sample : torch.Tensor of shape (B, ...)
+        The predicted clean sample ``x̂_0(x_t, t)`` the step used (clipped when ``clip_sample`` is set).
+    """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor
 
 
 def seeded_randn(shape, generator, device, dtype) -> torch.Tensor:
@@ -223,7 +239,8 @@ class NoiseSchedule:
         x0 = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
         return x0 if self.clip_sample is None else x0.clamp(-self.clip_sample, self.clip_sample)
 
-    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> torch.Tensor:
+    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None, *,
+             return_output: bool = False):
         """One reverse step ``x_t -> x_{prev(t)}``; implemented by the samplers."""
         raise NotImplementedError("NoiseSchedule has no sampler; use DDPMScheduler or DDIMScheduler")
 
@@ -250,7 +267,8 @@ class DDPMScheduler(NoiseSchedule):
         As in :class:`NoiseSchedule` (defaults 1000, ``"linear"``, 1e-4, 0.02, None).
     """
 
-    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> torch.Tensor:
+    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None, *,
+             return_output: bool = False):
         """Sample ``x_{prev(t)} ~ p(x_prev | x_t)``.
 
         Parameters
@@ -262,10 +280,13 @@ class DDPMScheduler(NoiseSchedule):
         x_t : torch.Tensor of shape (B, ...)
         generator : torch.Generator, optional
             Source of the noise ``z``.
+        return_output : bool, default False
+            Return a :class:`SchedulerOutput` ``(prev_sample, pred_original_sample)`` instead of
+            ``x_{prev(t)}`` alone (the same computation; the predicted ``x_0`` is exposed).
 
         Returns
         -------
-        torch.Tensor of shape (B, ...)
+        torch.Tensor of shape (B, ...), or SchedulerOutput with ``return_output=True``.
         """
         t, prev, abar_t, abar_prev = self._step_coefs(t, model_output, x_t)
         beta = 1.0 - abar_t / abar_prev
@@ -276,7 +297,7 @@ class DDPMScheduler(NoiseSchedule):
         if prev >= 0:
             var = (1 - abar_prev) / (1 - abar_t) * beta
             x_prev = x_prev + math.sqrt(var) * seeded_randn(x_t.shape, generator, x_t.device, x_t.dtype)
-        return x_prev
+        return SchedulerOutput(x_prev, x0) if return_output else x_prev
 
 
 class DDIMScheduler(NoiseSchedule):
@@ -310,7 +331,8 @@ class DDIMScheduler(NoiseSchedule):
     def __repr__(self):
         return super().__repr__()[:-1] + f", eta={self.eta!r})"
 
-    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> torch.Tensor:
+    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None, *,
+             return_output: bool = False):
         """Map ``x_t`` to ``x_{prev(t)}`` (see the class docstring for shapes and formula).
 
         Parameters
@@ -322,10 +344,13 @@ class DDIMScheduler(NoiseSchedule):
         x_t : torch.Tensor of shape (B, ...)
         generator : torch.Generator, optional
             Source of the noise ``z`` (unused when ``eta = 0``).
+        return_output : bool, default False
+            Return a :class:`SchedulerOutput` ``(prev_sample, pred_original_sample)`` instead of
+            ``x_{prev(t)}`` alone (the same computation; the predicted ``x_0`` is exposed).
 
         Returns
         -------
-        torch.Tensor of shape (B, ...)
+        torch.Tensor of shape (B, ...), or SchedulerOutput with ``return_output=True``.
         """
         t, prev, abar_t, abar_prev = self._step_coefs(t, model_output, x_t)
         x0 = self._pred_x0(x_t, model_output, abar_t)
@@ -334,4 +359,4 @@ class DDIMScheduler(NoiseSchedule):
         x_prev = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
             x_prev = x_prev + sigma * seeded_randn(x_t.shape, generator, x_t.device, x_t.dtype)
-        return x_prev
+        return SchedulerOutput(x_prev, x0) if return_output else x_prev

@@ -159,13 +159,62 @@ def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: 
     return {"loss": losses.cpu().tolist()}
 
 
+class _RunningVariance:
+    """Welford's running mean and sum of squared deviations of a stream of (B, ...) tensors, in float64."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().double()
+        self.count += 1
+        if self.mean is None:
+            self.mean, self.m2 = x.clone(), torch.zeros_like(x)
+            return
+        delta = x - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (x - self.mean)
+
+    def total(self) -> torch.Tensor:
+        """Population variance over the stream, summed over all but the batch axis: shape (B,)."""
+        return (self.m2 / self.count).flatten(1).sum(1)
+
+
+def _reverse_chain(model, scheduler, x, generator, variance_steps, bar):
+    """Run every ``scheduler.step`` on the batch x (b, ...); returns ``(x_0, x0_variance (b,) or None)``."""
+    b, device = x.shape[0], x.device
+    timesteps = scheduler.timesteps.tolist()
+    first = len(timesteps) - (variance_steps or 0)        # index of the first step in the window
+    running = _RunningVariance() if variance_steps else None
+    for k, t in enumerate(timesteps):
+        eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
+        if running is not None and k >= first:
+            x, x0 = scheduler.step(eps, t, x, generator=generator, return_output=True)
+            running.add(x0)
+        else:
+            x = scheduler.step(eps, t, x, generator=generator)
+        bar.update(1)
+    return x, (running.total() if running is not None else None)
+
+
 @torch.no_grad()
 def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inference_steps: int | None = None,
            seed: int = 0, generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
-           device=None, batch_size: int | None = None, verbose: bool = False) -> torch.Tensor:
+           device=None, batch_size: int | None = None, variance_steps: int | None = None, verbose: bool = False):
     """Generate ``n`` samples by running ``scheduler.step`` from pure noise (Ho et al., Algorithm 2 [1]_).
 
     .. math:: x_{t_0} \\sim \\mathcal N(0, I),\\quad x_{t_{k+1}} = \\mathrm{step}(\\varepsilon_\\theta(x_{t_k}, t_k), t_k, x_{t_k})
+
+    With ``variance_steps = W`` it also returns the trajectory variance of the predicted
+    clean sample over the last ``W`` steps (Aithal et al.'s hallucination score [3]_),
+
+    .. math:: V = \\sum_j \\frac1W \\sum_{k=K-W}^{K-1} \\big(\\hat x_0^{(k)} - \\bar x_0\\big)_j^2,
+              \\qquad \\bar x_0 = \\frac1W \\sum_{k=K-W}^{K-1} \\hat x_0^{(k)},
+
+    with ``x̂_0^{(k)}`` the ``pred_original_sample`` of step ``k`` (of ``K``) and ``j`` running over the
+    coordinates of one sample: the trace of the covariance of ``x̂_0`` along the window. It is
+    accumulated with Welford's running mean and variance, so the trajectory is never stored; the
+    samples are the same with or without it.
 
     Parameters
     ----------
@@ -189,12 +238,22 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
     batch_size : int, optional
         Samples per model call (default all ``n``). The noise is drawn batch by batch,
         so samples depend on ``batch_size`` for a fixed seed.
+    variance_steps : int or None, default None
+        Window ``W`` (1 to the number of sampling steps) of the trajectory variance of ``x̂_0``;
+        ``None`` computes nothing more and returns the samples alone.
     verbose : bool, default False
         Show a tqdm progress bar.
 
     Returns
     -------
-    torch.Tensor of shape (n, *shape), float32, on ``device``.
+    samples : torch.Tensor of shape (n, *shape), float32, on ``device``.
+    x0_variance : torch.Tensor of shape (n,), float64, on ``device``
+        Only with ``variance_steps``: ``V`` above, for each sample.
+
+    References
+    ----------
+    .. [3] S. K. Aithal, P. Maini, Z. C. Lipton, J. Z. Kolter. Understanding Hallucinations in Diffusion
+       Models through Mode Interpolation. NeurIPS 2024.
     """
     _check_model(model)
     if not isinstance(scheduler, NoiseSchedule) or type(scheduler).step is NoiseSchedule.step:
@@ -206,6 +265,11 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
     batch_size = n if batch_size is None else check_positive_int(batch_size, "batch_size")
     if num_inference_steps is not None:
         scheduler.set_timesteps(num_inference_steps)
+    if variance_steps is not None:
+        variance_steps = check_positive_int(variance_steps, "variance_steps")
+        if variance_steps > len(scheduler.timesteps):
+            raise ValueError(f"variance_steps must be at most the number of sampling steps "
+                             f"({len(scheduler.timesteps)}), got {variance_steps}")
     device = resolve_device(device)
     if generator is None:
         generator = torch_generator(seed)
@@ -218,17 +282,17 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
 
     was_training = model.training
     model.to(device).eval()
-    out = []
+    out, variances = [], []
     bar = tqdm(total=len(scheduler.timesteps) * math.ceil(n / batch_size), desc="sample", disable=not verbose,
                leave=False)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x = x_T[start:start + b] if x_T is not None else seeded_randn((b, *shape), generator, device, torch.float32)
-        for t in scheduler.timesteps.tolist():
-            eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
-            x = scheduler.step(eps, t, x, generator=generator)
-            bar.update(1)
+        x, var = _reverse_chain(model, scheduler, x, generator, variance_steps, bar)
         out.append(x)
+        variances.append(var)
     bar.close()
     model.train(was_training)
-    return torch.cat(out, 0)
+    if variance_steps is None:
+        return torch.cat(out, 0)
+    return torch.cat(out, 0), torch.cat(variances, 0)

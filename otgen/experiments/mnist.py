@@ -50,17 +50,25 @@ from otgen.experiments._common import (binomial_se, check_out_dir, check_setting
                                        latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, GaussianCodeGenerator, OTGenerator
 from otgen.latent import LatentSpace
-from otgen.metrics import MNISTClassifier, digit_metrics, loss_plateau, nn_median
+from otgen.metrics import (MNISTClassifier, angle_separation, between_modes_rate, digit_metrics, knn_label_agreement,
+                           loss_plateau, mode_recovery, nn_median, off_support_rate, roc_auc)
 from otgen.singular import SingularSetDetector
 from otgen.transport import SemiDiscreteOT
 
-__all__ = ["MNISTSettings", "MNISTArtifacts", "MNISTRun", "fit", "make_generators", "sample", "score", "report",
-           "run", "mode_mixture_points", "GENERATORS", "FLOORS"]
+__all__ = ["MNISTSettings", "MNISTArtifacts", "MNISTRun", "fit", "make_generators", "sample", "score",
+           "latent_geometry", "detectors", "cell_labels", "report", "run", "mode_mixture_points", "GENERATORS", "FLOORS",
+           "NAMES"]
 
-GENERATORS = ("OT (extended)", "OT (plain)", "DDPM", "DDIM", "Gaussian")
-FLOORS = ("real digits", "AE reconstructions", "uniform noise")
+#: metrics.json keys of the generators and floors -> their names in the report and figures
+GENERATORS = {"ot_extended": "OT (extended)", "ot_plain": "OT (plain)", "ddpm": "DDPM", "ddim": "DDIM",
+              "gaussian": "Gaussian"}
+FLOORS = {"real": "real digits", "reconstruction": "AE reconstructions", "noise": "uniform noise"}
+NAMES = {**GENERATORS, **FLOORS}
 COPY_RADIUS = 0.01           # a sample within this fraction of the median NN distance of a training code copies it
 MIN_TRAIN = 10               # a subset smaller than this cannot hold the ten digits
+SEPARATED_AGREEMENT = 0.95  # the issue's target: at this 10-NN agreement the digits' modes no longer touch
+NEIGHBOURS = 10              # k of the latent instruments (k-NN agreement, between-modes votes), as in the issue
+MAJORITY = 0.7               # a code is between modes when no label has this share of its neighbours' votes
 
 
 def _check_taus(taus, name):
@@ -69,11 +77,24 @@ def _check_taus(taus, name):
         raise ValueError(f"{name} must be a non-empty tuple of numbers in (0, 1], got {taus!r}")
 
 
+def _build_ae(s, dev, verbose):
+    return ImageAutoencoder(latent_dim=s.latent_dim, epochs=s.ae_epochs, device=dev, seed=s.seed, verbose=verbose)
+
+
+#: The latents of ``--latent``: what each is, and how it is built (fitted on the training digits, no labels
+#: unless said). Their cost on 2 CPU cores is in the README.
+LATENTS = {
+    "ae": ("the convolutional autoencoder (the control)", _build_ae),
+}
+
+
 @dataclass(frozen=True)
 class MNISTSettings:
     """Every setting of the MNIST comparison, with its default and why (where it was measured)."""
 
-    latent_dim: int = field(default=8, metadata=dict(check="int", help="autoencoder code dimension"))
+    latent: str = field(default="ae", metadata=dict(
+        check=tuple(LATENTS), help="the latent space: " + "; ".join(f"{k}: {v[0]}" for k, v in LATENTS.items())))
+    latent_dim: int = field(default=8, metadata=dict(check="int", help="latent code dimension"))
     ae_epochs: int = field(default=20, metadata=dict(
         check="int", help="autoencoder epochs (held-out MSE 0.019 at 20 on the embedded digits)"))
     clf_epochs: int = field(default=20, metadata=dict(
@@ -110,9 +131,12 @@ class MNISTSettings:
         if self.tau not in self.taus:
             raise ValueError(f"tau = {self.tau} must be one of taus = {self.taus} (the report reads it from them)")
 
+    def angle_rule(self) -> str:
+        return "gap" if self.angle_quantile is None else f"quantile {self.angle_quantile:g}"
+
     def ae_key(self) -> dict:
         """What determines the autoencoder (and every model fitted on its codes)."""
-        return dict(data_dir=None if self.data_dir is None else os.path.abspath(self.data_dir),
+        return dict(data_dir=None if self.data_dir is None else os.path.abspath(self.data_dir), latent=self.latent,
                     n_train=self.n_train, seed=self.seed, latent_dim=self.latent_dim, ae_epochs=self.ae_epochs)
 
 
@@ -122,7 +146,7 @@ class MNISTArtifacts:
 
     train: tuple
     test: tuple
-    ae: ImageAutoencoder
+    ae: object                  # the latent model: encode, decode, reconstruct (an ImageAutoencoder or another latent)
     clf: MNISTClassifier
     latent: LatentSpace
     ot: SemiDiscreteOT
@@ -156,10 +180,9 @@ def fit(settings: MNISTSettings, cache: Cache | None = None, *, device=None, ver
     s, cache, dev = settings, cache or Cache(None), resolve_device(device)
     train = _train_subset(load_mnist("train", data_dir=s.data_dir, seed=s.seed), s.n_train, s.seed)
     test = load_mnist("test", data_dir=s.data_dir, seed=s.seed)
-    ae = cache.get_or_fit("autoencoder", s.ae_key(), lambda: ImageAutoencoder(
-        latent_dim=s.latent_dim, epochs=s.ae_epochs, device=dev, seed=s.seed, verbose=verbose).fit(train[0]),
-        ImageAutoencoder, dev)
-    clf_key = dict(s.ae_key(), latent_dim=None, ae_epochs=None, clf_epochs=s.clf_epochs)
+    model = LATENTS[s.latent][1](s, dev, verbose)
+    ae = cache.get_or_fit("autoencoder", s.ae_key(), lambda: model.fit(train[0]), type(model), dev)
+    clf_key = dict(s.ae_key(), latent=None, latent_dim=None, ae_epochs=None, clf_epochs=s.clf_epochs)
     clf = cache.get_or_fit("classifier", clf_key, lambda: MNISTClassifier(
         epochs=s.clf_epochs, device=dev, seed=s.seed, verbose=verbose).fit(*train), MNISTClassifier, dev)
     codes = np.asarray(ae.encode(train[0]), np.float32)                         # (n, d)
@@ -183,16 +206,19 @@ def make_generators(settings: MNISTSettings, art: MNISTArtifacts):
         dict(angle_threshold="quantile", quantile=s.angle_quantile)
     det = SingularSetDetector(seed=spawn_seed(s.seed, "detector"), **rule).fit(art.ot)
     ot = dict(latent=art.latent, ot=art.ot, detector=det, blend_rule=s.blend_rule, seed=s.seed)
-    gens = {"OT (extended)": OTGenerator(extension="piecewise-linear", **ot),
-            "OT (plain)": OTGenerator(extension="none", **ot),
-            "DDPM": DiffusionGenerator(art.diffusion, art.latent, method="ddpm", num_inference_steps=s.ddpm_steps),
-            "DDIM": DiffusionGenerator(art.diffusion, art.latent, method="ddim", num_inference_steps=s.ddim_steps),
-            "Gaussian": GaussianCodeGenerator(art.latent, seed=s.seed)}
+    gens = {"ot_extended": OTGenerator(extension="piecewise-linear", **ot),
+            "ot_plain": OTGenerator(extension="none", **ot),
+            "ddpm": DiffusionGenerator(art.diffusion, art.latent, method="ddpm", num_inference_steps=s.ddpm_steps),
+            "ddim": DiffusionGenerator(art.diffusion, art.latent, method="ddim", num_inference_steps=s.ddim_steps),
+            "gaussian": GaussianCodeGenerator(art.latent, seed=s.seed)}
     return det, {name: g.fit(art.codes) for name, g in gens.items()}
 
 
 def sample(settings: MNISTSettings, art: MNISTArtifacts, generators: dict, *, verbose: bool = False) -> dict:
-    """``n_samples`` codes of every generator and floor: name -> dict(codes, z, images, info, seconds)."""
+    """``n_samples`` codes of every generator and floor: key -> dict(codes, z, images, info, seconds).
+
+    The real-digit floor holds at most as many digits as the training set.
+    """
     s, out = settings, {}
     for name, gen in tqdm(generators.items(), desc="sampling", disable=not verbose, leave=False):
         codes, info, secs = timed_sample(gen, s.n_samples, spawn_seed(s.seed, "sample", name))
@@ -201,8 +227,8 @@ def sample(settings: MNISTSettings, art: MNISTArtifacts, generators: dict, *, ve
     idx = rng.choice(len(art.codes), size=min(s.n_samples, len(art.codes)), replace=False)
     x_real = art.train[0][idx]
     noise = rng.random((s.n_samples, 28, 28), dtype=np.float32)
-    floors = {"real digits": (x_real, art.codes[idx]), "AE reconstructions": (art.ae.reconstruct(x_real), art.codes[idx]),
-              "uniform noise": (noise, np.asarray(art.ae.encode(noise), np.float32))}
+    floors = {"real": (x_real, art.codes[idx]), "reconstruction": (art.ae.reconstruct(x_real), art.codes[idx]),
+              "noise": (noise, np.asarray(art.ae.encode(noise), np.float32))}
     for name, (images, codes) in floors.items():
         out[name] = dict(codes=codes, images=images, info={}, seconds=None)
     for r in out.values():
@@ -213,35 +239,97 @@ def sample(settings: MNISTSettings, art: MNISTArtifacts, generators: dict, *, ve
 
 
 def score(settings: MNISTSettings, art: MNISTArtifacts, samples: dict) -> dict:
-    """Every metric of every row (generators and floors): name -> metrics dict."""
+    """Every metric of every row (generators and floors): key -> metrics dict.
+
+    Decoded (classifier): ``mixed_rate`` {τ: rate} with ``mixed_rate_se``, ``excess_mixed_rate`` over the
+    reconstruction floor with its standard error, low confidence, class KL, FID / precision / recall /
+    density / coverage in classifier features. Latent (standardised codes, no decoder):
+    ``between_modes_rate`` (± se), ``off_support_rate``, ``copies``, ``sw_latent``. Speed: ``samples_per_s``.
+    """
     s = settings
     z_test = art.latent.transform(np.asarray(art.ae.encode(art.test[0]), np.float32))
     radius = COPY_RADIUS * nn_median(art.z)
     rows = {}
-    for name, r in samples.items():
+    for key, r in samples.items():
         m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu")
-        m["mode_mixture_se"] = {t: binomial_se(v, len(r["z"])) for t, v in m["mode_mixture"].items()}
-        m.update(latent_scores(r, z_test, art.z, radius, s.seed))
-        rows[name] = m
+        n = len(r["z"])
+        m["mixed_rate"] = m.pop("mode_mixture")
+        m["mixed_rate_se"] = {t: binomial_se(v, n) for t, v in m["mixed_rate"].items()}
+        between = between_modes_rate(r["z"], art.z, art.train[1], k=NEIGHBOURS, majority=MAJORITY)
+        m.update(between_modes_rate=between, between_modes_se=binomial_se(between, n),
+                 off_support_rate=off_support_rate(r["z"], art.z)["rate"], **latent_scores(r, z_test, art.z, radius, s.seed))
+        m["copies"] = m.pop("copy_rate")
+        rows[key] = m
+    floor = rows["reconstruction"]
+    for m in rows.values():
+        m["excess_mixed_rate"] = {t: v - floor["mixed_rate"][t] for t, v in m["mixed_rate"].items()}
+        m["excess_mixed_rate_se"] = {t: float(np.hypot(se, floor["mixed_rate_se"][t]))
+                                     for t, se in m["mixed_rate_se"].items()}
     return rows
 
 
-def _summary(settings, art, det, rows, seconds) -> dict:
-    """The contents of metrics.json (see docs of :func:`run`)."""
+def cell_labels(art: MNISTArtifacts, ot_generator: OTGenerator) -> np.ndarray:
+    """The digit of every OT target (N,): the majority label of the training codes merged into it."""
+    votes = np.zeros((art.ot.targets_.shape[0], int(art.train[1].max()) + 1))
+    np.add.at(votes, (ot_generator.target_index_, art.train[1]), 1.0)
+    return votes.argmax(1)
+
+
+def latent_geometry(settings: MNISTSettings, art: MNISTArtifacts, det, generators: dict) -> dict:
+    """Is the latent separated? k-NN label agreement, facet-angle separation, the detector's modes vs digits."""
+    z_test = art.latent.transform(np.asarray(art.ae.encode(art.test[0]), np.float32))
+    labels = cell_labels(art, generators["ot_extended"])
+    angles = angle_separation(det, labels)
+    modes = mode_recovery(det.cell_component_, labels, weights=art.ot.weights_.detach().cpu().numpy())
+    return dict(name=settings.latent, dim=int(art.z.shape[1]),
+                knn_agreement=knn_label_agreement(z_test, art.test[1], art.z, art.train[1], k=NEIGHBOURS),
+                angle_auc=angles["auc"], angle_gap=angles["has_gap"], angle_gap_ratio=angles["gap_ratio"],
+                angle_within_median=angles["within_median"], angle_between_median=angles["between_median"],
+                n_modes=modes["n_modes"], n_components=modes["n_components"], mode_ari=modes["ari"],
+                mode_nmi=modes["nmi"], reconstruction_mse=art.ae.reconstruction_error(art.test[0]))
+
+
+def detectors(settings: MNISTSettings, art: MNISTArtifacts, det, samples: dict) -> dict:
+    """How well each generator's own detector picks out the samples that decode mixed (at τ = ``tau``).
+
+    OT: the singular-set score of the source point (:meth:`~otgen.singular.SingularSetDetector.score`) and
+    its flag; diffusion: the trajectory variance of the predicted x̂0 (Aithal et al., NeurIPS 2024).
+    """
+    out = {}
+    for key, r in samples.items():
+        info = r["info"]
+        if "source" in info:
+            score_, flags = det.score(np.asarray(info["source"])), np.asarray(info["near_singular"], bool)
+        elif "x0_variance" in info:
+            score_, flags = np.asarray(info["x0_variance"]), None
+        else:
+            continue
+        mixed = (art.clf.predict_proba(r["images"]) >= settings.tau).sum(1) >= 2
+        out[key] = dict(kind="singular set" if flags is not None else "x0 trajectory variance",
+                        n_mixed=int(mixed.sum()), auc=roc_auc(score_, mixed) if 0 < mixed.sum() < len(mixed) else None)
+        if flags is not None:
+            out[key].update(flagged=int(flags.sum()), precision=float(mixed[flags].mean()) if flags.any() else None,
+                            recall=float(flags[mixed].mean()) if mixed.any() else None)
+    return out
+
+
+def _summary(settings, art, det, rows, geometry, found, seconds) -> dict:
+    """The contents of metrics.json (the schema is in :func:`run`)."""
     s, ot, hist = settings, art.ot, art.ot.history_
     return {
         "settings": dict(asdict(s), taus=list(s.taus), n_train_used=len(art.train[0]), n_test=len(art.test[0])),
-        "rows": rows,
+        "latent": geometry,
+        "generators": {k: rows[k] for k in GENERATORS},
+        "floors": {k: rows[k] for k in FLOORS},
+        "detectors": found,
         "classifier_test_accuracy": art.clf.score(*art.test),
-        "ae_test_mse": art.ae.reconstruction_error(art.test[0]),
         "ot": dict(fit_seconds=art.cache.seconds["ot"], n_iter=int(ot.n_iter_), converged=bool(ot.converged_),
                    tv_error=float(hist[-1]["tv"]) if hist else None, n_targets=int(ot.targets_.shape[0]),
                    n_components=int(det.n_components_), threshold=float(det.threshold_),
                    n_singular_pairs=int(len(det.singular_pairs_)), n_pairs=int(len(det.pairs_)),
                    angle_median=float(np.median(det.angles_)) if len(det.angles_) else None,
                    angle_max=float(det.angles_.max()) if len(det.angles_) else None,
-                   angle_rule="gap" if s.angle_quantile is None else f"quantile {s.angle_quantile:g}",
-                   blend_rule=s.blend_rule),
+                   angle_rule=s.angle_rule(), blend_rule=s.blend_rule),
         "diffusion": dict(fit_seconds=art.cache.seconds["diffusion"], loss=loss_plateau(art.diffusion.history_["loss"])),
         "timings": dict(fit_seconds=dict(art.cache.seconds), total=seconds),
         "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads()),
@@ -254,9 +342,21 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
     """fit -> generators -> sample -> score -> ``metrics.json`` and ``report.md`` in ``out_dir``.
 
     ``cache_dir=None`` caches fitted models in ``<out_dir>/cache``. The schema of metrics.json:
-    ``settings``, ``rows`` {generator or floor: metrics}, ``classifier_test_accuracy``, ``ae_test_mse``,
-    ``ot`` (solve and detector), ``diffusion`` (loss plateau), ``timings``, ``environment``,
-    ``cache_hits``, ``all_cached``.
+
+    - ``settings``: every :class:`MNISTSettings` field, ``n_train_used``, ``n_test``;
+    - ``latent``: ``name``, ``dim``, ``knn_agreement`` (10-NN label agreement of held-out codes),
+      ``angle_auc`` / ``angle_gap`` / ``angle_gap_ratio`` / ``angle_within_median`` / ``angle_between_median``
+      (facet angles between cells of different digits vs the same digit), ``n_modes`` (detector components
+      with >= 1 % of the mass), ``n_components``, ``mode_ari``, ``mode_nmi``, ``reconstruction_mse``;
+    - ``generators.KEY`` for KEY in ``ot_extended, ot_plain, ddpm, ddim, gaussian`` and ``floors.KEY`` for
+      ``real, reconstruction, noise``: ``mixed_rate`` {"0.1", ...}, ``mixed_rate_se``, ``excess_mixed_rate``,
+      ``excess_mixed_rate_se``, ``between_modes_rate``, ``between_modes_se``, ``off_support_rate``, ``copies``,
+      ``fid``, ``precision``, ``recall``, ``density``, ``coverage``, ``low_confidence``, ``class_kl``,
+      ``class_histogram``, ``sw_latent``, ``samples_per_s`` (None for floors), ``near_singular_fraction`` (OT);
+    - ``detectors.KEY``: how the generator's own detector picks out mixed samples (``auc``; OT also
+      ``precision``, ``recall``, ``flagged``);
+    - ``classifier_test_accuracy``, ``ot`` (solve and detector), ``diffusion`` (loss plateau), ``timings``,
+      ``environment``, ``cache_hits``, ``all_cached``.
     """
     t0 = time.perf_counter()
     out_dir = check_out_dir(out_dir)
@@ -264,7 +364,9 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
     art = fit(settings, cache, device=device, verbose=verbose)
     det, gens = make_generators(settings, art)
     samples = sample(settings, art, gens, verbose=verbose)
-    metrics = _summary(settings, art, det, score(settings, art, samples), time.perf_counter() - t0)
+    rows, geometry = score(settings, art, samples), latent_geometry(settings, art, det, gens)
+    metrics = _summary(settings, art, det, rows, geometry, detectors(settings, art, det, samples),
+                       time.perf_counter() - t0)
     paths = dict(metrics=write_json(os.path.join(out_dir, "metrics.json"), metrics),
                  report=write_text(os.path.join(out_dir, "report.md"), report(metrics)))
     return MNISTRun(settings, art, det, samples, metrics, paths)
@@ -272,53 +374,84 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
 
 # ----------------------------------------------------------------------------- report
 
-_COLUMNS = [("low conf", "low_confidence", 3), ("class KL", "class_kl", 3), ("FID", "fid", 2),
-            ("precision", "precision", 3), ("recall", "recall", 3), ("density", "density", 3),
-            ("coverage", "coverage", 3), ("SW latent", "sw_latent", 3), ("copies", "copy_rate", 3),
+_COLUMNS = [("between modes", "between_modes_rate", 3), ("off support", "off_support_rate", 3),
+            ("copies", "copies", 3), ("FID", "fid", 2), ("precision", "precision", 3), ("recall", "recall", 3),
+            ("density", "density", 3), ("coverage", "coverage", 3), ("low conf", "low_confidence", 3),
             ("samples/s", "samples_per_s", 0)]
 
 
-def _table(rows: dict, taus) -> str:
-    head = ["generator"] + [f"MMR τ={t}" for t in taus] + [c for c, _, _ in _COLUMNS]
+def _table(rows: dict, taus, tau) -> str:
+    t = str(float(tau))
+    head = (["generator"] + [f"mixed τ={x}" for x in taus] + [f"excess over AE floor (τ={tau})"] +
+            [c for c, _, _ in _COLUMNS])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in rows.items():
-        cells = [name] + [f"{fmt(r['mode_mixture'][str(float(t))])} ± {fmt(r['mode_mixture_se'][str(float(t))])}"
-                          for t in taus]
-        cells += [fmt(r.get(key), nd) for _, key, nd in _COLUMNS]
+    for key, r in rows.items():
+        cells = [NAMES[key]] + [f"{fmt(r['mixed_rate'][str(float(x))])} ± {fmt(r['mixed_rate_se'][str(float(x))])}"
+                                for x in taus]
+        cells.append(f"{r['excess_mixed_rate'][t]:+.3f} ± {fmt(r['excess_mixed_rate_se'][t])}")
+        cells += [fmt(r.get(key_), nd) for _, key_, nd in _COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _verdict(a: float, b: float, se: float) -> str:
+    return "below" if a + 2 * se < b else "above" if a - 2 * se > b else "not distinguishable from"
+
+
+def _answer(m) -> list:
+    """OT against DDPM on mixing: decoded (classifier) and in the latent (between modes), with standard errors."""
+    s, g = m["settings"], m["generators"]
+    t, n, lat = str(float(s["tau"])), s["n_samples"], m["latent"]
+    a, b = g["ot_extended"]["mixed_rate"][t], g["ddpm"]["mixed_rate"][t]
+    c, d = g["ot_extended"]["between_modes_rate"], g["ddpm"]["between_modes_rate"]
+    separated = "separated" if lat["knn_agreement"] >= SEPARATED_AGREEMENT else "touching"
+    return [f"- **Does OT mix modes less than diffusion in this latent?** The digits' modes here are {separated} "
+            f"(10-NN label agreement {lat['knn_agreement']:.3f}; ≥ {SEPARATED_AGREEMENT} counts as separated). "
+            f"Decoded mixed rate at τ = {s['tau']}: OT (extended) − DDPM = {a - b:+.3f} ± {difference_se(a, b, n):.3f}: "
+            f"OT is {_verdict(a, b, difference_se(a, b, n))} DDPM (two standard errors). Between-modes rate in the "
+            f"latent: {c - d:+.3f} ± {difference_se(c, d, n):.3f} ({_verdict(c, d, difference_se(c, d, n))}).",
+            f"- The decoder's floor: AE reconstructions {fmt(m['floors']['reconstruction']['mixed_rate'][t])}, real digits "
+            f"{fmt(m['floors']['real']['mixed_rate'][t])}; OT (plain) returns training codes (copies "
+            f"{fmt(g['ot_plain']['copies'])}), so it sits at the reconstruction floor by construction."]
+
+
+def _geometry_lines(m) -> list:
+    lat, o = m["latent"], m["ot"]
+    lines = [f"- Latent `{lat['name']}` ({lat['dim']}-D): 10-NN label agreement {lat['knn_agreement']:.3f}; facet angles "
+             f"between cells of different digits vs the same digit: AUC {fmt(lat['angle_auc'])}, medians "
+             f"{fmt(lat['angle_between_median'])} vs {fmt(lat['angle_within_median'])} rad, gap in the sorted angles: "
+             f"{'yes' if lat['angle_gap'] else 'no'} (largest / median {fmt(lat['angle_gap_ratio'], 2)}).",
+             f"- Detector ({o['angle_rule']} rule): {o['n_components']} component(s), {lat['n_modes']} with ≥ 1 % of the "
+             f"mass; against the digits ARI {fmt(lat['mode_ari'])}, NMI {fmt(lat['mode_nmi'])}; threshold "
+             f"{fmt(o['threshold'])} rad, {o['n_singular_pairs']} singular of {o['n_pairs']} adjacent pairs."]
+    for key, r in m["detectors"].items():
+        extra = "" if "precision" not in r else (f", {r['flagged']} flagged, precision {fmt(r['precision'])}, "
+                                                  f"recall {fmt(r['recall'])}")
+        lines.append(f"- {NAMES[key]}: its {r['kind']} picks out the {r['n_mixed']} mixed samples with AUC "
+                     f"{fmt(r['auc'])}{extra}.")
+    return lines
 
 
 def report(metrics: dict) -> str:
     """report.md: the table and what it says, from measured values only."""
     m, s = metrics, metrics["settings"]
-    rows, t, n, o = m["rows"], str(float(s["tau"])), s["n_samples"], m["ot"]
-    a, b = rows["OT (extended)"]["mode_mixture"][t], rows["DDPM"]["mode_mixture"][t]
-    se = difference_se(a, b, n)
-    verdict = "below" if a + 2 * se < b else "above" if a - 2 * se > b else "not distinguishable from"
-    mmr = ", ".join(f"{name} {fmt(r['mode_mixture'][t])}" for name, r in rows.items())
+    rows, o = {**m["generators"], **m["floors"]}, m["ot"]
     lines = [
         "# MNIST: semi-discrete OT vs latent diffusion\n",
-        f"{n} samples per generator, latent dim {s['latent_dim']}, metrics against {s['n_test']} held-out test "
-        f"digits (k = {s['k']}). MMR = mode-mixture rate (two classes with probability ≥ τ) ± its binomial standard "
-        "error; SW latent in standardised codes; copies = fraction of samples on a training code; samples/s = "
-        "latent sampling of one batch (decoding excluded).\n",
-        _table(rows, s["taus"]) + "\n",
-        f"- Mode mixture at τ = {t}: {mmr}.",
-        f"- OT (extended) − DDPM = {a - b:+.3f}, standard error of the difference {se:.3f}: OT's rate is {verdict} "
-        "DDPM's (two standard errors).",
-        f"- OT (plain) copies training codes at rate {fmt(rows['OT (plain)']['copy_rate'])}; OT (extended) at "
-        f"{fmt(rows['OT (extended)']['copy_rate'])}, with {fmt(rows['OT (extended)'].get('near_singular_fraction'))} of its "
-        "source points near the singular set (mapped to their own cell's target).",
-        f"- Detector: {o['n_components']} mode(s) among {o['n_targets']} cells, threshold {fmt(o['threshold'])} rad "
-        f"(rule {o['angle_rule']}, blend rule {o['blend_rule']}); {o['n_singular_pairs']} singular of {o['n_pairs']} "
-        f"adjacent pairs; neighbour angles median {fmt(o['angle_median'])}, max {fmt(o['angle_max'])} rad.",
+        f"Latent `{s['latent']}`; {s['n_samples']} samples per generator; metrics against {s['n_test']} held-out "
+        f"test digits (k = {s['k']}). Mixed = two classes with probability ≥ τ, ± its binomial standard error; "
+        f"excess = mixed minus the AE-reconstruction floor's; between modes = no digit holds {MAJORITY:.0%} of a "
+        f"code's {NEIGHBOURS} nearest training codes; off support = farther from the training codes than 99 % of "
+        "their own nearest-neighbour distances; copies = on a training code; samples/s = latent sampling of one "
+        "batch (decoding excluded).\n",
+        _table(rows, s["taus"], s["tau"]) + "\n"] + _answer(m) + _geometry_lines(m) + [
         f"- Diffusion loss: last 10 % of steps {m['diffusion']['loss']['last_10pct']:.4f}, previous 10 % "
         f"{m['diffusion']['loss']['previous_10pct']:.4f} (relative change "
-        f"{m['diffusion']['loss']['relative_change']:+.3%}).",
-        f"- Classifier test accuracy {m['classifier_test_accuracy']:.4f}; AE test MSE {m['ae_test_mse']:.4f}; OT "
-        f"{o['n_iter']} iterations, converged {o['converged']}, TV {fmt(o['tv_error'], 4)}; total "
-        f"{m['timings']['total']:.0f} s ({'all models cached' if m['all_cached'] else 'models fitted'}).",
+        f"{m['diffusion']['loss']['relative_change']:+.3%}; the curve is in mnist_diffusion_loss.png).",
+        f"- Classifier test accuracy {m['classifier_test_accuracy']:.4f}; latent reconstruction MSE "
+        f"{m['latent']['reconstruction_mse']:.4f}; OT {o['n_iter']} iterations, converged {o['converged']}, TV "
+        f"{fmt(o['tv_error'], 4)}; total {m['timings']['total']:.0f} s "
+        f"({'all models cached' if m['all_cached'] else 'models fitted'}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -341,8 +474,8 @@ def mode_mixture_points(settings: MNISTSettings, art: MNISTArtifacts, generators
     codes whose 3 nearest training codes lie in two or more detector modes), ``images``, ``probs``
     (classifier), ``title``.
     """
-    ot_gen = generators["OT (extended)"]
-    dm_gen = generators["DDPM" if method == "ddpm" else "DDIM"]
+    ot_gen = generators["ot_extended"]
+    dm_gen = generators[method]
     codes, info = ot_gen.sample(n_points, seed=spawn_seed(settings.seed, "figure", "ot"), return_info=True)
     comp = ot_gen.detector_.cell_component_[ot_gen.target_index_]        # mode of each training code
     y_dm = dm_gen.sample(n_points, seed=spawn_seed(settings.seed, "figure", "diffusion"))

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from otgen._validation import check_positive_float
-from otgen.experiments.mnist import FLOORS as FLOOR_NAMES
+from otgen.experiments.mnist import FLOORS, NAMES
 from otgen.figures._common import check_out_dir, loss_curve_figure, plt, save_figure
 
 N_SHOWN = 100      # images per sample grid: a 10 x 10 grid is what a reader can still scan
@@ -78,7 +78,7 @@ def comparison_figures(run, out_dir) -> dict:
     dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``.
     """
     out_dir = check_out_dir(out_dir)
-    rows, taus, tau = run.metrics["rows"], run.settings.taus, run.settings.tau
+    rows, taus, tau = {**run.metrics["generators"], **run.metrics["floors"]}, run.settings.taus, run.settings.tau
     names = list(run.samples)
     ncol = 4
     nrow = math.ceil(len(names) / ncol)
@@ -90,7 +90,7 @@ def comparison_figures(run, out_dir) -> dict:
         near = run.samples[name]["info"].get("near_singular")
         counts[name] = int(mixed.sum())
         image_grid(ax, imgs, mixed=mixed, flagged=None if near is None else np.asarray(near)[:N_SHOWN],
-                   title=f"{name}: {mixed.sum()}/{len(imgs)} mixed (τ={tau})")
+                   title=f"{NAMES[name]}: {mixed.sum()}/{len(imgs)} mixed (τ={tau})")
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     out = {"samples": save_figure(fig, out_dir, "mnist_samples", dict(tau=tau, mixed_in_first_100=counts))["png"]}
@@ -98,10 +98,10 @@ def comparison_figures(run, out_dir) -> dict:
     fig, ax = plt.subplots(figsize=(6, 4))
     curves = {}
     for name, r in rows.items():
-        ys = np.array([r["mode_mixture"][str(float(t))] for t in taus])
-        se = np.array([r["mode_mixture_se"][str(float(t))] for t in taus])
+        ys = np.array([r["mixed_rate"][str(float(t))] for t in taus])
+        se = np.array([r["mixed_rate_se"][str(float(t))] for t in taus])
         curves[name] = dict(rate=ys.tolist(), se=se.tolist())
-        ax.errorbar(taus, ys, yerr=se, marker="o", capsize=2, ls="--" if name in FLOOR_NAMES else "-", label=name)
+        ax.errorbar(taus, ys, yerr=se, marker="o", capsize=2, ls="--" if name in FLOORS else "-", label=NAMES[name])
     ax.set_xlabel("τ")
     ax.set_ylabel("mode-mixture rate (± standard error)")
     ax.set_yscale("symlog", linthresh=1e-3)
