@@ -259,7 +259,7 @@ def _figure_mnist(args) -> dict:
     numbers = dict(settings=dataclasses.asdict(settings), method=args.method, n_modes_detected=int(det.n_components_),
                    detector_threshold=float(det.threshold_), cache_hits=dict(cache.hits))
     return mnist_figures.mnist_mode_mixture_figure(panels, art.z, art.train[1], args.out, tau=settings.tau,
-                                                   numbers=numbers)
+                                                   angles=mnist.facet_angles(art, det, gens), numbers=numbers)
 
 
 def _figure_video(args) -> dict:

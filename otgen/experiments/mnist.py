@@ -56,7 +56,7 @@ from otgen.singular import SingularSetDetector
 from otgen.transport import SemiDiscreteOT
 
 __all__ = ["MNISTSettings", "MNISTArtifacts", "MNISTRun", "fit", "make_generators", "sample", "score",
-           "latent_geometry", "detectors", "cell_labels", "report", "run", "mode_mixture_points", "GENERATORS", "FLOORS",
+           "latent_geometry", "detectors", "cell_labels", "facet_angles", "report", "run", "mode_mixture_points", "GENERATORS", "FLOORS",
            "NAMES"]
 
 #: metrics.json keys of the generators and floors -> their names in the report and figures
@@ -273,6 +273,13 @@ def cell_labels(art: MNISTArtifacts, ot_generator: OTGenerator) -> np.ndarray:
     votes = np.zeros((art.ot.targets_.shape[0], int(art.train[1].max()) + 1))
     np.add.at(votes, (ot_generator.target_index_, art.train[1]), 1.0)
     return votes.argmax(1)
+
+
+def facet_angles(art: MNISTArtifacts, det, generators: dict) -> dict:
+    """Facet angles of adjacent cells holding the same digit (``within``) and different digits (``between``)."""
+    labels = cell_labels(art, generators["ot_extended"])
+    differ = labels[det.pairs_[:, 0]] != labels[det.pairs_[:, 1]]
+    return dict(within=det.angles_[~differ], between=det.angles_[differ], threshold=float(det.threshold_))
 
 
 def latent_geometry(settings: MNISTSettings, art: MNISTArtifacts, det, generators: dict) -> dict:

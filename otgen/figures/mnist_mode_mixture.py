@@ -26,6 +26,10 @@ from otgen.experiments.mnist import FLOORS, NAMES
 from otgen.figures._common import check_out_dir, loss_curve_figure, plt, save_figure
 
 N_SHOWN = 100      # images per sample grid: a 10 x 10 grid is what a reader can still scan
+ANGLE_BINS = 40    # bins of the facet-angle histogram
+#: ten hues that stay apart for 0/9, 1/8, 4/6 (tab10's pale pairs are hard to tell apart)
+DIGIT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+                 "#bcbd22", "#000000")
 
 __all__ = ["mnist_mode_mixture_figure", "comparison_figures", "mixed_mask", "image_grid"]
 
@@ -113,15 +117,51 @@ def comparison_figures(run, out_dir) -> dict:
     return out
 
 
-def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: float = 0.2, numbers=None) -> dict:
-    """The seeds' Fig. 3 for OT and diffusion side by side, in a 2-D autoencoder latent.
+def _digit_clusters(ax, z_tr, labels) -> None:
+    """Training codes coloured by digit (a qualitative palette of 10 distinct hues), the digit written at each
+    cluster's median point, a categorical legend."""
+    labels = np.asarray(labels)
+    for d in np.unique(labels):
+        sel = labels == d
+        colour = DIGIT_COLOURS[int(d) % len(DIGIT_COLOURS)]
+        ax.scatter(z_tr[sel, 0], z_tr[sel, 1], color=colour, s=2, alpha=0.35, label=f"digit {d}", rasterized=True)
+        cx, cy = np.median(z_tr[sel, 0]), np.median(z_tr[sel, 1])
+        ax.text(cx, cy, str(d), fontsize=13, fontweight="bold", color=colour, ha="center", va="center",
+                bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec=colour, alpha=0.85), zorder=6)
+
+
+def _angle_histogram(ax, angles: dict) -> dict:
+    """Facet angles between adjacent cells of the same digit and of different digits (log-spaced bins)."""
+    within, between = np.asarray(angles["within"]), np.asarray(angles["between"])
+    both = np.concatenate([within, between])
+    both = both[both > 0]
+    if not len(both):
+        ax.text(0.5, 0.5, "no adjacent cells", ha="center", transform=ax.transAxes)
+        return {}
+    bins = np.geomspace(both.min(), both.max() * 1.0001, ANGLE_BINS)
+    ax.hist(within, bins=bins, alpha=0.6, density=True, label=f"same digit ({len(within)} pairs)")
+    ax.hist(between, bins=bins, alpha=0.6, density=True, label=f"different digits ({len(between)} pairs)")
+    if np.isfinite(angles.get("threshold", np.inf)):
+        ax.axvline(angles["threshold"], color="k", ls="--", lw=1, label="detector threshold")
+    ax.set_xscale("log")
+    ax.set(xlabel="facet angle between adjacent cells (rad)", ylabel="density")
+    ax.set_title("facet angles: within vs between digits", fontsize=10)
+    ax.legend(fontsize=8)
+    return dict(within_median=float(np.median(within)) if len(within) else None,
+                between_median=float(np.median(between)) if len(between) else None)
+
+
+def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: float = 0.2, angles=None,
+                              numbers=None) -> dict:
+    """The seeds' Fig. 3 for OT and diffusion side by side, in a 2-D latent.
 
     Draws what :func:`otgen.experiments.mnist.mode_mixture_points` returns: the standardised
-    training codes coloured by digit (ten clusters when the latent separates them), each
-    generator's points overlaid, and its decoded images as a 10 x 10 grid. Images the classifier
-    finds mixed (two classes with probability ``>= tau``) are outlined in red (red rings in the
-    latent panel); points flagged by the detector are marked orange (OT: source points near the
-    singular set; diffusion: codes whose nearest training codes lie in two or more modes).
+    training codes as ten labelled digit clusters, each generator's points overlaid, and its
+    decoded images as a 10 x 10 grid. Images the classifier finds mixed (two classes with
+    probability ``>= tau``) are outlined in red (red rings in the latent panel); points flagged by
+    the detector are marked orange (OT: source points near the singular set; diffusion: codes whose
+    nearest training codes lie in two or more modes). With ``angles``, a last panel shows the
+    histogram of facet angles between cells of the same digit and of different digits.
 
     Parameters
     ----------
@@ -133,6 +173,9 @@ def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: fl
     out_dir : path
         Receives ``mnist_mode_mixture.png`` / ``.json``.
     tau : float, default 0.2
+    angles : dict, optional
+        ``within`` (P1,), ``between`` (P2,) facet angles and the detector's ``threshold``
+        (:func:`otgen.experiments.mnist.facet_angles`).
     numbers : dict, optional
         More numbers for the JSON (settings, detector summary).
 
@@ -140,33 +183,37 @@ def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: fl
     -------
     dict
         ``mixed``, ``flagged``, ``mixed_and_flagged`` ({"ot", "diffusion"}: counts), ``points``, ``tau``,
-        the given ``numbers``, ``png`` and ``json``.
+        ``angles`` (medians), the given ``numbers``, ``png`` and ``json``.
     """
     out_dir = check_out_dir(out_dir)
     z_tr = np.asarray(z_train)
     n_points = len(next(iter(panels.values()))["z"])
     numbers = dict(numbers or {}, tau=tau, n_points=n_points, mixed={}, flagged={}, mixed_and_flagged={}, points={})
-    fig, axes = plt.subplots(2, 2, figsize=(11, 11))
+    rows = len(panels) + (angles is not None)
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 6.2 * rows), squeeze=False)
     lo, hi = np.percentile(z_tr, 0.5, 0) - 0.5, np.percentile(z_tr, 99.5, 0) + 0.5
     for row, (key, p) in enumerate(panels.items()):
         z, flagged, title, imgs = np.asarray(p["z"]), np.asarray(p["flagged"], bool), p["title"], p["images"]
         mixed = mixed_mask(p["probs"], tau)
         ax = axes[row, 0]
-        sc = ax.scatter(z_tr[:, 0], z_tr[:, 1], c=labels, cmap="tab10", s=2, alpha=0.35, vmin=-0.5, vmax=9.5)
+        _digit_clusters(ax, z_tr, labels)
         ax.scatter(z[:, 0], z[:, 1], c="k", s=10, zorder=3, label="generated")
         ax.scatter(z[flagged, 0], z[flagged, 1], marker="^", facecolors="none", edgecolors="orange", s=60,
-                   lw=1.2, zorder=4, label="flagged by detector")
+                   lw=1.2, zorder=4, label="flagged by the detector")
         ax.scatter(z[mixed, 0], z[mixed, 1], marker="o", facecolors="none", edgecolors="red", s=80, lw=1.5,
                    zorder=5, label=f"decodes to a mixed digit (τ={tau})")
-        ax.set_xlim(lo[0], hi[0])
-        ax.set_ylim(lo[1], hi[1])
-        ax.set_title(f"{title}: latent codes (10 digits) + {n_points} samples", fontsize=9)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="latent 1 (standardised)",
+               ylabel="latent 2 (standardised)")
+        ax.set_title(f"{title}\n{n_points} samples over the training codes", fontsize=10)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3)
         image_grid(axes[row, 1], imgs, mixed=mixed, flagged=flagged,
-                   title=f"{title}: {int(mixed.sum())}/{n_points} mixed (red), {int(flagged.sum())} flagged (orange)")
+                   title=f"{title}\n{int(mixed.sum())}/{n_points} mixed (red), {int(flagged.sum())} flagged (orange)")
         numbers["mixed"][key] = int(mixed.sum())
         numbers["flagged"][key] = int(flagged.sum())
         numbers["mixed_and_flagged"][key] = int((mixed & flagged).sum())
         numbers["points"][key] = z.tolist()
-    fig.colorbar(sc, ax=axes[:, 0].tolist(), ticks=range(10), shrink=0.5, label="digit")
+    if angles is not None:
+        numbers["angles"] = _angle_histogram(axes[-1, 0], angles)
+        axes[-1, 1].axis("off")
+    fig.tight_layout()
     return save_figure(fig, out_dir, "mnist_mode_mixture", numbers)

@@ -27,7 +27,7 @@ import torch
 from otgen._base import check_seed, spawn_seed
 from otgen._validation import as_tensor, check_positive_int
 from otgen.latent import LatentSpace
-from otgen.singular.detector import SingularSetDetector, check_fitted_ot
+from otgen.singular.detector import SingularSetDetector, check_fitted_ot, with_map
 from otgen.singular.paths import encode_windows, locate_crossings, singular_sides
 from otgen.transport.sources import sample_source
 
@@ -50,9 +50,10 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
 
     Draws source points of ``ot.source`` in batches of ``batch`` (batch ``b`` from the stream
     ``spawn_seed(seed, "critical", b)``, at most ``max_draw`` points in all) and keeps those that
-    ``detector.predict`` flags *and* whose top-k cells lie in two different modes
-    (:func:`~otgen.singular.singular_sides`: the best cell :math:`i` and the best cell :math:`j` of
-    another mode), until ``n_points`` are kept. The targets :math:`y_i, y_j` are the two values of
+    ``detector.predict`` flags (a singular facet of their cell within the detector's band, in
+    source distance) *and* whose cell has a facet within the band to a cell of another mode
+    (:func:`~otgen.singular.singular_sides`: the cell :math:`i` and the nearest such cell :math:`j`),
+    until ``n_points`` are kept. The targets :math:`y_i, y_j` are the two values of
     the Brenier map at the singular point, one on the boundary of each mode.
 
     Parameters
@@ -76,9 +77,10 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
         ``X`` ndarray (m, d) kept source points (m <= n_points, the solver's dtype), ``i``, ``j``
         ndarray of int64 (m,) the boundary cells on the two sides, ``drawn`` (int) source points
         drawn, ``flagged_fraction`` (float, flagged by ``predict``), ``kept_fraction`` (float,
-        flagged with two modes among the top-k), ``seconds`` (float).
+        flagged with a cell of another mode within the band), ``seconds`` (float).
     """
     _check_pair(ot, detector)
+    det = with_map(detector, ot)
     n_points = check_positive_int(n_points, "n_points")
     max_draw = check_positive_int(max_draw, "max_draw")
     batch = check_positive_int(batch, "batch")
@@ -91,13 +93,12 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
         X = sample_source(ot.source, batch, d, seed=spawn_seed(seed, "critical", b), dtype=ot.targets_.dtype,
                           device=ot.targets_.device)
         drawn, b = drawn + batch, b + 1
-        _, idx = ot.topk(X, min(detector.k, ot.targets_.shape[0]))
-        flag = detector.score_cells(idx) > detector.threshold_          # detector.predict(X), with this ot
+        flag = det.predict(X)
         n_flag += int(flag.sum())
         if not bool(flag.any()):
             continue
         Xf = X[flag]
-        i, j = singular_sides(Xf, ot, detector)
+        i, j = singular_sides(Xf, ot, det)
         keep = j >= 0
         Xs.append(Xf[torch.as_tensor(keep, device=Xf.device)].cpu().numpy())
         I.append(i[keep])

@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 
@@ -47,6 +48,10 @@ __all__ = ["SingularSetDetector", "normal_angles", "gap_threshold", "ratio_thres
 THRESHOLD_RULES = ("gap", "ratio", "quantile", "persistence")
 
 _DRAW_ROWS = 1 << 16         # source points scored at a time (memory of one top-2 batch)
+_WIDTH_SAMPLES = 4096        # source points of the cell width: the median of 4096 draws is within ~2% of its limit
+_ENTRY_BUDGET = 1 << 22      # (points x facets x d) float64 entries held at once by facet_distances (32 MiB)
+_SCAN_ENTRIES = 1 << 22      # (points x cells) float64 entries of one nearest-facet scan (a few such arrays, 32 MiB each)
+_SUPPORT_TOL = 1e-9          # a facet's foot on the source's boundary counts as inside it (round-off)
 _MIN_PERSISTENCE = 2.0       # "persistence" rule: least ratio tau_{k+1} / tau_k (calibration in persistence_threshold)
 _SAME_MAP_RTOL = 1e-6        # an attached map must have the fitted targets and heights (float32 copies are exact)
 _SAME_MAP_ATOL = 1e-9
@@ -314,14 +319,32 @@ def _persistence_tau(pairs, angles, masses, min_size: float, min_persistence: fl
 
 
 def dual_graph(ot, n_samples=2**16, seed=0):
-    """Adjacent cells of a fitted :class:`~otgen.transport.SemiDiscreteOT`, from the top-2 cells of source points.
+    """Adjacent cells of a fitted :class:`~otgen.transport.SemiDiscreteOT`, from the top-2 cells and the
+    nearest facets of source points.
 
-    If the best and second-best cells of a source point x are i and j, the facet
-    :math:`W_i \\cap W_j` has positive (d-1)-volume whenever :math:`W_j` has an interior: on the
-    segment from x to an interior point of :math:`W_j` every other score stays below that of j,
-    and the score of i falls to that of j somewhere on it. So every sampled pair is a true
-    neighbour pair; facets of tiny area may be missed. The count of a pair is proportional to
-    the source mass of its order-2 region, a proxy for the facet's area.
+    Two pairs are read off each source point x in the cell :math:`W_b`:
+
+    * its top-2 cells (b, j) by score: the facet :math:`W_b \\cap W_j` has positive
+      (d-1)-volume whenever :math:`W_j` has an interior (on the segment from x to an interior point
+      of :math:`W_j` every other score stays below that of j, and the score of b falls to that of j
+      somewhere on it);
+    * the cell :math:`j^*` across the facet of :math:`W_b` nearest to x in source distance,
+      :math:`j^* = \\arg\\min_j \\delta_{bj}(x)` over all cells, with
+      :math:`\\delta_{bj}(x) = (\\langle x, y_b - y_j\\rangle + h_b - h_j) / |y_b - y_j|` the distance to
+      the hyperplane of the pair: the cell is the intersection of these half-spaces, so the ball of
+      radius :math:`\\min_j \\delta_{bj}` about x lies in :math:`W_b` and touches its boundary at the
+      foot p of the perpendicular on the minimising hyperplane, a point of the facet
+      :math:`W_b \\cap W_{j^*}`. The pair is kept when p lies in the support of the source (a facet
+      outside it is not part of the map).
+
+    So every sampled pair is a true neighbour pair; facets of tiny area may be missed. The top-2
+    pairs alone favour facets between close targets: the order-2 region of (b, j) is the set where
+    the score gap :math:`|y_b - y_j|\\,\\delta_{bj}` to j is the smallest, so a facet between
+    far-apart targets (a mode boundary) is seen only on a sliver next to it, and facets a cell wide
+    were missed; the nearest facets are sampled in proportion to their area, whatever the targets.
+    The count of a pair is the number of points whose top-2 cells it is (the source mass of its
+    order-2 region, a proxy for the facet's area among close targets); pairs seen only as nearest
+    facets count 0.
 
     Parameters
     ----------
@@ -337,6 +360,7 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     pairs : ndarray of int64, shape (P, 2)
         ``i < j``, sorted lexicographically.
     counts : ndarray of int64, shape (P,)
+        Top-2 counts; they sum to ``n_samples``.
     """
     check_fitted_ot(ot)
     n_samples = check_positive_int(n_samples, "n_samples")
@@ -344,16 +368,61 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     N, d = ot.targets_.shape
     if N < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    codes = []
+    top2, nearest = [], []
     for b, start in enumerate(range(0, n_samples, _DRAW_ROWS)):
         m = min(_DRAW_ROWS, n_samples - start)
         X = sample_source(ot.source, m, d, seed=spawn_seed(seed, "dual-graph", b), dtype=ot.targets_.dtype,
                           device=ot.targets_.device)
         _, idx = ot.topk(X, 2)
         idx = torch.sort(idx, dim=1).values.cpu().numpy().astype(np.int64)
-        codes.append(idx[:, 0] * N + idx[:, 1])
-    u, counts = np.unique(np.concatenate(codes), return_counts=True)
-    return np.stack([u // N, u % N], axis=1), counts.astype(np.int64)
+        top2.append(idx[:, 0] * N + idx[:, 1])
+        cell, other, _, inside = _nearest_facets(ot, X)
+        keep = inside & (other >= 0)
+        lo, hi = np.minimum(cell, other)[keep], np.maximum(cell, other)[keep]
+        nearest.append(lo * N + hi)
+    u, counts = np.unique(np.concatenate(top2), return_counts=True)
+    codes = np.union1d(u, np.concatenate(nearest))
+    full = np.zeros(len(codes), np.int64)
+    full[np.searchsorted(codes, u)] = counts
+    return np.stack([codes // N, codes % N], axis=1), full
+
+
+def _in_support(P: torch.Tensor, source: str) -> torch.Tensor:
+    """(M,) bool: rows of P (M, d) in the support of the source (cube, ball; the Gaussian's is R^d)."""
+    if source == "uniform":
+        return P.abs().amax(1) <= 1.0 + _SUPPORT_TOL
+    if source == "ball":
+        return (P * P).sum(1) <= (1.0 + _SUPPORT_TOL) ** 2
+    return torch.ones(len(P), dtype=torch.bool, device=P.device)
+
+
+def _nearest_facets(ot, X: torch.Tensor) -> tuple:
+    """Cell b, the cell j* across its facet nearest in source distance, that distance and whether the
+    foot of the perpendicular lies in the source's support, for source points X (M, d) on ``ot``'s
+    device, scanning all N cells (float64) -> numpy (M,) int64, (M,) int64 (-1: one cell),
+    (M,) float64 (inf: one cell), (M,) bool."""
+    Y = ot.targets_.detach().double()
+    h = ot.heights_.detach().to(Y.device).double()
+    y2 = (Y * Y).sum(1)
+    N = len(Y)
+    step = max(1, _SCAN_ENTRIES // N)
+    out = ([], [], [], [])
+    for start in range(0, len(X), step):
+        Xc = X[start:start + step].double()
+        S = torch.addmm(h, Xc, Y.T)                                            # (m, N) scores
+        top, best = S.max(1)
+        n2 = (y2[best][:, None] + y2[None, :] - 2.0 * (Y[best] @ Y.T)).clamp_min_(0.0)
+        dist = (top[:, None] - S).clamp_min_(0.0) / n2.sqrt()
+        dist[n2 <= 0] = math.inf                                               # itself and equal targets
+        dmin, other = dist.min(1)
+        u = Y[other] - Y[best]
+        foot = Xc + dmin.clamp(max=1e300)[:, None] * u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        finite = torch.isfinite(dmin)
+        for lst, v in zip(out, (best, torch.where(finite, other, -1), dmin,
+                                finite & _in_support(foot, ot.source))):
+            lst.append(v.cpu().numpy())
+    cat = [np.concatenate(v) if v else np.zeros(0) for v in out]
+    return cat[0].astype(np.int64), cat[1].astype(np.int64), cat[2].astype(np.float64), cat[3].astype(bool)
 
 
 def check_fitted_ot(ot):
@@ -362,6 +431,27 @@ def check_fitted_ot(ot):
         raise TypeError(f"ot must be a fitted SemiDiscreteOT, got {type(ot).__name__}")
     if not hasattr(ot, "heights_"):
         raise NotFittedError("ot must be a fitted SemiDiscreteOT, got one that is not fitted: call ot.fit(Y) first")
+
+
+def with_map(detector, ot):
+    """``detector`` ready for :meth:`SingularSetDetector.score` with the map ``ot``.
+
+    The detector itself when it already holds a map (``fitted_on(ot)`` is checked by the caller), else
+    a shallow copy with ``ot`` attached (a detector read without its map is left as it is).
+
+    Parameters
+    ----------
+    detector : SingularSetDetector
+        Fitted on ``ot`` (or on a map with the same targets and heights).
+    ot : SemiDiscreteOT
+
+    Returns
+    -------
+    SingularSetDetector
+    """
+    if getattr(detector, "ot_", None) is not None:
+        return detector
+    return copy.copy(detector).attach(ot)
 
 
 def _components(n: int, pairs: np.ndarray, keep: np.ndarray) -> tuple:
@@ -373,6 +463,74 @@ def _components(n: int, pairs: np.ndarray, keep: np.ndarray) -> tuple:
     _, first = np.unique(comp, return_index=True)
     order = np.argsort(np.argsort(first))
     return int(n_comp), order[comp].astype(np.int64)
+
+
+def _neighbour_lists(n: int, pairs: np.ndarray) -> tuple:
+    """Neighbour lists of the dual graph on ``n`` cells: (indptr (n+1,), indices), the neighbours of
+    cell i being ``indices[indptr[i]:indptr[i + 1]]``."""
+    both = np.concatenate([pairs, pairs[:, ::-1]]).astype(np.int64)
+    both = both[np.lexsort((both[:, 1], both[:, 0]))]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(both[:, 0], minlength=n))]).astype(np.int64)
+    return indptr, both[:, 1].copy()
+
+
+def _candidate_cells(best: np.ndarray, second: np.ndarray, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """(M, D) int64: the dual-graph neighbours of each point's best cell, then its second-best cell when
+    the graph lacks it (it is always adjacent, see :func:`dual_graph`; -1 when there is none); -1 pads."""
+    deg = indptr[best + 1] - indptr[best]
+    M, D = len(best), int(deg.max(initial=0)) + 1
+    out = np.full((M, D), -1, np.int64)
+    rows = np.repeat(np.arange(M), deg)
+    pos = np.arange(len(rows)) - np.repeat(np.cumsum(deg) - deg, deg)
+    out[rows, pos] = indices[indptr[best][rows] + pos]
+    add = (second >= 0) & ~(out == second[:, None]).any(1)
+    out[np.flatnonzero(add), deg[add]] = second[add]
+    return out
+
+
+def _hyperplane_distances(X: np.ndarray, Y: np.ndarray, h: np.ndarray, best: np.ndarray,
+                          cand: np.ndarray) -> np.ndarray:
+    """(M, D) float64: distance from X[m] (M, d) to the hyperplane
+    :math:`\\langle x, y_b - y_j\\rangle + h_b - h_j = 0` of the cells b = best[m], j = cand[m, c]
+    (the score gap over :math:`|y_b - y_j|`); ``inf`` where cand is -1."""
+    valid = cand >= 0
+    j = np.where(valid, cand, best[:, None])
+    diff = Y[best][:, None, :] - Y[j]                                          # (M, D, d)
+    gap = np.maximum(np.einsum("md,mcd->mc", X, diff) + h[best][:, None] - h[j], 0.0)
+    norm = np.sqrt(np.einsum("mcd,mcd->mc", diff, diff))
+    dist = np.divide(gap, norm, out=np.where(gap > 0, np.inf, 0.0), where=norm > 0)   # equal targets: 0 or inf
+    return np.where(valid, dist, np.inf)
+
+
+def _facet_chunks(ot, graph: tuple, X: torch.Tensor):
+    """Yield (start, best (m,), candidates (m, D), distances (m, D)) over chunks of source points X (M, d)
+    on ``ot``'s device: each point's cell, its facets' cells (:func:`_candidate_cells`) and the source
+    distances to their hyperplanes (:func:`_hyperplane_distances`)."""
+    indptr, indices = graph
+    Y = ot.targets_.detach().cpu().double().numpy()
+    h = ot.heights_.detach().cpu().double().numpy()
+    N, d = Y.shape
+    step = max(1, min(_DRAW_ROWS, _ENTRY_BUDGET // ((int(np.diff(indptr).max(initial=0)) + 1) * d)))
+    for start in range(0, len(X), step):
+        Xc = X[start:start + step]
+        idx = ot.topk(Xc, min(2, N))[1].cpu().numpy().astype(np.int64)
+        best = idx[:, 0]
+        second = idx[:, 1] if N > 1 else np.full(len(idx), -1, np.int64)
+        cand = _candidate_cells(best, second, indptr, indices)
+        yield start, best, cand, _hyperplane_distances(Xc.detach().cpu().double().numpy(), Y, h, best, cand)
+
+
+def _cell_width(ot, n_points: int, seed: int) -> float:
+    """Median cell width of ``ot`` in source units, from ``n_points`` source points (see
+    ``SingularSetDetector.cell_width_``); ``inf`` when there is one cell."""
+    d = ot.targets_.shape[1]
+    X = sample_source(ot.source, n_points, d, seed=spawn_seed(seed, "cell-width"), dtype=ot.targets_.dtype,
+                      device=ot.targets_.device)
+    inner = _nearest_facets(ot, X)[2]
+    inner = inner[np.isfinite(inner)]
+    if not len(inner):
+        return math.inf
+    return float(2.0 * np.median(inner) / (1.0 - 2.0 ** (-1.0 / d)))
 
 
 def _like(out: np.ndarray, ref):
@@ -395,9 +553,23 @@ class SingularSetDetector(BaseEstimator):
     4. Singular pairs :math:`\\theta_{ij} > \\tau`; the connected components of the dual graph
        without them are the modes (``cell_component_``).
 
-    A source point x is near the singular set when two of its top-k cells are adjacent across
-    a singular facet: :meth:`score` is the largest angle over the adjacent pairs among its
-    top-k cells, :meth:`predict` compares it with the threshold.
+    A source point x in the cell :math:`W_b` is near the singular set when a singular facet of
+    its cell is within a source distance :math:`\\delta` = ``band`` :math:`\\times` ``cell_width_``.
+    The distance from x to the hyperplane of the facet :math:`W_b \\cap W_j` is the score gap over
+    the jump of the map,
+
+    .. math:: \\delta_{bj}(x) = \\frac{\\langle x, y_b\\rangle + h_b - \\langle x, y_j\\rangle - h_j}
+              {|y_b - y_j|},
+
+    (the band of the solver's Hessian, in source units) and the facets of :math:`W_b` are its
+    neighbours in the dual graph. :meth:`score` is the largest angle :math:`\\theta_{bj}` over the
+    neighbours j with :math:`\\delta_{bj}(x) \\le \\delta`, :meth:`predict` compares it with the
+    threshold. Ranking the cells by the score gap instead (the top-k cells) misses the boundary
+    between far-apart targets: there the gap :math:`|y_b - y_j|\\,\\delta_{bj}` is large while the
+    cells of the same mode, whose targets are close, have tiny gaps however far they are, so near a
+    facet between two modes the cell across it is often not among the top k. :math:`\\delta_{bj}`
+    is a lower bound on the distance to the facet itself (exact when the foot of the perpendicular
+    lies on the facet, as it does away from the facet's edges).
 
     Two tests on rows of cell indices decide whether the piecewise-linear extension of
     :class:`~otgen.generate.OTGenerator` may blend a point's top-k targets (its ``blend_rule``):
@@ -423,7 +595,11 @@ class SingularSetDetector(BaseEstimator):
         for high-dimensional latents whose angles show no gap but whose connectivity does),
         computed in the same fit from the same dual graph and angles, at most π.
     k : int, default 3
-        Cells considered per source point by :meth:`score` (k >= 2).
+        Cells per row of the cell-level tests (k >= 2): the top-k cells of a point by score, the rows
+        that :class:`~otgen.generate.OTGenerator` blends and passes to :meth:`same_component` /
+        :meth:`no_singular_pair`, and that :func:`~otgen.singular.critical_states` scores with
+        :meth:`score_cells`. :meth:`score` and :meth:`predict` do not use it: they look at every
+        facet of a point's cell within the band.
     n_samples : int, default 65536
         Source points used to estimate the dual graph.
     seed : int, default 0
@@ -436,6 +612,11 @@ class SingularSetDetector(BaseEstimator):
         Used when ``angle_threshold="quantile"``.
     min_size : float in (0, 0.5), default 0.05
         Used when ``angle_threshold="persistence"``: least mass of a major mode.
+    band : float > 0, default 0.25
+        Width of the band around the singular set that :meth:`predict` flags, as a fraction of the
+        median cell width ``cell_width_``: a source point is flagged when a singular facet of its
+        cell is within ``band * cell_width_`` (a quarter cell: the points whose next cell across a
+        mode boundary is nearer than the cell's own centre-to-edge half width, by half).
 
     Attributes
     ----------
@@ -454,6 +635,13 @@ class SingularSetDetector(BaseEstimator):
     n_targets_ : int
     n_features_in_ : int
         Dimension d of the targets (and of the source points).
+    cell_width_ : float
+        Median width of the cells in source units: :math:`2 m / (1 - 2^{-1/d})`, where m is the
+        median over ``4096`` source points of their distance to the boundary of their own cell
+        (:math:`\\min_j \\delta_{bj}` over the facets in the dual graph). For cells that are cubes of
+        side w or balls of diameter w (any polytope circumscribed about a ball of diameter w), the
+        distance to the boundary is below t with probability :math:`1 - (1 - 2t/w)^d`, so the
+        formula returns w exactly; ``inf`` when there is one cell.
     ot_ : SemiDiscreteOT
         The map the detector was fitted on (or attached with :meth:`load`); :meth:`score` and
         :meth:`predict` need it. Not written by :meth:`save`.
@@ -477,10 +665,10 @@ class SingularSetDetector(BaseEstimator):
     """
 
     _FITTED_ATTR = "threshold_"
-    _SAVE_VERSION = 1
+    _SAVE_VERSION = 2           # 2: cell_width_ (the band of score / predict)
 
     def __init__(self, angle_threshold=None, k=3, n_samples=2**16, seed=0, *, min_ratio=5.0, min_gap=1.5,
-                 quantile=0.9, min_size=0.05):
+                 quantile=0.9, min_size=0.05, band=0.25):
         self.angle_threshold = angle_threshold
         self.k = k
         self.n_samples = n_samples
@@ -489,6 +677,7 @@ class SingularSetDetector(BaseEstimator):
         self.min_gap = min_gap
         self.quantile = quantile
         self.min_size = min_size
+        self.band = band
 
     # ------------------------------------------------------------------ fitting
     def _check_settings(self):
@@ -509,6 +698,7 @@ class SingularSetDetector(BaseEstimator):
         if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < q < 1:
             raise ValueError(f"quantile must be a number in (0, 1), got {q!r}")
         check_min_size(self.min_size)
+        check_positive_float(self.band, "band")
 
     def fit(self, ot) -> "SingularSetDetector":
         """Estimate the dual graph, the angles, the threshold and the modes of ``ot``.
@@ -528,8 +718,9 @@ class SingularSetDetector(BaseEstimator):
         Z = _normalised_targets(as_tensor(ot.targets_, "targets", ndim=2, dtype=torch.float64).cpu().numpy())
         angles = _plane_angles(Z, pairs[:, 0], pairs[:, 1])
         masses = cell_weights(len(Z), ot.weights_.detach().cpu().double())
+        width = _cell_width(ot, min(self.n_samples, _WIDTH_SAMPLES), self.seed)
         self._set_fitted(Z, ot.heights_.detach().cpu().double().numpy(), pairs, counts, angles,
-                         self._choose_threshold(pairs, angles, masses))
+                         self._choose_threshold(pairs, angles, masses), width)
         self.ot_ = ot
         return self
 
@@ -546,8 +737,9 @@ class SingularSetDetector(BaseEstimator):
             return min(tau, math.pi) if math.isfinite(tau) else math.inf
         return float(rule)
 
-    def _set_fitted(self, Z, heights, pairs, counts, angles, threshold):
-        """Set every fitted attribute from the map (normalised targets, heights), the graph and the threshold."""
+    def _set_fitted(self, Z, heights, pairs, counts, angles, threshold, cell_width):
+        """Set every fitted attribute from the map (normalised targets, heights), the graph, the threshold
+        and the cell width."""
         self._Z, self._heights = np.asarray(Z, np.float64), np.asarray(heights, np.float64)
         self.n_targets_, self.n_features_in_ = int(Z.shape[0]), int(Z.shape[1])
         self.pairs_ = np.asarray(pairs, np.int64).reshape(-1, 2)
@@ -557,16 +749,19 @@ class SingularSetDetector(BaseEstimator):
         self.singular_pairs_ = self.pairs_[self.singular_]
         self.n_components_, self.cell_component_ = _components(self.n_targets_, self.pairs_, ~self.singular_)
         self._codes = self.pairs_[:, 0] * self.n_targets_ + self.pairs_[:, 1]      # sorted (pairs lexicographic)
+        self._graph = _neighbour_lists(self.n_targets_, self.pairs_)
+        self.cell_width_ = float(cell_width)
         self.threshold_ = float(threshold)
 
     # ------------------------------------------------------------------ files
     def _get_state(self) -> dict:
         return {"normalised_targets": self._Z, "heights": self._heights, "pairs": self.pairs_,
-                "counts": self.counts_, "angles": self.angles_, "threshold": self.threshold_}
+                "counts": self.counts_, "angles": self.angles_, "threshold": self.threshold_,
+                "cell_width": self.cell_width_}
 
     def _set_state(self, state: dict, device=None) -> None:
         self._set_fitted(state["normalised_targets"], state["heights"], state["pairs"], state["counts"],
-                         state["angles"], float(state["threshold"]))
+                         state["angles"], float(state["threshold"]), float(state["cell_width"]))
 
     @classmethod
     def load(cls, path, ot=None, device=None, **settings) -> "SingularSetDetector":
@@ -707,8 +902,8 @@ class SingularSetDetector(BaseEstimator):
         return _like(ok, idx)
 
     # ------------------------------------------------------------------ source points
-    def _source_topk(self, X) -> torch.Tensor:
-        """Top-k cells (M, k) of source points X (M, d), on the CPU."""
+    def _source_points(self, X) -> torch.Tensor:
+        """Source points X (M, d) as a tensor on the attached map's device, checked."""
         self._check_fitted()
         ot = getattr(self, "ot_", None)
         if ot is None:
@@ -718,12 +913,65 @@ class SingularSetDetector(BaseEstimator):
         if Xt.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have {self.n_features_in_} columns (the targets' dimension), "
                              f"got shape {tuple(Xt.shape)}")
-        k = min(check_positive_int(self.k, "k", minimum=2), self.n_targets_)
-        _, idx = ot.topk(Xt, k)
-        return idx.cpu()
+        return Xt
+
+    def facet_distances(self, X):
+        """Source distance from each point to the hyperplane of every facet of its cell, nearest first.
+
+        For x in the cell :math:`W_b` and each neighbour j of b in the dual graph (and the
+        second-best cell of x, always adjacent), the distance to the hyperplane of the facet
+        :math:`W_b \\cap W_j`,
+        :math:`\\delta_{bj}(x) = (\\langle x, y_b - y_j\\rangle + h_b - h_j) / |y_b - y_j|`
+        (float64, from the attached map's targets and heights). The smallest is the distance from x
+        to the boundary of its cell (up to facets the sampled dual graph missed).
+
+        Parameters
+        ----------
+        X : array_like or tensor, shape (M, d)
+            Source points.
+
+        Returns
+        -------
+        cells : ndarray of int64, shape (M,)
+            The cell b of each point (``ot.assign``).
+        neighbours : ndarray of int64, shape (M, D)
+            The cells j across the facets of b, nearest first; -1 pads (D: one more than the largest
+            degree of the dual graph).
+        distances : ndarray of float64, shape (M, D)
+            :math:`\\delta_{bj}(x)` in source units, ascending; ``inf`` pads.
+        """
+        Xt = self._source_points(X)
+        D = int(np.diff(self._graph[0]).max(initial=0)) + 1
+        cells = np.zeros(len(Xt), np.int64)
+        nbr, dist = np.full((len(Xt), D), -1, np.int64), np.full((len(Xt), D), np.inf)
+        for start, best, cand, dc in _facet_chunks(self.ot_, self._graph, Xt):
+            order = np.argsort(dc, axis=1, kind="stable")
+            rows = slice(start, start + len(best))
+            cells[rows] = best
+            nbr[rows, :cand.shape[1]] = np.take_along_axis(cand, order, 1)
+            dist[rows, :cand.shape[1]] = np.take_along_axis(dc, order, 1)
+        return cells, nbr, dist
+
+    def _score_points(self, Xt: torch.Tensor) -> np.ndarray:
+        """:meth:`score` of checked source points (M, d) -> (M,) float64 numpy."""
+        band = float(self.band) * self.cell_width_
+        out = np.zeros(len(Xt))
+        for start, best, cand, dist in _facet_chunks(self.ot_, self._graph, Xt):
+            near = dist <= band
+            ang = np.zeros(cand.shape)
+            ang[near] = _plane_angles(self._Z, np.broadcast_to(best[:, None], cand.shape)[near], cand[near])
+            out[start:start + len(best)] = ang.max(1, initial=0.0)
+        return out
 
     def score(self, X):
-        """Each source point's largest neighbour angle among its top-k cells.
+        """Each source point's largest facet angle among the facets of its cell within the band.
+
+        .. math:: s(x) = \\max \\{\\theta_{bj} : j \\text{ adjacent to } b,\\
+                  \\delta_{bj}(x) \\le \\texttt{band} \\cdot \\texttt{cell\\_width\\_}\\}
+
+        with b the cell of x and :math:`\\delta_{bj}` the source distance to the facet's hyperplane
+        (:meth:`facet_distances`): nearness is measured in source units, whatever the spacing of
+        the targets around x.
 
         Parameters
         ----------
@@ -733,13 +981,13 @@ class SingularSetDetector(BaseEstimator):
         Returns
         -------
         ndarray or tensor of float64, shape (M,)
-            Radians; 0 where none of the top-k cells are adjacent. A tensor on ``X``'s device when
+            Radians; 0 where no facet of the cell is within the band. A tensor on ``X``'s device when
             ``X`` is a tensor, else a numpy array.
         """
-        return _like(self._score_rows(self._check_idx(self._source_topk(X), 2)), X)
+        return _like(self._score_points(self._source_points(X)), X)
 
     def predict(self, X):
-        """True where a source point is on or near the singular set: ``score(X) > threshold_``.
+        """True where a source point is within the band of a singular facet: ``score(X) > threshold_``.
 
         Parameters
         ----------
@@ -750,5 +998,4 @@ class SingularSetDetector(BaseEstimator):
         ndarray or tensor of bool, shape (M,)
             A tensor on ``X``'s device when ``X`` is a tensor, else a numpy array.
         """
-        s = self._score_rows(self._check_idx(self._source_topk(X), 2))
-        return _like(s > self.threshold_, X)
+        return _like(self._score_points(self._source_points(X)) > self.threshold_, X)

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from otgen._validation import as_tensor, check_choice, check_positive_int
-from otgen.singular.detector import SingularSetDetector, cell_weights, check_min_size, check_fitted_ot
+from otgen.singular.detector import SingularSetDetector, cell_weights, check_fitted_ot, check_min_size, with_map
 
 __all__ = ["latent_modes", "nearest_targets", "sliding_windows", "encode_windows", "locate_crossings",
            "singular_sides", "boundary_cells", "flag_codes", "BOUNDARY_RULES"]
@@ -318,9 +318,12 @@ def singular_sides(X, ot, detector, k: int | None = None):
     At a singular point x the Brenier map is two-valued: :math:`\\partial u_h(x)` is the segment
     (hull) of the targets of the cells meeting there, which lie in different modes; its extreme
     points are on the boundaries of two different modes of the support [1]_ [2]_. For each row of
-    ``X`` this returns its best cell :math:`i` (:math:`\\nabla u_h(x) = y_i`) and the best cell
-    :math:`j` among its top-``k`` cells whose mode differs from that of :math:`i` (-1 when all
-    top-``k`` cells share a mode).
+    ``X`` this returns its best cell :math:`i` (:math:`\\nabla u_h(x) = y_i`) and a cell :math:`j`
+    of another mode across the singular set: by default the neighbour of :math:`i` in the dual
+    graph whose facet is nearest to x in source distance among those within the detector's band
+    (:meth:`SingularSetDetector.facet_distances`, the facets :meth:`SingularSetDetector.predict`
+    looks at); with ``k`` given, the best cell of another mode among the top-``k`` cells by score.
+    -1 when there is none.
 
     Parameters
     ----------
@@ -328,25 +331,41 @@ def singular_sides(X, ot, detector, k: int | None = None):
         Source points (e.g. those :meth:`SingularSetDetector.predict` flags).
     ot : SemiDiscreteOT
     detector : SingularSetDetector
+        Fitted on ``ot`` (an attached map is not needed when ``k`` is given).
     k : int, optional
-        Cells looked at (default ``detector.k``).
+        Look among the top-``k`` cells by score instead of the facets within the band.
 
     Returns
     -------
     i, j : ndarray of int64, shape (M,)
     """
     _check_fitted_pair(ot, detector)
-    k = detector.k if k is None else k
+    if k is None:
+        return _sides_in_band(X, ot, detector)
     k = min(check_positive_int(k, "k", minimum=2), ot.targets_.shape[0])
     X = as_tensor(X, "X", ndim=2, dtype=ot.targets_.dtype, device=ot.targets_.device)
     _, idx = ot.topk(X, k)
     idx = idx.cpu().numpy().astype(np.int64)                    # (M, k)
     comp = detector.cell_component_[idx]
     other = comp != comp[:, :1]
-    has = other.any(1)
-    first = np.argmax(other, axis=1)
-    j = np.where(has, idx[np.arange(len(idx)), first], -1).astype(np.int64)
-    return idx[:, 0].copy(), j
+    return idx[:, 0].copy(), _first_where(idx, other)
+
+
+def _sides_in_band(X, ot, detector):
+    """:func:`singular_sides` by source distance: the nearest facet within the band to a cell of another mode."""
+    if not detector.fitted_on(ot):
+        raise ValueError("detector was not fitted on this ot (other targets or heights): fit it with detector.fit(ot)")
+    det = with_map(detector, ot)
+    cells, nbr, dist = det.facet_distances(X)
+    comp = det.cell_component_
+    other = (nbr >= 0) & (dist <= det.band * det.cell_width_) & (comp[np.maximum(nbr, 0)] != comp[cells][:, None])
+    return cells, _first_where(nbr, other)
+
+
+def _first_where(idx: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The first entry of each row of idx (M, c) where mask (M, c) holds, -1 where it never does."""
+    first = np.argmax(mask, axis=1)
+    return np.where(mask.any(1), idx[np.arange(len(idx)), first], -1).astype(np.int64)
 
 
 def boundary_cells(detector, rule: str = "minor-mode", *, min_fraction: float = 0.5, min_size: float = 0.05,

@@ -14,7 +14,7 @@ from otgen.experiments.mnist import MNISTSettings
 
 TINY = MNISTSettings(n_train=600, latent_dim=4, ae_epochs=3, clf_epochs=6, n_samples=120, diffusion_steps=200,
                      ot_tol=0.2, ot_max_iter=8, ddpm_steps=50, ddim_steps=10)
-ROWS = mnist.GENERATORS + mnist.FLOORS
+ROWS = {**mnist.GENERATORS, **mnist.FLOORS}
 
 
 def _run(settings, out, cache):
@@ -34,38 +34,53 @@ def test_writes_report_and_metrics(runs):
     first, _ = runs
     with open(first.paths["metrics"]) as f:
         m = json.load(f)
-    assert set(m["rows"]) == set(ROWS)
-    for key in ("settings", "classifier_test_accuracy", "ae_test_mse", "ot", "diffusion", "timings", "cache_hits"):
+    assert set(m["generators"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "gaussian"}
+    assert set(m["floors"]) == {"real", "reconstruction", "noise"}
+    for key in ("settings", "latent", "detectors", "classifier_test_accuracy", "ot", "diffusion", "timings",
+                "cache_hits"):
         assert key in m
+    for key in ("knn_agreement", "angle_auc", "n_modes", "mode_ari", "mode_nmi"):
+        assert key in m["latent"]
+    for r in list(m["generators"].values()) + list(m["floors"].values()):
+        for key in ("mixed_rate", "mixed_rate_se", "excess_mixed_rate", "between_modes_rate", "off_support_rate",
+                    "copies", "fid", "precision", "recall", "samples_per_s"):
+            assert key in r
     report = open(first.paths["report"]).read()
-    assert "| generator |" in report and "standard error" in report
-    for name in ROWS:
+    assert "| generator |" in report and "Does OT mix modes less than diffusion" in report
+    for name in ROWS.values():
         assert f"| {name} |" in report
 
 
 def test_values_are_sane(runs):
     m = runs[0].metrics
-    for name, r in m["rows"].items():
-        assert set(r["mode_mixture"]) == {"0.1", "0.2", "0.3", "0.4"} == set(r["mode_mixture_se"])
-        rates = list(r["mode_mixture"].values())
+    rows = {**m["generators"], **m["floors"]}
+    for name, r in rows.items():
+        assert set(r["mixed_rate"]) == {"0.1", "0.2", "0.3", "0.4"} == set(r["mixed_rate_se"])
+        rates = list(r["mixed_rate"].values())
         assert all(0 <= v <= 1 for v in rates)
         assert rates == sorted(rates, reverse=True), name        # fewer ambiguous samples at a higher tau
-        for key in ("low_confidence", "precision", "recall", "coverage", "copy_rate"):
+        for key in ("low_confidence", "precision", "recall", "coverage", "copies", "between_modes_rate",
+                    "off_support_rate"):
             assert 0 <= r[key] <= 1, (name, key)
         assert r["fid"] >= 0 and r["sw_latent"] >= 0 and r["class_kl"] >= 0
         assert abs(sum(r["class_histogram"]) - 1) < 1e-9
-    rows = m["rows"]
+    assert rows["reconstruction"]["excess_mixed_rate"]["0.2"] == 0.0
     assert 0.5 < m["classifier_test_accuracy"] <= 1
-    assert rows["real digits"]["fid"] < rows["uniform noise"]["fid"]
-    assert rows["real digits"]["precision"] > rows["uniform noise"]["precision"]
-    assert rows["real digits"]["sw_latent"] < rows["uniform noise"]["sw_latent"]
+    assert rows["real"]["fid"] < rows["noise"]["fid"]
+    assert rows["real"]["precision"] > rows["noise"]["precision"]
+    assert rows["real"]["sw_latent"] < rows["noise"]["sw_latent"]
+    assert rows["real"]["off_support_rate"] < rows["noise"]["off_support_rate"]
     # plain OT outputs training codes only; real digits are training codes
-    assert rows["OT (plain)"]["copy_rate"] == 1.0
-    assert rows["real digits"]["copy_rate"] == 1.0
-    assert rows["Gaussian"]["copy_rate"] < 0.05
+    assert rows["ot_plain"]["copies"] == 1.0 and rows["real"]["copies"] == 1.0
+    assert rows["ot_plain"]["off_support_rate"] == 0.0
+    assert rows["gaussian"]["copies"] < 0.05
     for name in mnist.GENERATORS:
         assert rows[name]["samples_per_s"] > 0
-    assert 0 <= rows["OT (extended)"]["near_singular_fraction"] <= 1
+    assert 0 <= rows["ot_extended"]["near_singular_fraction"] <= 1
+    lat = m["latent"]
+    assert 0 < lat["knn_agreement"] <= 1 and 1 <= lat["n_modes"] <= lat["n_components"] and lat["dim"] == 4
+    assert set(m["detectors"]) == {"ot_extended", "ot_plain", "ddpm", "ddim"}
+    assert m["detectors"]["ddpm"]["kind"] == "x0 trajectory variance"
 
 
 def test_every_generator_returns_raw_codes_in_one_space(runs):
@@ -85,9 +100,11 @@ def test_second_call_reuses_the_cache(runs):
     assert not any(first.metrics["cache_hits"].values())
     assert second.metrics["all_cached"]
     assert set(second.metrics["cache_hits"]) == {"autoencoder", "classifier", "ot", "diffusion"}
-    for name in ("OT (plain)", "OT (extended)", "DDIM", "real digits"):
-        assert first.metrics["rows"][name]["mode_mixture"] == second.metrics["rows"][name]["mode_mixture"]
-        assert first.metrics["rows"][name]["fid"] == pytest.approx(second.metrics["rows"][name]["fid"])
+    rows1 = {**first.metrics["generators"], **first.metrics["floors"]}
+    rows2 = {**second.metrics["generators"], **second.metrics["floors"]}
+    for name in ("ot_plain", "ot_extended", "ddim", "real"):
+        assert rows1[name]["mixed_rate"] == rows2[name]["mixed_rate"]
+        assert rows1[name]["fid"] == pytest.approx(rows2[name]["fid"])
 
 
 def test_quantile_threshold_and_facet_rule_change_only_the_extended_ot_row(runs, tmp_path):
@@ -99,8 +116,9 @@ def test_quantile_threshold_and_facet_rule_change_only_the_extended_ot_row(runs,
     assert f["ot"]["angle_rule"] == "gap" and f["ot"]["blend_rule"] == "component"
     assert m["ot"]["angle_rule"] == "quantile 0.7" and m["ot"]["blend_rule"] == "facet"
     assert m["ot"]["n_singular_pairs"] == pytest.approx(0.3 * m["ot"]["n_pairs"], rel=0.05)
-    for name in ("OT (plain)", "DDIM", "real digits"):
-        assert m["rows"][name]["mode_mixture"] == f["rows"][name]["mode_mixture"]
+    for name in ("ot_plain", "ddim"):
+        assert m["generators"][name]["mixed_rate"] == f["generators"][name]["mixed_rate"]
+    assert m["floors"]["real"]["mixed_rate"] == f["floors"]["real"]["mixed_rate"]
     assert "rule quantile 0.7" in open(third.paths["report"]).read()
 
 
@@ -123,6 +141,7 @@ def test_mode_mixture_points(runs):
     (dict(angle_quantile=1.5), ValueError),
     (dict(blend_rule="simplex"), ValueError),
     (dict(n_train=3), ValueError),
+    (dict(latent="pca"), ValueError),
 ])
 def test_settings_are_checked_when_made(kw, exc):
     with pytest.raises(exc):

@@ -45,18 +45,20 @@ def test_score_and_predict_on_two_blobs(blobs):
     assert isinstance(s, np.ndarray) and isinstance(flag, np.ndarray)
     assert s.shape == (5000,) and s.dtype == np.float64 and flag.shape == (5000,) and flag.dtype == bool
     np.testing.assert_array_equal(flag, s > det.threshold_)
-    _, idx = ot.topk(torch.as_tensor(X), 3)
-    lab = labels[idx.numpy()]
-    # every flagged point sees both blobs among its top-3 cells; every point whose top-2 cells are in
-    # different blobs is flagged (the top-2 cells are always adjacent)
-    assert (lab != lab[:, :1]).any(1)[flag].all()
-    assert flag[lab[:, 0] != lab[:, 1]].all()
+    # flagged exactly where a facet of the point's cell to the other blob is within the band
+    # (the singular pairs are the cross pairs)
+    cells, nbr, dist = det.facet_distances(X)
+    assert nbr.shape == dist.shape and (np.diff(dist, axis=1)[np.isfinite(dist[:, 1:])] >= 0).all()
+    band = det.band * det.cell_width_
+    cross = (nbr >= 0) & (dist <= band) & (labels[np.maximum(nbr, 0)] != labels[cells][:, None])
+    np.testing.assert_array_equal(flag, cross.any(1))
     assert flag.any() and not flag.all()
+    np.testing.assert_array_equal(cells, ot.assign(X))
     st, ft = det.score(torch.as_tensor(X)), det.predict(torch.as_tensor(X))      # torch in, torch out
     assert isinstance(st, torch.Tensor) and st.dtype == torch.float64 and ft.dtype == torch.bool
     np.testing.assert_array_equal(st.numpy(), s)
     np.testing.assert_array_equal(ft.numpy(), flag)
-    np.testing.assert_array_equal(det.score_cells(idx.numpy()), s)
+    _, idx = ot.topk(torch.as_tensor(X), 3)
     assert isinstance(det.score_cells(idx), torch.Tensor)
 
 
