@@ -459,7 +459,8 @@ class DiffusionGenerator(Generator):
         out = self.model_.sample(n, seed=seed, method=self.method, num_inference_steps=self.num_inference_steps,
                                  return_info=want_info)
         codes, info = out if want_info else (out, {})
-        return np.asarray(codes, np.float32), dict(info, method=self.method, num_inference_steps=self.num_inference_steps)
+        return np.asarray(codes, np.float32), dict(dict(method=self.method, num_inference_steps=self.num_inference_steps),
+                                                   **info)
 
     def _get_state(self) -> dict:
         return {"latent": part_state(self.latent_), "model": part_state(self.model_)}

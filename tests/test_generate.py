@@ -256,7 +256,8 @@ def test_diffusion_generator_shares_the_interface(tmp_path):
     assert gen.model_.latent_ is latent and gen.latent_ is latent   # trained on latent.transform(codes)
     P, info = gen.sample(7, return_info=True)
     assert isinstance(gen, Generator) and isinstance(P, np.ndarray) and P.dtype == np.float32 and P.shape == (7, 2)
-    assert info == {"method": "ddim", "num_inference_steps": 5}
+    assert (info["method"], info["num_inference_steps"]) == ("ddim", 5)
+    assert info["x0_variance"].shape == (7,) and (info["x0_variance"] >= 0).all()     # the model's own diagnostics
     np.testing.assert_array_equal(P, gen.sample(7, seed=3))
     np.testing.assert_array_equal(P, gen.model_.sample(7, seed=3, method="ddim", num_inference_steps=5))
     # a fitted model is used as it is

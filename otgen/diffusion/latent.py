@@ -287,7 +287,10 @@ class LatentDiffusion(BaseEstimator):
         .. math:: V = \\sum_{j=1}^d \\frac1W \\sum_{k=K-W}^{K-1} \\big(\\hat x_{0,j}^{(k)} - \\bar x_{0,j}\\big)^2 .
 
         A sample that ends between two modes has an ``x̂_0`` that keeps swinging between them
-        late in the chain, so a large ``V``; a sample inside a mode has a settled one.
+        late in the chain, so a large ``V``; a sample inside a mode has a settled one. ``x̂_0`` is
+        the prediction the sampler steps with (diffusers' ``pred_original_sample``), clipped to
+        ``clip_range_`` with ``clip_sample``: a coordinate held at the clip along the whole window
+        adds nothing to ``V``. Aithal et al. average over coordinates; the sum ranks samples alike.
 
         Parameters
         ----------

@@ -638,7 +638,7 @@ class SingularSetDetector(BaseEstimator):
     cell_width_ : float
         Median width of the cells in source units: :math:`2 m / (1 - 2^{-1/d})`, where m is the
         median over ``4096`` source points of their distance to the boundary of their own cell
-        (:math:`\\min_j \\delta_{bj}` over the facets in the dual graph). For cells that are cubes of
+        (:math:`\\min_j \\delta_{bj}` over all cells j, see :func:`dual_graph`). For cells that are cubes of
         side w or balls of diameter w (any polytope circumscribed about a ball of diameter w), the
         distance to the boundary is below t with probability :math:`1 - (1 - 2t/w)^d`, so the
         formula returns w exactly; ``inf`` when there is one cell.
