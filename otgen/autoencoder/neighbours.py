@@ -117,10 +117,30 @@ def fuzzy_graph(indices, distances) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(edges).long(), torch.from_numpy(w).float()
 
 
+def _umap_loss(net, inputs, e, neg, negatives: int, a: float, b: float, dev) -> torch.Tensor:
+    """UMAP's cross-entropy on edges e (B, 2) and negatives neg (B M,)."""
+    batch = e.shape[0]
+    ids = torch.cat([e[:, 0], e[:, 1], neg])
+    uniq, inv = torch.unique(ids, return_inverse=True)
+    emb = net(inputs[uniq].to(dev))[inv]                                      # (2B + BM, d)
+    ei, ej, en = emb[:batch], emb[batch:2 * batch], emb[2 * batch:]
+    q_pos = 1 / (1 + a * (ei - ej).pow(2).sum(1).clamp_min(1e-12).pow(b))
+    q_neg = 1 / (1 + a * (ei.repeat(negatives, 1) - en).pow(2).sum(1).clamp_min(1e-12).pow(b))
+    return -(torch.log(q_pos + _EPS).mean() + negatives * torch.log(1 - q_neg + _EPS).mean())
+
+
+def _infonce_loss(net, inputs, e, dev) -> torch.Tensor:
+    """Neighbour-contrastive loss with the Cauchy kernel on edges e (B, 2): the batch's other ends are negatives."""
+    batch = e.shape[0]
+    emb = net(inputs[e.reshape(-1)].to(dev)).reshape(batch, 2, -1)             # (B, 2, d)
+    logq = -torch.log1p(torch.cdist(emb[:, 0], emb[:, 1]).pow(2))              # (B, B)
+    return torch.nn.functional.cross_entropy(logq, torch.arange(batch, device=dev))
+
+
 def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges: torch.Tensor,
                               weights: torch.Tensor, *, steps: int, batch_size: int = 1024, negatives: int = 5,
                               lr: float = 1e-3, a: float = UMAP_A, b: float = UMAP_B,
-                              generator: torch.Generator, device=None) -> list:
+                              generator: torch.Generator, device=None, loss_kind: str = "umap") -> list:
     r"""Train ``net`` (inputs (n, ...) -> embeddings (n, d)) on UMAP's cross-entropy.
 
     Each step draws ``batch_size`` edges with probability :math:`\propto w_{ij}` and
@@ -151,6 +171,17 @@ def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges:
     generator : torch.Generator
         CPU generator of the edge and negative draws.
     device : torch.device, optional
+    loss_kind : {"umap", "infonce"}, default "umap"
+        ``"infonce"``: the neighbour-contrastive form (Damrich et al. [1]_): for a batch
+        of edges :math:`(i_r, j_r)`, :math:`-\frac1B\sum_r \log\big(q_{i_r j_r} /
+        \sum_s q_{i_r j_s}\big)` with the Cauchy kernel :math:`q = (1 + d^2)^{-1}`:
+        every other point of the batch is a negative, which gives t-SNE-like,
+        well separated clusters in few steps.
+
+    References
+    ----------
+    .. [1] S. Damrich, J. N. Böhm, F. A. Hamprecht, D. Kobak, "From t-SNE to UMAP with
+       contrastive learning", ICLR 2023.
 
     Returns
     -------
@@ -167,16 +198,11 @@ def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges:
     for step in range(steps):
         pick = torch.multinomial(probs, batch_size, replacement=True, generator=generator)
         e = edges[pick]                                                           # (B, 2)
-        neg = torch.randint(0, n, (batch_size * negatives,), generator=generator)
-        ids = torch.cat([e[:, 0], e[:, 1], neg])
-        uniq, inv = torch.unique(ids, return_inverse=True)
-        emb = net(inputs[uniq].to(dev))[inv]                                      # (2B + BM, d)
-        ei, ej, en = emb[:batch_size], emb[batch_size:2 * batch_size], emb[2 * batch_size:]
-        d_pos = (ei - ej).pow(2).sum(1)
-        d_neg = (ei.repeat(negatives, 1) - en).pow(2).sum(1)
-        q_pos = 1 / (1 + a * d_pos.clamp_min(1e-12).pow(b))
-        q_neg = 1 / (1 + a * d_neg.clamp_min(1e-12).pow(b))
-        loss = -(torch.log(q_pos + _EPS).mean() + negatives * torch.log(1 - q_neg + _EPS).mean())
+        neg = torch.randint(0, n, (batch_size * negatives,), generator=generator) if loss_kind == "umap" else None
+        if loss_kind == "infonce":
+            loss = _infonce_loss(net, inputs, e, dev)
+        else:
+            loss = _umap_loss(net, inputs, e, neg, negatives, a, b, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -51,6 +51,7 @@ _DRAW_ROWS = 1 << 16         # source points scored at a time (memory of one top
 _WIDTH_SAMPLES = 4096        # source points of the cell width: the median of 4096 draws is within ~2% of its limit
 _ENTRY_BUDGET = 1 << 22      # (points x facets x d) float64 entries held at once by facet_distances (32 MiB)
 _SCAN_ENTRIES = 1 << 22      # (points x cells) float64 entries of one nearest-facet scan (a few such arrays, 32 MiB each)
+_TINY = 1e-300               # floor of |y_b - y_j|^2 (equal targets: their facet is at distance 0 or inf)
 _SUPPORT_TOL = 1e-9          # a facet's foot on the source's boundary counts as inside it (round-off)
 _MIN_PERSISTENCE = 2.0       # "persistence" rule: least ratio tau_{k+1} / tau_k (calibration in persistence_threshold)
 _SAME_MAP_RTOL = 1e-6        # an attached map must have the fitted targets and heights (float32 copies are exact)
@@ -396,6 +397,19 @@ def _in_support(P: torch.Tensor, source: str) -> torch.Tensor:
     return torch.ones(len(P), dtype=torch.bool, device=P.device)
 
 
+def _support_depth(X: torch.Tensor, source: str) -> np.ndarray:
+    """(M,) float64: distance from the rows of X (M, d) to the boundary of the source's support (cube, ball;
+    inf for the Gaussian)."""
+    Xd = X.detach().double()
+    if source == "uniform":
+        depth = 1.0 - Xd.abs().amax(1)
+    elif source == "ball":
+        depth = 1.0 - Xd.norm(dim=1)
+    else:
+        depth = torch.full((len(Xd),), math.inf, dtype=torch.float64)
+    return depth.cpu().numpy()
+
+
 def _nearest_facets(ot, X: torch.Tensor) -> tuple:
     """Cell b, the cell j* across its facet nearest in source distance, that distance and whether the
     foot of the perpendicular lies in the source's support, for source points X (M, d) on ``ot``'s
@@ -411,10 +425,9 @@ def _nearest_facets(ot, X: torch.Tensor) -> tuple:
         Xc = X[start:start + step].double()
         S = torch.addmm(h, Xc, Y.T)                                            # (m, N) scores
         top, best = S.max(1)
-        n2 = (y2[best][:, None] + y2[None, :] - 2.0 * (Y[best] @ Y.T)).clamp_min_(0.0)
-        dist = (top[:, None] - S).clamp_min_(0.0) / n2.sqrt()
-        dist[n2 <= 0] = math.inf                                               # itself and equal targets
-        dmin, other = dist.min(1)
+        gap = torch.sub(top[:, None], S, out=S).scatter_(1, best[:, None], math.inf)   # >= 0; itself: inf
+        n2 = torch.addmm(y2[None, :] + y2[best][:, None], Y[best], Y.T, alpha=-2.0).clamp_min_(_TINY)
+        dmin, other = gap.mul_(n2.rsqrt_()).min(1)                              # |y_b - y_j|^2, then delta
         u = Y[other] - Y[best]
         foot = Xc + dmin.clamp(max=1e300)[:, None] * u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
         finite = torch.isfinite(dmin)
@@ -526,7 +539,7 @@ def _cell_width(ot, n_points: int, seed: int) -> float:
     d = ot.targets_.shape[1]
     X = sample_source(ot.source, n_points, d, seed=spawn_seed(seed, "cell-width"), dtype=ot.targets_.dtype,
                       device=ot.targets_.device)
-    inner = _nearest_facets(ot, X)[2]
+    inner = np.minimum(_nearest_facets(ot, X)[2], _support_depth(X, ot.source))
     inner = inner[np.isfinite(inner)]
     if not len(inner):
         return math.inf
@@ -543,8 +556,8 @@ def _like(out: np.ndarray, ref):
 class SingularSetDetector(BaseEstimator):
     """Find the mode boundaries (singular set) of a fitted semi-discrete OT map.
 
-    1. Dual graph: the adjacent cell pairs, from the top-2 cells of ``n_samples`` source
-       points (:func:`dual_graph`).
+    1. Dual graph: the adjacent cell pairs, from the top-2 cells and the nearest facets of
+       ``n_samples`` source points (:func:`dual_graph`).
     2. For each pair, the angle :math:`\\theta_{ij}` between the normals :math:`(\\hat y_i, -1)`
        and :math:`(\\hat y_j, -1)` of the supporting planes of :math:`u_h`, on centred targets
        divided by their RMS spread (:func:`normal_angles`).
@@ -561,8 +574,8 @@ class SingularSetDetector(BaseEstimator):
     .. math:: \\delta_{bj}(x) = \\frac{\\langle x, y_b\\rangle + h_b - \\langle x, y_j\\rangle - h_j}
               {|y_b - y_j|},
 
-    (the band of the solver's Hessian, in source units) and the facets of :math:`W_b` are its
-    neighbours in the dual graph. :meth:`score` is the largest angle :math:`\\theta_{bj}` over the
+    (as the band of the solver's Hessian estimate measures it, in source units) and the facets of
+    :math:`W_b` are its neighbours in the dual graph (and its second-best cell, always adjacent). :meth:`score` is the largest angle :math:`\\theta_{bj}` over the
     neighbours j with :math:`\\delta_{bj}(x) \\le \\delta`, :meth:`predict` compares it with the
     threshold. Ranking the cells by the score gap instead (the top-k cells) misses the boundary
     between far-apart targets: there the gap :math:`|y_b - y_j|\\,\\delta_{bj}` is large while the
@@ -637,11 +650,12 @@ class SingularSetDetector(BaseEstimator):
         Dimension d of the targets (and of the source points).
     cell_width_ : float
         Median width of the cells in source units: :math:`2 m / (1 - 2^{-1/d})`, where m is the
-        median over ``4096`` source points of their distance to the boundary of their own cell
-        (:math:`\\min_j \\delta_{bj}` over all cells j, see :func:`dual_graph`). For cells that are cubes of
-        side w or balls of diameter w (any polytope circumscribed about a ball of diameter w), the
-        distance to the boundary is below t with probability :math:`1 - (1 - 2t/w)^d`, so the
-        formula returns w exactly; ``inf`` when there is one cell.
+        median over ``4096`` source points of their distance to the boundary of their own cell (its
+        nearest facet, :math:`\\min_j \\delta_{bj}` over all cells j, see :func:`dual_graph`, or the
+        boundary of the source's support). For cells that are cubes of side w or balls of diameter w
+        (any polytope circumscribed about a ball of diameter w), the distance to the boundary is
+        below t with probability :math:`1 - (1 - 2t/w)^d`, so the formula returns w exactly;
+        ``inf`` when there is one cell and the source is Gaussian.
     ot_ : SemiDiscreteOT
         The map the detector was fitted on (or attached with :meth:`load`); :meth:`score` and
         :meth:`predict` need it. Not written by :meth:`save`.

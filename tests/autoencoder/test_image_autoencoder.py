@@ -161,3 +161,28 @@ def test_reconstruction_on_embedded_mnist():
     ae = ImageAutoencoder(latent_dim=8, device="cpu").fit(xtr)
     assert ae.reconstruction_error(xte) < 0.025       # measured 0.0197 with seed 0
     assert ae.history_["loss"][-1] < ae.history_["loss"][0]
+
+
+def test_augment_setting_trains_and_changes_the_model():
+    x = _bars(32)
+    kw = dict(latent_dim=2, epochs=2, batch_size=16, width=4, hidden=16, device="cpu")
+    a = ImageAutoencoder(augment=True, **kw).fit(x)
+    b = ImageAutoencoder(**kw).fit(x)
+    assert len(a.history_["loss"]) == 2 and not np.array_equal(a.encode(x), b.encode(x))
+    np.testing.assert_array_equal(ImageAutoencoder(augment=True, **kw).fit(x).encode(x), a.encode(x))
+
+
+def test_labelled_control_separates_labels(tmp_path):
+    """label_weight > 0 (labelled control): a linear head on the code reads the labels."""
+    x = _bars(64)
+    y = np.arange(64) % 2                        # horizontal (1) / vertical (0), as built by _bars
+    kw = dict(latent_dim=2, epochs=15, batch_size=16, width=8, hidden=32, lr=3e-3, device="cpu")
+    with pytest.raises(ValueError, match="labels"):
+        ImageAutoencoder(label_weight=1.0, **kw).fit(x)
+    ae = ImageAutoencoder(label_weight=1.0, **kw).fit(x, y)
+    logits = ae.model_.classify(torch.from_numpy(ae.encode(x)))
+    assert float((logits.argmax(1).numpy() == y).mean()) >= 0.9
+    ae.save(tmp_path / "lab.pt")
+    back = ImageAutoencoder.load(tmp_path / "lab.pt")
+    np.testing.assert_allclose(back.encode(x), ae.encode(x), atol=1e-6)
+    assert not hasattr(ImageAutoencoder(**dict(kw, epochs=1)).fit(x, y).model_, "head")   # labels ignored

@@ -153,3 +153,22 @@ def test_out_dir_must_be_a_folder(tmp_path):
     f.write_text("x")
     with pytest.raises(ValueError, match="folder"):
         mnist.run(TINY, f)
+
+
+@pytest.mark.parametrize("latent", ["supervised", "separated"])
+def test_other_latents_run_through_the_same_stages(latent, tmp_path, monkeypatch):
+    """Every latent of --latent goes through fit -> generators -> sample -> score (tiny models)."""
+    from otgen.autoencoder import ImageAutoencoder, SeparatedLatent
+
+    tiny_ae = dict(epochs=1, batch_size=128)
+    if latent == "separated":
+        monkeypatch.setitem(mnist.LATENTS, "separated", mnist.LATENTS["separated"][:1] + (
+            lambda s, dev, verbose: SeparatedLatent(latent_dim=s.dim(), epochs=1, embed_steps=20, decoder_epochs=2,
+                                                    autoencoder=ImageAutoencoder(latent_dim=6, **tiny_ae), device=dev),
+        ) + mnist.LATENTS["separated"][2:])
+    settings = dataclasses.replace(TINY, latent=latent, latent_dim=3, ae_epochs=1, n_samples=60, n_train=300)
+    run = _run(settings, tmp_path / latent, tmp_path / "cache")
+    m = run.metrics
+    assert m["settings"]["latent"] == latent and m["latent"]["name"] == latent and m["latent"]["dim"] == 3
+    assert run.artifacts.z.shape == (300, 3)
+    assert 0 <= m["generators"]["ot_extended"]["mixed_rate"]["0.2"] <= 1

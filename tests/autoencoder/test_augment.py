@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import torch
+
+from otgen.autoencoder.augment import augment_digits
+
+
+def _digits(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 8:20, 12:16] = torch.rand(n, 1, 12, 4, generator=g)
+    return x
+
+
+def test_zero_strength_is_identity():
+    x = _digits()
+    out = augment_digits(x, torch.Generator().manual_seed(0), strength=0.0)
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+
+
+def test_shape_range_and_change():
+    x = _digits(8)
+    out = augment_digits(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert float((out - x).abs().mean()) > 1e-3                 # something moved
+    assert abs(float(out.sum() - x.sum())) < 0.3 * float(x.sum())  # ink roughly kept (small deformations)
+
+
+def test_same_generator_state_same_output():
+    x = _digits()
+    a = augment_digits(x, torch.Generator().manual_seed(5))
+    b = augment_digits(x, torch.Generator().manual_seed(5))
+    c = augment_digits(x, torch.Generator().manual_seed(6))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert not torch.equal(a, c)
+
+
+def test_affine_only_and_bad_shape():
+    x = _digits()
+    out = augment_digits(x, torch.Generator().manual_seed(0), elastic=False)
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match="shape"):
+        augment_digits(x[:, 0], torch.Generator())
+    with pytest.raises(ValueError):
+        augment_digits(x, torch.Generator(), strength=-1.0)

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from otgen import NotFittedError
+from otgen.autoencoder import ImageAutoencoder
+from otgen.autoencoder.embedding import SeparatedLatent
+from otgen.autoencoder.neighbours import fuzzy_graph, knn_graph
+
+
+def _two_classes(n=120, seed=0):
+    """Two clearly different image classes: a horizontal or a vertical bar, jittered, with varying ink."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 28, 28), dtype=np.float32)
+    y = np.arange(n) % 2
+    for i in range(n):
+        pos, start, ink = rng.integers(12, 16), rng.integers(4, 8), rng.uniform(0.6, 1.0)
+        if y[i]:
+            x[i, pos - 2:pos + 2, start:start + 18] = ink
+        else:
+            x[i, start:start + 18, pos - 2:pos + 2] = ink
+    return x, y
+
+
+def _agreement(te, yte, tr, ytr, k=10):
+    d = ((te[:, None] - tr[None]) ** 2).sum(-1)
+    nn = np.argsort(d, axis=1)[:, :k]
+    return float((ytr[nn] == yte[:, None]).mean())
+
+
+TINY = dict(latent_dim=2, epochs=4, batch_size=32, width=8, feature_dim=32, n_neighbors=5, embed_steps=150,
+            embed_batch=128, decoder_epochs=5, device="cpu",
+            autoencoder=ImageAutoencoder(latent_dim=3, epochs=3, batch_size=32, width=8, hidden=32))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, _ = _two_classes()
+    return SeparatedLatent(**TINY).fit(x)
+
+
+def test_knn_graph_matches_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    idx, dist = knn_graph(x, 4, chunk=7)
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(np.sort(idx.numpy(), 1), np.sort(np.argsort(d, 1)[:, :4], 1))
+    np.testing.assert_allclose(dist.numpy(), np.sort(d, 1)[:, :4], atol=1e-4)
+
+
+def test_fuzzy_graph_is_symmetric_union():
+    idx = torch.tensor([[1, 2], [0, 2], [0, 1], [2, 1]])
+    dist = torch.tensor([[1.0, 2.0], [1.0, 3.0], [2.0, 3.0], [1.0, 1.5]])
+    edges, w = fuzzy_graph(idx, dist)
+    assert bool((edges[:, 0] < edges[:, 1]).all()) and len(set(map(tuple, edges.tolist()))) == len(edges)
+    assert {tuple(e) for e in edges.tolist()} == {(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)}
+    assert bool((w > 0).all()) and bool((w <= 1).all())
+    # the nearest neighbour of each point has directed weight 1, so its union weight is 1
+    assert float(w[(edges[:, 0] == 0) & (edges[:, 1] == 1)]) == pytest.approx(1.0)
+
+
+def test_separates_two_image_classes(fitted):
+    x, y = _two_classes()
+    xt, yt = _two_classes(40, seed=1)
+    assert _agreement(fitted.encode(xt), yt, fitted.encode(x), y) == 1.0
+
+
+def test_shapes_kinds_and_history(fitted):
+    x, _ = _two_classes(10, seed=2)
+    z = fitted.encode(x)
+    assert isinstance(z, np.ndarray) and z.shape == (10, 2)
+    img = fitted.decode(z)
+    assert isinstance(img, np.ndarray) and img.shape == (10, 28, 28) and img.min() >= 0 and img.max() <= 1
+    zt = fitted.encode(torch.from_numpy(x))
+    assert isinstance(zt, torch.Tensor)
+    np.testing.assert_allclose(zt.numpy(), z, atol=1e-5)
+    assert isinstance(fitted.decode(zt), torch.Tensor)
+    per = fitted.reconstruction_error(x, per_image=True)
+    assert per.shape == (10,) and fitted.reconstruction_error(x) == pytest.approx(float(per.mean()), rel=1e-5)
+    assert len(fitted.history_["loss"]) == 4 and set(fitted.history_["time"]) == {"contrastive", "embedding",
+                                                                                "autoencoder", "decoder"}
+    with pytest.raises(ValueError, match="shape"):
+        fitted.decode(np.zeros((2, 3), np.float32))
+
+
+def test_contract_clone_not_fitted_save_load(fitted, tmp_path):
+    twin = clone(fitted)
+    assert repr(twin) == repr(fitted) and not hasattr(twin, "embedder_")
+    with pytest.raises(NotFittedError):
+        twin.encode(np.zeros((1, 28, 28), np.float32))
+    path = tmp_path / "sep.pt"
+    fitted.save(path)
+    back = SeparatedLatent.load(path)
+    x, _ = _two_classes(8, seed=3)
+    np.testing.assert_allclose(back.encode(x), fitted.encode(x), atol=1e-6)
+    np.testing.assert_allclose(back.reconstruct(x), fitted.reconstruct(x), atol=1e-6)
+    assert back.history_["loss"] == fitted.history_["loss"]
+
+
+def test_bad_settings():
+    x, _ = _two_classes(20)
+    with pytest.raises(ValueError):
+        SeparatedLatent(embed_loss="pca").fit(x)
+    with pytest.raises(TypeError):
+        SeparatedLatent(autoencoder="ae").fit(x)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        SeparatedLatent(n_neighbors=30).fit(x)
