@@ -135,9 +135,12 @@ class MNISTSettings:
     taus: tuple = field(default=(0.1, 0.2, 0.3, 0.4), metadata=dict(
         check=_check_taus, help="mode-mixture thresholds: a digit is mixed when two classes have probability >= tau"))
     tau: float = field(default=0.2, metadata=dict(check="float", help="the threshold of the headline and figures"))
+    angle_rule: str = field(default="gap", metadata=dict(
+        check=("gap", "ratio", "persistence", "modes"), help="the detector's threshold rule (gap: no boundary "
+        "without a gap in the angles; modes: persistent components, not told their number)"))
     angle_quantile: float | None = field(default=None, metadata=dict(
         check="fraction", optional=True, help="detector threshold at this quantile of the neighbour angles "
-        "(default: the gap rule; a hyper-parameter: the MNIST angles show no gap)"))
+        "(replaces --angle-rule; a hyper-parameter: the MNIST angles show no gap)"))
     blend_rule: str = field(default="component", metadata=dict(
         check=("component", "facet"), help="the extended OT map blends cells of one mode (component) or of no "
         "singular facet (facet, AE-OT's local rule)"))
@@ -157,8 +160,8 @@ class MNISTSettings:
     def epochs(self) -> int:
         return LATENTS[self.latent][4] if self.ae_epochs is None else self.ae_epochs
 
-    def angle_rule(self) -> str:
-        return "gap" if self.angle_quantile is None else f"quantile {self.angle_quantile:g}"
+    def detector_rule(self) -> str:
+        return self.angle_rule if self.angle_quantile is None else f"quantile {self.angle_quantile:g}"
 
     def ae_key(self) -> dict:
         """What determines the autoencoder (and every model fitted on its codes)."""
@@ -229,7 +232,7 @@ def fit(settings: MNISTSettings, cache: Cache | None = None, *, device=None, ver
 def make_generators(settings: MNISTSettings, art: MNISTArtifacts):
     """The detector of the OT map and the five generators, fitted on the training codes."""
     s = settings
-    rule = dict(angle_threshold=None) if s.angle_quantile is None else \
+    rule = dict(angle_threshold=s.angle_rule) if s.angle_quantile is None else \
         dict(angle_threshold="quantile", quantile=s.angle_quantile)
     det = SingularSetDetector(seed=spawn_seed(s.seed, "detector"), **rule).fit(art.ot)
     ot = dict(latent=art.latent, ot=art.ot, detector=det, blend_rule=s.blend_rule, seed=s.seed)
@@ -363,7 +366,7 @@ def _summary(settings, art, det, rows, geometry, found, seconds) -> dict:
                    n_singular_pairs=int(len(det.singular_pairs_)), n_pairs=int(len(det.pairs_)),
                    angle_median=float(np.median(det.angles_)) if len(det.angles_) else None,
                    angle_max=float(det.angles_.max()) if len(det.angles_) else None,
-                   angle_rule=s.angle_rule(), blend_rule=s.blend_rule),
+                   angle_rule=s.detector_rule(), blend_rule=s.blend_rule),
         "diffusion": dict(fit_seconds=art.cache.seconds["diffusion"], loss=loss_plateau(art.diffusion.history_["loss"])),
         "timings": dict(fit_seconds=dict(art.cache.seconds), total=seconds),
         "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads()),

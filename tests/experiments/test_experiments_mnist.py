@@ -142,6 +142,7 @@ def test_mode_mixture_points(runs):
     (dict(blend_rule="simplex"), ValueError),
     (dict(n_train=3), ValueError),
     (dict(latent="pca"), ValueError),
+    (dict(angle_rule="steep"), ValueError),
 ])
 def test_settings_are_checked_when_made(kw, exc):
     with pytest.raises(exc):
