@@ -775,8 +775,9 @@ class SingularSetDetector(BaseEstimator):
     cells by the score gap instead (the top-k cells) misses the boundary between far-apart targets:
     there the gap :math:`|y_b - y_j|\\,\\delta_{bj}` is large while the cells of the same mode, whose
     targets are close, have tiny gaps however far they are, so near a facet between two modes the
-    cell across it is often not among the top k (on two 2-D blobs, a quarter to a third of the source
-    points within a quarter cell of the exact singular set were flagged that way, 0.94-1.0 now).
+    cell across it is often not among the top k (on two 2-D blobs, 6-43% of the source points within
+    a quarter cell of the exact singular set were flagged that way; 96-100% are now, where the
+    threshold found the two blobs).
     :math:`\\delta_{bj}` is a lower bound on the distance to the facet itself (exact when the foot of
     the perpendicular lies on the facet, as it does away from the facet's edges).
 
