@@ -424,7 +424,7 @@ def run_detector_pr(settings: DetectorPRSettings = DetectorPRSettings()) -> Dete
     """Fit OT and the detector on two blobs (without the labels), score seeded source points.
 
     Ground truth for a test source point x in cell b: its source distance to the other blob's
-    territory, :math:`\min_{j:\,\ell_j \ne \ell_b} (s_b - s_j) / |y_b - y_j|` over all targets (exact
+    territory, :math:`\\min_{j:\\,\\ell_j \\ne \\ell_b} (s_b - s_j) / |y_b - y_j|` over all targets (exact
     scores, no dual graph), is at most the detector's band, ``band * cell_width_``.
     The detector flags x when ``predict(x)``. Precision :math:`TP / (TP + FP)` and recall
     :math:`TP / (TP + FN)` over ``n_test`` points, and the same at the level of the dual-graph
