@@ -277,23 +277,25 @@ def persistence_threshold(detector, min_size: float = 0.05, weights=None,
     return _persistence_tau(detector.pairs_, detector.angles_, masses, check_min_size(min_size), min_persistence)
 
 
+def _find(parent: np.ndarray, i: int) -> int:
+    """Union-find root of ``i`` in the forest ``parent`` (N,), compressing the path on the way."""
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:
+        parent[i], i = root, parent[i]
+    return root
+
+
 def _major_counts(pairs: np.ndarray, angles: np.ndarray, masses: np.ndarray, min_size: float) -> list:
     """Kruskal's order on the dual graph: [(tau, number of major components from tau on), ...]."""
     parent = np.arange(len(masses))
     mass = masses.copy()
 
-    def find(i):
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
     count = int((mass >= min_size).sum())
     events = [(0.0, count)]
     for e in np.argsort(angles, kind="stable"):
-        a, b = find(pairs[e, 0]), find(pairs[e, 1])
+        a, b = _find(parent, pairs[e, 0]), _find(parent, pairs[e, 1])
         if a == b:
             continue
         before = int(mass[a] >= min_size) + int(mass[b] >= min_size)
@@ -379,17 +381,9 @@ def _mode_bars(pairs, angles, masses, min_mass: float, min_cells: int) -> list:
     def major(r):
         return mass[r] >= min_mass and cells[r] >= min_cells
 
-    def find(i):
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
     bars = []
     for e in np.argsort(angles, kind="stable"):
-        a, b = find(pairs[e, 0]), find(pairs[e, 1])
+        a, b = _find(parent, pairs[e, 0]), _find(parent, pairs[e, 1])
         if a == b:
             continue
         t, ma, mb = float(angles[e]), major(a), major(b)
@@ -404,7 +398,7 @@ def _mode_bars(pairs, angles, masses, min_mass: float, min_cells: int) -> list:
             birth[a] = birth[b]
         elif not ma and major(a):
             birth[a] = t                                                      # two minor parts make a mode
-    roots = {find(i) for i in range(len(masses))}
+    roots = {_find(parent, i) for i in range(len(masses))}
     return bars + [(float(birth[r]), math.inf) for r in roots if major(r)]
 
 
