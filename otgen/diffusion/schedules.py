@@ -169,7 +169,7 @@ class NoiseSchedule:
         self.alphas = 1.0 - self.betas                        # (T,)
         self.alphas_cumprod = torch.cumprod(self.alphas, 0)   # (T,)
         self._cache = {}
-        self.set_timesteps(self._max_steps())
+        self.set_timesteps(self.max_inference_steps)
 
     @property
     def config(self) -> dict:
@@ -271,8 +271,9 @@ class NoiseSchedule:
         return sample
 
     # ------------------------------------------------------------------ sampling
-    def _max_steps(self) -> int:
-        """The most sampling steps the spacing allows."""
+    @property
+    def max_inference_steps(self) -> int:
+        """The most sampling steps :meth:`set_timesteps` takes (``T``; ``T - 1`` for DPM-Solver's ``"linspace"``)."""
         return self.num_train_timesteps
 
     def _timesteps_for(self, K: int) -> np.ndarray:
@@ -290,8 +291,8 @@ class NoiseSchedule:
         """
         T = self.num_train_timesteps
         K = check_positive_int(num_inference_steps, "num_inference_steps")
-        if K > self._max_steps():
-            raise ValueError(f"num_inference_steps must be <= {self._max_steps()} for {type(self).__name__} with "
+        if K > self.max_inference_steps:
+            raise ValueError(f"num_inference_steps must be <= {self.max_inference_steps} for {type(self).__name__} with "
                              f"num_train_timesteps={T} and timestep_spacing={self.timestep_spacing!r}, got {K}")
         ts = self._timesteps_for(K)
         if len(ts) != K or np.any(np.diff(ts) >= 0) or ts[-1] < 0 or ts[0] >= T:
@@ -528,7 +529,9 @@ class DPMSolverMultistepScheduler(NoiseSchedule):
         return dict(super().diffusers_config, algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
                     lower_order_final=True, final_sigmas_type="zero", thresholding=False)
 
-    def _max_steps(self) -> int:
+    @property
+    def max_inference_steps(self) -> int:
+        """``T - 1`` (``T`` with ``"trailing"``): ``K + 1`` distinct timesteps are placed before ``t = 0`` is dropped."""
         return self.num_train_timesteps - (self.timestep_spacing != "trailing")
 
     def _timesteps_for(self, K: int) -> np.ndarray:
