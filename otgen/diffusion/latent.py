@@ -25,7 +25,8 @@ import torch
 from otgen._base import BaseEstimator, check_seed, part_from_state, part_state, spawn_seed
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
 from otgen.diffusion.denoisers import MLPDenoiser
-from otgen.diffusion.schedules import BETA_SCHEDULES, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from otgen.diffusion.schedules import (BETA_SCHEDULES, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                                       NoiseSchedule)
 from otgen.diffusion.training import sample, train_denoiser
 from otgen.diffusion.transformer import DiTDenoiser
 from otgen.latent import LatentSpace
@@ -269,6 +270,18 @@ class LatentDiffusion(BaseEstimator):
             return DPMSolverMultistepScheduler(**self._schedule_config())
         return DDPMScheduler(**self._schedule_config())
 
+    def noise_schedule(self) -> NoiseSchedule:
+        """The schedule the denoiser is trained on, with the sampling clip of ``x̂_0`` once fitted.
+
+        Its :attr:`~otgen.diffusion.NoiseSchedule.diffusers_config` builds a diffusers scheduler for
+        :meth:`sample`: ``method=diffusers.UniPCMultistepScheduler.from_config(model.noise_schedule().diffusers_config)``.
+
+        Returns
+        -------
+        NoiseSchedule
+        """
+        return NoiseSchedule(**self._schedule_config())
+
     def _check_foreign(self, scheduler, num_inference_steps, eta) -> None:
         """A scheduler object given as ``method``: needs a step count, no eta, and the model's schedule."""
         if num_inference_steps is None:
@@ -278,12 +291,12 @@ class LatentDiffusion(BaseEstimator):
         theirs = getattr(scheduler, "alphas_cumprod", None)
         if theirs is None:
             return
-        ours = DDPMScheduler(**self._schedule_config()).alphas_cumprod
+        ours = self.noise_schedule().alphas_cumprod
         theirs = torch.as_tensor(theirs).detach().cpu().double()
         if theirs.shape != ours.shape or not torch.allclose(theirs, ours, rtol=SCHEDULE_RTOL, atol=1e-8):
             raise ValueError(f"{type(scheduler).__name__} is not built on the schedule the model was trained with "
                              f"({self.num_train_timesteps} timesteps, {self.schedule!r}); build it with "
-                             "from_config(NoiseSchedule(...).diffusers_config)")
+                             "from_config(model.noise_schedule().diffusers_config)")
 
     def _variance_window(self, variance_steps, num_inference_steps: int) -> int:
         """The checked window, or the default ``max(2, ceil(0.2 K))`` capped at ``K`` steps."""
@@ -330,7 +343,7 @@ class LatentDiffusion(BaseEstimator):
             (:class:`~otgen.diffusion.DPMSolverMultistepScheduler`). Or a scheduler object with
             diffusers' ``set_timesteps`` / ``step`` (otgen's or diffusers', duck-typed, see
             :func:`otgen.diffusion.sample`) built on the model's schedule, e.g.
-            ``diffusers.UniPCMultistepScheduler.from_config(NoiseSchedule(1000, "cosine").diffusers_config)``;
+            ``diffusers.UniPCMultistepScheduler.from_config(self.noise_schedule().diffusers_config)``;
             its ``alphas_cumprod``, when it has them, must be the model's. The model's clipping of
             ``x̂_0`` applies to the named methods only.
         num_inference_steps : int or None, default None

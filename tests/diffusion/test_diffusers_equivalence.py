@@ -99,7 +99,7 @@ def test_latent_diffusion_takes_a_diffusers_scheduler():
     Y = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 3
     est = LatentDiffusion(hidden=16, depth=1, time_embed_dim=8, n_steps=50, num_train_timesteps=100,
                           clip_sample=False, device="cpu").fit(Y)       # diffusers' DPM-Solver has no static clip
-    config = DDPMScheduler(100, "cosine").diffusers_config
+    config = est.noise_schedule().diffusers_config
     ref = diffusers.DPMSolverMultistepScheduler.from_config(config)
     codes = est.sample(40, seed=1, method=ref, num_inference_steps=10)
     torch.testing.assert_close(torch.as_tensor(codes), torch.as_tensor(est.sample(40, seed=1, method="dpm_solver",
