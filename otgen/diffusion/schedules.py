@@ -38,7 +38,7 @@ References
 .. [2] J. Song, C. Meng, S. Ermon. Denoising Diffusion Implicit Models. ICLR 2021.
 .. [3] A. Nichol, P. Dhariwal. Improved Denoising Diffusion Probabilistic Models. ICML 2021.
 .. [4] C. Lu, Y. Zhou, F. Bao, J. Chen, C. Li, J. Zhu. DPM-Solver++: Fast Solver for Guided Sampling of
-   Diffusion Probabilistic Models. arXiv:2211.01095, 2022 (Machine Intelligence Research 2025).
+   Diffusion Probabilistic Models. arXiv:2211.01095, 2022.
 .. [5] P. von Platen et al. Diffusers: State-of-the-art diffusion models. GitHub, 2022.
 .. [6] S. Lin, B. Liu, J. Li, X. Yang. Common Diffusion Noise Schedules and Sample Steps are Flawed. WACV 2024.
 """
