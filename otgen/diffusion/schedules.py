@@ -70,20 +70,21 @@ def _cosine_alpha_bar(u: np.ndarray, s: float = 0.008) -> np.ndarray:
     return np.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
 
-def _spaced_timesteps(T: int, K: int, spacing: str) -> np.ndarray:
-    """``K`` decreasing integer timesteps in ``[0, T)`` by diffusers' rule ``spacing`` (Lin et al., Table 2).
+def _spaced_timesteps(T: int, K: int, spacing: str, last: int | None = None) -> np.ndarray:
+    """``K`` decreasing integer timesteps in ``[0, last)`` by diffusers' rule ``spacing`` (Lin et al., Table 2).
 
-    ``"linspace"``: ``round(linspace(0, T-1, K))`` reversed (``[T-1]`` for ``K = 1``, where diffusers
-    gives ``[0]``); ``"leading"``: ``(K-1, ..., 1, 0) * (T // K)``; ``"trailing"``: ``round(T - k T / K) - 1``
-    for ``k = 0..K-1`` (diffusers' ``arange(T, 0, -T/K)`` sometimes gives a ``K+1``-th timestep ``-1``;
-    this gives exactly ``K``).
+    ``last`` (default ``T``) is the number of usable timesteps. ``"linspace"``: ``round(linspace(0, last-1, K))``
+    reversed (``[last-1]`` for ``K = 1``, where diffusers gives ``[0]``); ``"leading"``:
+    ``(K-1, ..., 1, 0) * (last // K)``; ``"trailing"``: ``round(last - k T / K) - 1`` for ``k = 0..K-1``
+    (diffusers' ``arange(last, 0, -T/K)`` sometimes gives a ``K+1``-th timestep ``-1``; this gives exactly ``K``).
     """
+    last = T if last is None else last
     if spacing == "linspace":
-        ts = np.linspace(0, T - 1, K).round()[::-1] if K > 1 else np.array([T - 1.0])
+        ts = np.linspace(0, last - 1, K).round()[::-1] if K > 1 else np.array([last - 1.0])
     elif spacing == "leading":
-        ts = (np.arange(K) * (T // K))[::-1]
+        ts = (np.arange(K) * (last // K))[::-1]
     else:
-        ts = np.round(T - np.arange(K) * (T / K)) - 1
+        ts = np.round(last - np.arange(K) * (T / K)) - 1
     return ts.astype(np.int64)
 
 
@@ -509,6 +510,13 @@ class DPMSolverMultistepScheduler(NoiseSchedule):
         As in diffusers' DPM-Solver: ``"linspace"`` and ``"leading"`` place ``K + 1`` timesteps by
         the rule and drop the last (``t = 0``), so every one of the ``K`` model calls moves the
         sample (at most ``T - 1`` steps); ``"trailing"`` as in :class:`NoiseSchedule`.
+    lambda_min_clipped : float, default -inf
+        Sample only timesteps with ``lambda_t >= lambda_min_clipped`` (diffusers' setting of the
+        same name and rule: the spacing is applied to ``0..L-1``, ``L`` the number of such
+        timesteps). The start noise ``N(0, I)`` then stands for ``x_{L-1}``. With the cosine
+        schedule ``lambda`` falls to about -10 at ``t = T - 1`` (``alpha = 5e-5``), where an error
+        ``delta`` of the noise prediction moves ``x̂_0`` by ``delta sigma / alpha = 2e4 delta``;
+        a few-step solver carries that ``x̂_0`` into the next step with weight ``alpha_s``.
 
     Notes
     -----
@@ -519,25 +527,46 @@ class DPMSolverMultistepScheduler(NoiseSchedule):
 
     def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "linear",
                  beta_start: float = 1e-4, beta_end: float = 0.02, clip_sample: float | None = None,
-                 timestep_spacing: str = "linspace"):
+                 timestep_spacing: str = "linspace", lambda_min_clipped: float = -math.inf):
         self._history = None
+        if not isinstance(lambda_min_clipped, numbers.Real) or math.isnan(lambda_min_clipped):
+            raise TypeError(f"lambda_min_clipped must be a real number (or -inf), got {lambda_min_clipped!r}")
+        self.lambda_min_clipped = float(lambda_min_clipped)
+        abar = NoiseSchedule(num_train_timesteps, beta_schedule, beta_start, beta_end).alphas_cumprod.numpy()
+        lam = 0.5 * (np.log(abar) - np.log1p(-abar))                        # decreasing in t
+        self._usable = int(np.sum(lam >= self.lambda_min_clipped))
+        if self._usable < 2:
+            raise ValueError(f"lambda_min_clipped={lambda_min_clipped} leaves {self._usable} timestep(s); the "
+                             f"schedule's lambda runs from {lam[0]:.2f} down to {lam[-1]:.2f}")
         super().__init__(num_train_timesteps, beta_schedule, beta_start, beta_end, clip_sample, timestep_spacing)
+
+    def __repr__(self):
+        return super().__repr__()[:-1] + f", lambda_min_clipped={self.lambda_min_clipped!r})"
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (those of :class:`NoiseSchedule` and ``lambda_min_clipped``)."""
+        return dict(super().config, lambda_min_clipped=self.lambda_min_clipped)
 
     @property
     def diffusers_config(self) -> dict:
         """As :attr:`NoiseSchedule.diffusers_config`, with the solver's settings (for ``DPMSolverMultistepScheduler``)."""
         return dict(super().diffusers_config, algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
-                    lower_order_final=True, final_sigmas_type="zero", thresholding=False)
+                    lower_order_final=True, final_sigmas_type="zero", thresholding=False,
+                    lambda_min_clipped=self.lambda_min_clipped)
 
     @property
     def max_inference_steps(self) -> int:
-        """``T - 1`` (``T`` with ``"trailing"``): ``K + 1`` distinct timesteps are placed before ``t = 0`` is dropped."""
-        return self.num_train_timesteps - (self.timestep_spacing != "trailing")
+        """``L - 1``, ``L`` the usable timesteps (``K + 1`` are placed, ``t = 0`` dropped); with ``"trailing"``
+        (steps of ``T / K`` down from ``L``) ``floor(T / (T - L + 1))``, which is ``T`` when ``L = T``."""
+        T, L = self.num_train_timesteps, self._usable
+        return T // (T - L + 1) if self.timestep_spacing == "trailing" else L - 1
 
     def _timesteps_for(self, K: int) -> np.ndarray:
+        T, L = self.num_train_timesteps, self._usable
         if self.timestep_spacing == "trailing":
-            return _spaced_timesteps(self.num_train_timesteps, K, "trailing")
-        return _spaced_timesteps(self.num_train_timesteps, K + 1, self.timestep_spacing)[:-1]
+            return _spaced_timesteps(T, K, "trailing", last=L)
+        return _spaced_timesteps(T, K + 1, self.timestep_spacing, last=L)[:-1]
 
     def set_timesteps(self, num_inference_steps: int) -> torch.Tensor:
         """Choose ``K`` sampling timesteps (see ``timestep_spacing``) and forget the previous chain.

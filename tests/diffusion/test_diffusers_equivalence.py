@@ -51,6 +51,23 @@ def test_step_by_step_equal_to_diffusers(cls, theirs, spacing, steps, beta_sched
         x = a.prev_sample
 
 
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_lambda_min_clipped_equal_to_diffusers(spacing, gaussian_oracle):
+    """The cosine schedule's high-noise end cut at lambda = -5: the same timesteps and steps as diffusers'."""
+    ours = DPMSolverMultistepScheduler(beta_schedule="cosine", timestep_spacing=spacing, lambda_min_clipped=-5.0)
+    ref = diffusers.DPMSolverMultistepScheduler.from_config(ours.diffusers_config)
+    ours.set_timesteps(10)
+    ref.set_timesteps(10)
+    assert ours.timesteps.tolist() == ref.timesteps.tolist() and int(ours.timesteps[0]) < 999
+    oracle = gaussian_oracle(ours, gaussian_oracle.M, gaussian_oracle.S)
+    x = torch.randn(300, 2, generator=torch.Generator().manual_seed(2))
+    for t in ours.timesteps.tolist():
+        eps = oracle(x, torch.full((300,), t))
+        a, b = ours.step(eps, t, x), ref.step(eps, t, x).prev_sample
+        torch.testing.assert_close(a, b, rtol=0, atol=TOL / math.sqrt(float(ours.alphas_cumprod[t])))
+        x = a
+
+
 def test_ddim_eta_one_equal_to_diffusers(gaussian_oracle):
     ours = DDIMScheduler(eta=1.0, timestep_spacing="leading")
     ref = diffusers.DDIMScheduler.from_config(ours.diffusers_config)
@@ -99,10 +116,10 @@ def test_latent_diffusion_takes_a_diffusers_scheduler():
     Y = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 3
     est = LatentDiffusion(hidden=16, depth=1, time_embed_dim=8, n_steps=50, num_train_timesteps=100,
                           clip_sample=False, device="cpu").fit(Y)       # diffusers' DPM-Solver has no static clip
-    config = est.noise_schedule().diffusers_config
-    ref = diffusers.DPMSolverMultistepScheduler.from_config(config)
+    ours = DPMSolverMultistepScheduler.from_config(est.noise_schedule().config)
+    ref = diffusers.DPMSolverMultistepScheduler.from_config(est.noise_schedule().diffusers_config)
     codes = est.sample(40, seed=1, method=ref, num_inference_steps=10)
-    torch.testing.assert_close(torch.as_tensor(codes), torch.as_tensor(est.sample(40, seed=1, method="dpm_solver",
+    torch.testing.assert_close(torch.as_tensor(codes), torch.as_tensor(est.sample(40, seed=1, method=ours,
                                                                                   num_inference_steps=10)),
                                rtol=1e-4, atol=1e-3)     # barely trained: x̂0 is large at the first steps
     wrong = diffusers.DPMSolverMultistepScheduler.from_config(DDPMScheduler(100, "linear").diffusers_config)

@@ -109,6 +109,18 @@ def test_timesteps_skip_zero(spacing, expected):
     assert DPMSolverMultistepScheduler(100, timestep_spacing=spacing).set_timesteps(5).tolist() == expected
 
 
+def test_lambda_min_clipped_starts_where_lambda_reaches_it():
+    s = DPMSolverMultistepScheduler(beta_schedule="cosine", lambda_min_clipped=-5.0)
+    abar = s.alphas_cumprod
+    lam = 0.5 * (abar.log() - torch.log1p(-abar))
+    first = int(s.set_timesteps(10)[0])
+    assert lam[first] >= -5.0 > lam[first + 1]
+    assert s.max_inference_steps == first                         # first + 1 usable timesteps, t = 0 dropped
+    assert int(DPMSolverMultistepScheduler(beta_schedule="cosine").set_timesteps(10)[0]) == 999
+    with pytest.raises(ValueError, match="leaves"):
+        DPMSolverMultistepScheduler(beta_schedule="cosine", lambda_min_clipped=20.0)
+
+
 def test_bad_step_counts():
     with pytest.raises(ValueError, match="num_inference_steps must be <= 99"):
         DPMSolverMultistepScheduler(100).set_timesteps(100)

@@ -9,6 +9,7 @@ from sklearn.base import clone
 from otgen import NotFittedError
 from otgen.diffusion import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LatentDiffusion, MLPDenoiser,
                              sample, train_denoiser)
+from otgen.diffusion.latent import DPM_LAMBDA_MIN
 from otgen.latent import LatentSpace
 
 MEAN = torch.tensor([2.0, -1.0])
@@ -143,14 +144,15 @@ def test_latent_diffusion_dpm_solver(fitted_latent):
     assert (info["method"], info["num_inference_steps"], info["variance_steps"]) == ("dpm_solver", 20, 4)
     assert codes.shape == (50, 3) and np.isfinite(info["x0_variance"]).all()
     np.testing.assert_array_equal(codes, est.sample(50, seed=2, method="dpm_solver"))
-    # DPM-Solver places K + 1 timesteps before dropping t = 0: at most T - 1 = 99 steps
-    with pytest.raises(ValueError, match="<= 99"):
-        est.sample(3, method="dpm_solver", num_inference_steps=100)
+    # DPM-Solver starts at lambda = -4 (t = 97 of 100 on the cosine schedule) and drops t = 0: at most 97 steps
+    assert est.sample(3, method="dpm_solver", num_inference_steps=97).shape == (3, 3)
+    with pytest.raises(ValueError, match="<= 97"):
+        est.sample(3, method="dpm_solver", num_inference_steps=98)
 
 
 def test_latent_diffusion_takes_a_scheduler_object(fitted_latent):
     _, est = fitted_latent
-    mine = DPMSolverMultistepScheduler(100, "cosine", clip_sample=est.clip_range_)
+    mine = DPMSolverMultistepScheduler(100, "cosine", clip_sample=est.clip_range_, lambda_min_clipped=DPM_LAMBDA_MIN)
     codes, info = est.sample(30, seed=4, method=mine, num_inference_steps=10, return_info=True)
     np.testing.assert_array_equal(codes, est.sample(30, seed=4, method="dpm_solver", num_inference_steps=10))
     assert (info["method"], info["num_inference_steps"]) == ("DPMSolverMultistepScheduler", 10)
