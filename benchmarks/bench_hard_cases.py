@@ -133,7 +133,7 @@ def measured_tv(Y, nu, h, n_points):
     return tv, noise, 0.4 * math.sqrt(N / n_points)
 
 
-def run_case(name, Y, nu, settings, target, max_seconds, eval_max):
+def run_case(name, Y, nu, settings, target, max_seconds, eval_max, device="cpu"):
     N, d = Y.shape
     nu = np.full(N, 1.0 / N) if nu is None else nu
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def run_case(name, Y, nu, settings, target, max_seconds, eval_max):
         if time.perf_counter() - t0 > max_seconds:
             raise _Budget
 
-    sd = SemiDiscreteOT(tol=target, seed=0, **settings)
+    sd = SemiDiscreteOT(tol=target, seed=0, device=device, **settings)
     stopped = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -163,13 +163,14 @@ def run_case(name, Y, nu, settings, target, max_seconds, eval_max):
     if first is None and hist and hist[-1]["n_samples"] == 0:     # exact 2-D: no callback; the error is exact
         first = next((wall * e["time"] / hist[-1]["time"] for e in hist if e["tv"] <= target), None)
     m_eval = min(eval_max, 1 << int(math.ceil(math.log2((1.6 / target) ** 2 * N))))
-    tv, noise, floor = measured_tv(Y, nu, sd.heights_, m_eval)
+    tv, noise, floor = measured_tv(Y, nu, sd.heights_.cpu(), m_eval)
     row.update(converged=bool(sd.converged_), iterations=sd.n_iter_, first_below_target_s=first,
                solver_tv=hist[-1]["tv"] if hist else None, final_M=hist[-1]["n_samples"] if hist else None,
                tv=tv, eval_noise=noise, eval_floor=floor, eval_points=m_eval, merged=bool(
                    sd._frame_targets.dtype == torch.float64 and sd.dtype != torch.float64))
     if d == 2:
-        exact = power2d.cell_masses(np.asarray(Y, dtype=np.float64), sd.heights_.numpy(), power2d.square_domain())
+        exact = power2d.cell_masses(np.asarray(Y, dtype=np.float64), sd.heights_.cpu().numpy(),
+                                    power2d.square_domain())
         row["exact_tv"] = 0.5 * float(np.abs(exact - nu).sum())
     return row
 
@@ -182,6 +183,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=1000, help="targets per case (default %(default)s)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time budget of one fit")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the evaluation runs on the CPU in float64)")
     p.add_argument("--quick", action="store_true", help="200 targets, three cases (the tests use it)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = p.parse_args(argv)
@@ -196,13 +198,14 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     results = dict(machine=dict(python=sys.version.split()[0], torch=torch.__version__,
                                 cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count(),
-                                threads=args.threads, loadavg_start=list(os.getloadavg()),
+                                threads=args.threads, device=args.device, loadavg_start=list(os.getloadavg()),
                                 date=time.strftime("%Y-%m-%d %H:%M")),
                    settings=dict(n=n, max_seconds=args.max_seconds, twin_gap=TWIN_GAP, quick=args.quick),
                    cases=[])
     for name in names:
         Y, nu, settings, target = specs[name]
-        r = run_case(name, Y, nu, settings, target, args.max_seconds, EVAL_MAX if not args.quick else 1 << 18)
+        r = run_case(name, Y, nu, settings, target, args.max_seconds, EVAL_MAX if not args.quick else 1 << 18,
+                     args.device)
         results["cases"].append(r)
         print(f"[{name}] {r['method']}: {r['fit_wall_s']:.1f} s, converged {r.get('converged')}, "
               f"TV {r.get('tv', float('nan')):.4f} (exact {r.get('exact_tv', float('nan')):.4f})", flush=True)
