@@ -64,10 +64,12 @@ def make_frame(Y64: torch.Tensor, active: torch.Tensor) -> Frame:
     return Frame(c, s, (Y64 - c) / s)
 
 
-def check_cast(Y64: torch.Tensor, Yd: torch.Tensor, scale: float) -> str | None:
-    """Why storing the targets in ``Yd.dtype`` misrepresents the data (an error), or a warning, or None.
+def check_cast(Y64: torch.Tensor, Yd: torch.Tensor, scale: float) -> tuple | None:
+    """Whether storing the targets in ``Yd.dtype`` misrepresents the user's data.
 
-    Returns ``("error" | "warning", message)`` or None.
+    Returns ``("error", message)`` when the cast overflows or makes distinct rows equal,
+    ``("warning", message)`` when it rounds a target by more than ``_ROUND_WARN`` of the
+    spread ``scale``, else None. The messages give the data's own magnitudes.
     """
     name = str(Yd.dtype).replace("torch.", "")
     big = float(Y64.abs().max())

@@ -692,9 +692,13 @@ class SemiDiscreteOT(BaseEstimator):
         init_heights : array-like, shape (N,), optional
             Warm start (e.g. the heights of a previous, related fit).
         resume : bool, default False
-            Continue from ``self.checkpoint`` if that file exists (it must come from a
-            fit of the same targets and weights with the same source, dtype, method,
-            seed and qmc; else ``ValueError``).
+            Continue from ``self.checkpoint`` if that file exists. The checkpoint is read
+            before any warm start and must come from a fit of the same problem: the same
+            targets and weights (SHA-256 of their float64 bytes) with the same source,
+            dtype, method, seed and qmc. Otherwise, or when the file is unreadable,
+            ``ValueError`` names the file and what differs; start afresh with
+            ``resume=False`` (``otgen fit-ot --restart``). ``tol``, ``max_iter`` and
+            ``max_samples`` may change. ``method="exact2d"`` writes no checkpoint.
         callback : callable, optional
             ``callback(iteration, heights, info)`` after every iteration, with the
             current best heights (a copy) and the history entry.
