@@ -28,13 +28,18 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:          # benchmark this checkout even without an install
+    sys.path.insert(0, str(REPO))
 
-from otgen._base import spawn_seed
-from otgen.data.toy2d import gaussian_mixture
-from otgen.transport import SemiDiscreteOT, SourceSampler
-from otgen.transport._scoring import Scorer
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from otgen._base import spawn_seed  # noqa: E402
+from otgen.data.toy2d import gaussian_mixture  # noqa: E402
+from otgen.figures.convergence import convergence_figure  # noqa: E402
+from otgen.transport import SemiDiscreteOT, SourceSampler  # noqa: E402
+from otgen.transport._scoring import Scorer  # noqa: E402
 
 TARGETS = {1000: 0.02, 2000: 0.02, 5000: 0.02, 20000: 0.05}
 
@@ -228,6 +233,7 @@ def write_table(results, out):
                      f"| {sp} | {ms} | {r['iteration']['ratio']:.2f} |")
     table = "\n".join(lines)
     (out / "semidiscrete.md").write_text(table + "\n")
+    convergence_figure(results["problems"], out, "semidiscrete_convergence")   # TV against time, otgen and POT
     print(table)
 
 

@@ -187,7 +187,9 @@ def _fit_ot(args) -> int:
     Y = np.load(codes)
     weights = np.load(args.weights) if args.weights else None
     rank, world, device = _init_distributed(args.device)
-    args.checkpoint_path = str(out) + ".ckpt" if args.resume else None
+    if args.resume and args.restart:
+        raise UsageError("--resume continues OUT.ckpt and --restart starts afresh: pass one of them")
+    args.checkpoint_path = str(out) + ".ckpt" if args.resume or args.restart else None
     try:
         sd = SemiDiscreteOT(source=args.source, tol=args.tol, max_iter=args.max_iter, device=device,
                             max_samples=args.max_samples, seed=args.seed, verbose=not args.quiet,
@@ -195,7 +197,7 @@ def _fit_ot(args) -> int:
                             parallel=args.parallel if world > 1 else None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)     # said below, with the exit code
-            sd.fit(Y, weights, resume=args.resume)
+            sd.fit(Y, weights, resume=args.resume)    # --restart: checkpoints overwrite OUT.ckpt
         if rank == 0:
             sd.save(out)
     finally:
@@ -351,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-samples", type=int, default=2**26, help="cap on source points per iteration (default: %(default)s)")
     f.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: CUDA when available)")
     f.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
-    f.add_argument("--resume", action="store_true", help="checkpoint to OUT.ckpt and resume from it")
+    f.add_argument("--resume", action="store_true",
+                   help="checkpoint to OUT.ckpt and resume from it (refused when its targets, weights, source, dtype "
+                   "or seed differ)")
+    f.add_argument("--restart", action="store_true",
+                   help="checkpoint to OUT.ckpt, starting afresh: an existing OUT.ckpt is ignored and overwritten")
     f.add_argument("--checkpoint-every", type=int, default=5, help="iterations between checkpoints (default: %(default)s)")
     f.add_argument("--parallel", choices=["samples", "targets"], default="samples",
                    help="under torchrun: split each iteration's points or the targets over processes (default: %(default)s)")

@@ -25,6 +25,9 @@ _MIN_GEMM_ROWS = 256            # rows of a score block when max_memory allows
 # "Small N" (results/scaling_topk_cutoff_*). The block top-k needs at least k blocks: 400·k > 64·k.
 _ARGMAX_MIN_COLS = 4 * _BLOCK
 _TOPK_MIN_COLS_PER_K = 400
+# Candidate certificate: two scores compared, each off by at most (d + 2) rounding units of the largest
+# |score| term (d products summed in any order, the bias, the candidate update): a margin of 2 (d + 2) eps
+_CERT_ULPS = 2
 
 
 def _block_argmax(S: torch.Tensor):
@@ -70,6 +73,33 @@ def _block_topk(S: torch.Tensor, k: int):
     cols.clamp_(max=n - 1)
     vals, j = S.gather(1, cols).masked_fill_(~valid, float("-inf")).topk(k, dim=1)  # (m, k)
     return vals, cols.gather(1, j)
+
+
+def certify_candidates(cand_vals: torch.Tensor, cand_idx: torch.Tensor, dh: torch.Tensor, margin: float):
+    r"""The best cell at heights h + dh from each point's k best cells at h, where that is certain.
+
+    A cell j outside a point's candidates scored at most v_k (the k-th best) at h, hence at most
+    :math:`v_k + \max_j \Delta h_j` at h + dh. The best candidate, rescored as
+    :math:`v_c + \Delta h_c`, is then the best of all cells if it beats that bound, and the
+    second-best candidate, by more than ``margin`` (the rounding of the scores): the
+    certificate. Points without it must be rescored against all cells.
+
+    Parameters
+    ----------
+    cand_vals, cand_idx : (m, k) the k best scores at h (descending) and their cells
+    dh : (N,) the height change, in the scores' dtype
+    margin : float, the rounding allowance of one score
+
+    Returns
+    -------
+    best value (m,), best cell (m,) int64, certified (m,) bool
+    """
+    new = cand_vals + dh[cand_idx]                                      # (m, k)
+    top2, j = new.topk(min(2, new.shape[1]), dim=1)
+    bound = cand_vals[:, -1] + dh.max()                                 # any cell outside the candidates
+    runner_up = torch.maximum(top2[:, 1], bound) if top2.shape[1] > 1 else bound
+    ok = top2[:, 0] - runner_up > margin
+    return top2[:, 0], cand_idx.gather(1, j[:, :1]).squeeze(1), ok
 
 
 class Scorer:
@@ -153,6 +183,24 @@ class Scorer:
             return self._best_rows(X, h)
         out = [self._best_rows(X[r:r + self.block_rows], h) for r in range(0, X.shape[0], self.block_rows)]
         return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+    def margin(self, X: torch.Tensor, h: torch.Tensor) -> float:
+        """Rounding allowance of one score of X against these targets at heights h (see ``_CERT_ULPS``)."""
+        big = float(X.abs().max()) * float(self.Yt.abs().sum(0).max()) + float(h.abs().max())
+        return _CERT_ULPS * (self.d + 2) * torch.finfo(X.dtype).eps * big
+
+    def best_from_candidates(self, X: torch.Tensor, h: torch.Tensor, cand_vals: torch.Tensor,
+                             cand_idx: torch.Tensor, h_old: torch.Tensor):
+        """``best(X, h)`` from each point's k best cells at ``h_old``: certified points reuse their
+        candidates (:func:`certify_candidates`), the others are rescored. Returns value (M,),
+        index (M,) and the number of rescored points; the indices equal ``best(X, h)``'s
+        (the values up to rounding)."""
+        dh = h - h_old
+        v, idx, ok = certify_candidates(cand_vals, cand_idx, dh, self.margin(X, torch.maximum(h.abs(), h_old.abs())))
+        redo = torch.nonzero(~ok).squeeze(1)
+        if redo.numel():
+            v[redo], idx[redo] = self.best(X[redo], h)
+        return v, idx, int(redo.numel())
 
     def topk(self, X: torch.Tensor, h: torch.Tensor, k: int):
         """Top-k (values, indices) for every row of X (M, d), processed in row blocks."""

@@ -73,6 +73,8 @@ from otgen._base import (FILE_FORMAT, BaseEstimator, encode_state, atomic_torch_
 from otgen._validation import (ConvergenceWarning, as_tensor, check_dtype, check_positive_float,
                                check_positive_int, check_weights, resolve_device)
 from otgen.transport._dist import Local, ShardedScorer, make_comm
+from otgen.transport._frame import (Frame, check_cast, close_pairs, fingerprint, group_labels, make_frame, merge,
+                                    merge_threshold, split_group)
 from otgen.transport._multiscale import kmeans, refine_heights
 from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
 from otgen.transport._scoring import Scorer
@@ -118,8 +120,12 @@ _MS_PROBE_PER_CELL = 64         # ... and per coarse cell
 # Targets of zero weight
 _GAUSSIAN_RADIUS = 10.0         # N(0, I) mass beyond radius 10 + sqrt(d) is < 1e-20: "practically" empty
 _EMPTY_MARGIN = 1.0             # score margin by which a zero-weight cell loses everywhere on the source
+# Splitting merged near-duplicates back
+_SPLIT_POINTS_MAX = 1 << 22     # points drawn to split merged cells (the last iteration's M, at most this)
 # Resuming
 _RESUME_SETTINGS = ("source", "dtype", "method", "seed", "qmc")   # change the problem or its random draws
+_RESTART_HINT = ("start afresh: delete the file, or fit with resume=False (otgen fit-ot: --restart), or resume with "
+                 "the checkpoint's targets and settings")
 
 
 @dataclass(frozen=True)
@@ -218,9 +224,56 @@ def _full_heights(h_active, idx_active, Y, source):
     return h - h.mean()
 
 
-def _fingerprint(Y, nu) -> list:
-    """A cheap summary of the targets and weights: a checkpoint belongs to the same problem."""
-    return [list(Y.shape), float(Y.double().sum()), float((Y.double() ** 2).sum()), float((nu * nu).sum())]
+def _difference(key: str, mine, theirs) -> str:
+    """One line of a resume refusal: what differs between this fit and the checkpoint."""
+    if key == "data":
+        return (f"the targets or weights differ (SHA-256 of their bytes {str(mine)[:12]}... here, "
+                f"{str(theirs)[:12]}... in the checkpoint)")
+    return f"{key}={mine!r} here, {key}={theirs!r} in the checkpoint"
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """The user's problem in the solver's frame: normalised targets, their weights and the merged groups."""
+
+    frame: Frame                # centre, scale and normalised targets Z (N, d) float64
+    active: torch.Tensor        # (Na,) indices of the targets of positive weight
+    weights: torch.Tensor       # (Na,) their masses, summing to 1, float64
+    labels: torch.Tensor        # (Na,) merged group of every active target, 0..G-1
+    merged: torch.Tensor        # (G, d) float64 merged targets (the mass-weighted mean of each group)
+    merged_weights: torch.Tensor  # (G,) float64 summed masses
+
+    @property
+    def grouped(self) -> bool:
+        """Whether some targets were merged (near-duplicates in the working dtype)."""
+        return self.merged.shape[0] < self.labels.shape[0]
+
+
+def _split_heights(setup: _Setup, gm, scorer, sampler, M) -> torch.Tensor:
+    """Normalised heights (Na,) of the active targets from the merged heights gm (G,): each merged
+    cell split back among its members on the source points of M that fall in it (float64)."""
+    g = gm[setup.labels].clone()
+    sizes = torch.bincount(setup.labels)
+    multi = torch.nonzero(sizes > 1).squeeze(1)
+    if multi.numel() == 0:
+        return g
+    in_group = sizes > 1
+    hg = gm.to(sampler.dtype)
+    xs, cells = [], []
+    left = M
+    while left > 0:
+        X = sampler.draw(min(_DRAW_ROWS, left))
+        best = scorer.best(X, hg)[1]
+        keep = in_group[best]
+        xs.append(X[keep].double())
+        cells.append(best[keep])
+        left -= X.shape[0]
+    X, cell = torch.cat(xs), torch.cat(cells)
+    for grp in multi.tolist():
+        members = torch.nonzero(setup.labels == grp).squeeze(1)
+        D = setup.frame.Z[setup.active[members]] - setup.merged[grp]
+        g[members] = gm[grp] + split_group(X[cell == grp], D, setup.weights[members])
+    return g
 
 
 class SemiDiscreteOT(BaseEstimator):
@@ -291,12 +344,14 @@ class SemiDiscreteOT(BaseEstimator):
         its GEMM work and the device memory of the score blocks. Each rank still
         keeps a copy of all targets for the O(N) bookkeeping (edge lengths of the
         Hessian, reviving empty cells, the multiscale start).
-    method : {"stochastic", "exact2d"}, default "stochastic"
+    method : {"auto", "stochastic", "exact2d"}, default "auto"
         ``"stochastic"``: the sampled damped Newton method of the module docstring, any
         d and source. ``"exact2d"`` (d = 2, uniform or ball source): the damped Newton
         method of [1]_ on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`;
         the ball is a 512-gon, area error 3e-5), so ``tol`` is met to round-off in
-        about ten iterations, with no sampling noise; for pictures of 2-D latents.
+        about ten iterations, with no sampling noise (no checkpoints: it is quick).
+        ``"auto"``: ``"exact2d"`` for 2-D targets on a uniform or ball source in one
+        process (``parallel=None``), ``"stochastic"`` otherwise.
 
     Attributes
     ----------
@@ -310,14 +365,30 @@ class SemiDiscreteOT(BaseEstimator):
         reached), ``step`` (step length), ``time`` (seconds since ``fit`` was called,
         the warm start included)
     result_ : :class:`SemiDiscreteResult`
+    center_ : (d,) float64 tensor
+        Centre c of the solve's frame (the mean of the targets of positive weight).
+    scale_ : float
+        Scale s of the frame (their root-mean-square distance to c): the solve used the
+        targets (y - c) / s and heights ``heights_ / scale_``.
 
     Notes
     -----
-    Duplicate targets are rejected (``ValueError``): two equal targets have identical
-    cells for equal heights and one empty cell otherwise, so their masses cannot be
-    split; merge them and add their weights. Targets with zero weight are left out of
-    the solve and given heights that make their cells empty on bounded sources
-    (practically empty for the Gaussian).
+    The solve runs in a centred, scaled frame computed in float64 *before* the cast to
+    ``dtype`` (:mod:`otgen.transport._frame`): an offset or scale of the data changes
+    nothing but the stored ``targets_``, and storing them in ``dtype`` raises an error
+    when it would make them infinite or equal, and warns when it rounds them by more
+    than 1e-4 of their spread.
+
+    Duplicate targets (equal in float64) are rejected (``ValueError``): two equal targets
+    have identical cells for equal heights and one empty cell otherwise, so their masses
+    cannot be split; merge them and add their weights. *Near*-duplicates, targets that
+    coincide within the working precision, make the problem stiff (the facet between
+    them is not resolved by ``dtype`` scores); they are merged (masses summed), solved
+    as one target, and their cell is split back among them in float64 on source points
+    (each member's mass matches its weight up to one point of the cell). The fitted map
+    then scores in float64. Targets with zero weight are left out of the solve and
+    given heights that make their cells empty on bounded sources (practically empty
+    for the Gaussian).
 
     Methods taking points (``assign``, ``transform``, ``potential``, ``topk``) return
     torch tensors for torch input and numpy arrays for numpy input.
@@ -343,7 +414,7 @@ class SemiDiscreteOT(BaseEstimator):
     def __init__(self, source="uniform", tol=1e-2, max_iter=100, *, n_samples=None,
                  max_samples=2**26, max_memory=256 << 20, qmc=True, init="multiscale",
                  device=None, dtype=torch.float32, seed=0, verbose=False,
-                 checkpoint=None, checkpoint_every=5, parallel=None, method="stochastic"):
+                 checkpoint=None, checkpoint_every=5, parallel=None, method="auto"):
         self.source = source
         self.tol = tol
         self.max_iter = max_iter
@@ -371,8 +442,8 @@ class SemiDiscreteOT(BaseEstimator):
         check_positive_int(self.max_samples, "max_samples", minimum=16)
         check_positive_int(self.max_memory, "max_memory", minimum=1 << 16)
         check_positive_int(self.checkpoint_every, "checkpoint_every")
-        if self.method not in ("stochastic", "exact2d"):
-            raise ValueError(f"method must be 'stochastic' or 'exact2d', got {self.method!r}")
+        if self.method not in ("auto", "stochastic", "exact2d"):
+            raise ValueError(f"method must be 'auto', 'stochastic' or 'exact2d', got {self.method!r}")
         if self.parallel not in (None, "samples", "targets"):
             raise ValueError(f"parallel must be None, 'samples' or 'targets', got {self.parallel!r}")
         if self.init not in ("multiscale", "linear", "zero"):
@@ -390,19 +461,20 @@ class SemiDiscreteOT(BaseEstimator):
         return X
 
     @staticmethod
-    def _check_targets(Y, dtype, device):
-        Y = as_tensor(Y, "Y", ndim=2, dtype=dtype, device=device, min_rows=2)
+    def _check_targets(Y, device):
+        """The targets in float64, as given (the cast to ``dtype`` comes after centring and scaling)."""
+        Y = as_tensor(Y, "Y", ndim=2, dtype=torch.float64, device=device, min_rows=2)
         if Y.shape[1] < 1:
             raise ValueError(f"Y must have at least one column, got shape {tuple(Y.shape)}")
         uniq = torch.unique(Y, dim=0)
         if uniq.shape[0] < Y.shape[0]:
-            raise ValueError(f"Y contains {Y.shape[0] - uniq.shape[0]} duplicate row(s); duplicate targets "
-                             "cannot share mass in a power diagram: merge them (np.unique(Y, axis=0, "
-                             "return_inverse=True)) and add their weights")
+            raise ValueError(f"Y contains {Y.shape[0] - uniq.shape[0]} duplicate row(s) (equal in float64); "
+                             "duplicate targets cannot share mass in a power diagram: merge them (np.unique(Y, "
+                             "axis=0, return_inverse=True)) and add their weights")
         return Y
 
     def _check_fit_inputs(self, Y, weights, init_heights, callback, device):
-        Y = self._check_targets(Y, self.dtype, device)
+        Y = self._check_targets(Y, device)
         N = Y.shape[0]
         nu = check_weights(weights, N, "weights", device=device)
         if init_heights is not None:
@@ -424,12 +496,12 @@ class SemiDiscreteOT(BaseEstimator):
             error = e
         comm.check_all(error)      # one rank's bad input fails every rank, nobody hangs
         if comm.world > 1:
-            mine = (_fingerprint(Y, nu), {k: v for k, v in self._saved_params().items()
+            mine = (fingerprint(Y, nu), {k: v for k, v in self._saved_params().items()
                                           if k not in ("verbose", "checkpoint")})
             same = comm.broadcast_object(mine)
             comm.check_all(None if same == mine else ValueError(
                 "every rank must call fit with the same targets, weights and settings; this rank's differ "
-                f"from rank 0's (shape {tuple(Y.shape)} vs {tuple(same[0][0])})"))
+                f"from rank 0's (shape {tuple(Y.shape)})"))
         return Y, nu, init_heights
 
     # ------------------------------------------------------------------ initial heights
@@ -452,7 +524,7 @@ class SemiDiscreteOT(BaseEstimator):
         coarse = SemiDiscreteOT(self.source, tol=max(self.tol, _MS_TOL), max_iter=_MS_MAX_ITER,
                                 max_samples=min(self.max_samples, _MS_MAX_SAMPLES), max_memory=self.max_memory,
                                 qmc=self.qmc, init="multiscale", device=device, dtype=self.dtype,
-                                seed=spawn_seed(self.seed, "coarse"))
+                                seed=spawn_seed(self.seed, "coarse"), method="stochastic")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             coarse.fit(C, W / W.sum())
@@ -620,9 +692,13 @@ class SemiDiscreteOT(BaseEstimator):
         init_heights : array-like, shape (N,), optional
             Warm start (e.g. the heights of a previous, related fit).
         resume : bool, default False
-            Continue from ``self.checkpoint`` if that file exists (it must come from a
-            fit of the same targets and weights with the same source, dtype, method,
-            seed and qmc; else ``ValueError``).
+            Continue from ``self.checkpoint`` if that file exists. The checkpoint is read
+            before any warm start and must come from a fit of the same problem: the same
+            targets and weights (SHA-256 of their float64 bytes) with the same source,
+            dtype, method, seed and qmc. Otherwise, or when the file is unreadable,
+            ``ValueError`` names the file and what differs; start afresh with
+            ``resume=False`` (``otgen fit-ot --restart``). ``tol``, ``max_iter`` and
+            ``max_samples`` may change. ``method="exact2d"`` writes no checkpoint.
         callback : callable, optional
             ``callback(iteration, heights, info)`` after every iteration, with the
             current best heights (a copy) and the history entry.
@@ -634,28 +710,78 @@ class SemiDiscreteOT(BaseEstimator):
         t_fit = time.perf_counter()
         device = self._check_settings()
         comm = make_comm(self.parallel, device)
-        Y, nu, init_heights = self._check_on_all_ranks(comm, Y, weights, init_heights, callback, device)
-        idx_active = torch.nonzero(nu > 0).squeeze(1)
-        Ya, nua = Y[idx_active], nu[idx_active] / nu[idx_active].sum()
-        Yc = Ya - Ya.mean(0)                                            # cells unchanged by centring
-        h0 = None if init_heights is None else init_heights[idx_active]
-        if self.method == "exact2d":
-            return self._fit_exact2d(Y, nu, Yc, nua, idx_active, h0)
-        problem = self._problem(Yc, nua, comm, device)
-        M0 = self.n_samples if self.n_samples is not None else max(_M0_MIN, _M0_PER_TARGET * Yc.shape[0])
-        state = SolverState(n_samples=min(_next_pow2(M0), _next_pow2(self.max_samples)),
-                            heights=self._warm_start(problem, h0))
-        state.elapsed = time.perf_counter() - t_fit   # history times include the warm start
-        if resume and self.checkpoint is not None:
-            state = self._resume(state, _fingerprint(Y, nu), comm, device)
-        state = self._iterate(problem, state, Y, nu, idx_active, callback)
-        self._set_fitted(Y, nu, state.accepted_heights, idx_active, state.tv, state.noise, state.it, state.history)
+        Y64, nu, init_heights = self._check_on_all_ranks(comm, Y, weights, init_heights, callback, device)
+        setup = self._setup(Y64, nu)
+        Yd = self._stored_targets(Y64, setup.frame.scale)
+        h0 = None if init_heights is None else init_heights[setup.active] / setup.frame.scale
+        if self._method(Y64.shape[1]) == "exact2d":
+            return self._fit_exact2d(Yd, nu, setup, h0)
+        problem = self._problem(setup.merged.to(self.dtype), setup.merged_weights, comm, device)
+        state = None
+        if resume and self.checkpoint is not None:     # read before any warm start
+            state = self._resume(self._fingerprint(Y64, nu), comm, device)
+        if state is None:
+            M0 = self.n_samples if self.n_samples is not None else max(_M0_MIN, _M0_PER_TARGET * problem.targets.shape[0])
+            if h0 is not None:         # a group's start: its members' mass-weighted mean height
+                h0 = torch.zeros_like(setup.merged_weights).index_add_(0, setup.labels, h0 * setup.weights) \
+                    / setup.merged_weights
+            state = SolverState(n_samples=min(_next_pow2(M0), _next_pow2(self.max_samples)),
+                                heights=self._warm_start(problem, h0))
+            state.elapsed = time.perf_counter() - t_fit   # history times include the warm start
+        state = self._iterate(problem, state, Y64, nu, setup, callback)
+        self._finish(Yd, nu, setup, state, problem.scorer)
         if not self.converged_ and comm.rank == 0:
             warnings.warn(f"SemiDiscreteOT stopped after max_iter={self.max_iter} iterations with estimated "
                           f"TV error {state.tv:.4g} (noise {state.noise:.2g}) above tol={self.tol}"
                           f" or not certified; raise max_iter or max_samples (now {self.max_samples}), "
                           "or loosen tol", ConvergenceWarning, stacklevel=2)
         return self
+
+    def _method(self, d: int) -> str:
+        """The method that runs: ``"auto"`` is the exact 2-D solver for 2-D targets on a bounded source
+        in one process, the stochastic Newton method otherwise."""
+        if self.method != "auto":
+            return self.method
+        exact = d == 2 and self.source != "gaussian" and self.parallel is None
+        return "exact2d" if exact else "stochastic"
+
+    def _setup(self, Y64, nu) -> _Setup:
+        """Centre and scale in float64, then merge the targets that coincide in the working dtype."""
+        active = torch.nonzero(nu > 0).squeeze(1)
+        frame = make_frame(Y64, active)
+        Za, nua = frame.Z[active], nu[active] / nu[active].sum()
+        pairs = close_pairs(Za, merge_threshold(Za, self.dtype), spawn_seed(self.seed, "near-duplicates"))
+        labels = group_labels(Za.shape[0], pairs)
+        merged, merged_weights = merge(Za, nua, labels)
+        return _Setup(frame, active, nua, labels, merged, merged_weights)
+
+    def _stored_targets(self, Y64, scale) -> torch.Tensor:
+        """``targets_``: Y in ``dtype``; an error when the cast breaks it, a warning when it rounds it visibly."""
+        Yd = Y64.to(self.dtype)
+        verdict = check_cast(Y64, Yd, scale)
+        if verdict is not None and verdict[0] == "error":
+            raise ValueError(verdict[1])
+        if verdict is not None:
+            warnings.warn(verdict[1], UserWarning, stacklevel=4)
+        return Yd
+
+    def _fingerprint(self, Y64, nu) -> dict:
+        """What defines the problem and its answer: the data's SHA-256 and the solution-changing settings."""
+        settings = {k: v for k, v in self._saved_params().items() if k in _RESUME_SETTINGS}
+        settings["method"] = self._method(Y64.shape[1])
+        return dict(data=fingerprint(Y64, nu), shape=list(Y64.shape), **settings)
+
+    def _finish(self, Yd, nu, setup: _Setup, state: SolverState, scorer) -> None:
+        """The fitted attributes: the merged heights split back (when targets were merged), in the user's frame."""
+        gm = state.accepted_heights
+        if setup.grouped:
+            M = min(int((state.last or {}).get("n_samples", state.n_samples)), _SPLIT_POINTS_MAX)
+            sampler = SourceSampler(self.source, Yd.shape[1], spawn_seed(self.seed, "split"), qmc=self.qmc,
+                                    dtype=self.dtype, device=gm.device)
+            g = _split_heights(setup, gm, scorer, sampler, M)
+        else:
+            g = gm
+        self._set_fitted(Yd, nu, setup, g, state.tv, state.noise, state.it, state.history)
 
     def _problem(self, Yc, nua, comm, device) -> _Problem:
         Na = Yc.shape[0]
@@ -668,7 +794,7 @@ class SemiDiscreteOT(BaseEstimator):
         n_hessian = min(max(_HESSIAN_POINTS_MIN, _HESSIAN_POINTS_PER_TARGET * Na), _HESSIAN_POINTS_MAX)
         return _Problem(Yc, nua, scorer, comm, device, n_hessian)
 
-    def _iterate(self, problem, state, Y, nu, idx_active, callback) -> SolverState:
+    def _iterate(self, problem, state, Y64, nu, setup: _Setup, callback) -> SolverState:
         """Run :meth:`step` until certified convergence or ``max_iter``; history, callbacks, checkpoints."""
         writer = self.checkpoint is not None and problem.comm.rank == 0
         self.converged_ = False
@@ -681,47 +807,57 @@ class SemiDiscreteOT(BaseEstimator):
                 state.history.append(entry)
                 bar.update(1)
                 bar.set_postfix(tv=f"{entry['tv']:.4f}", noise=f"{entry['noise']:.4f}", M=entry["n_samples"])
-                if callback is not None:
-                    callback(state.it, _full_heights(state.accepted_heights, idx_active, Y, self.source), entry)
+                if callback is not None:   # members of a merged group share its height until the split
+                    g = state.accepted_heights[setup.labels]
+                    callback(state.it, setup.frame.scale * _full_heights(g, setup.active, setup.frame.Z, self.source),
+                             entry)
                 if entry["accepted"] and entry["tv"] <= self.tol and entry["noise"] <= _CERTIFY_NOISE * self.tol:
                     self.converged_ = True
                     break
                 state.elapsed = time.perf_counter() - t_start
                 if writer and state.it % self.checkpoint_every == 0:
-                    self._write_checkpoint(state, Y, nu)
+                    self._write_checkpoint(state, Y64, nu)
         state.elapsed = time.perf_counter() - t_start
         if writer:
-            self._write_checkpoint(state, Y, nu)
+            self._write_checkpoint(state, Y64, nu)
         return state
 
-    def _set_fitted(self, Y, nu, h_active, idx_active, tv, noise, n_iter, history):
+    def _set_fitted(self, Yd, nu, setup: _Setup, g_active, tv, noise, n_iter, history):
+        """Fitted attributes from the normalised heights of the active targets (all members split)."""
+        frame = setup.frame
         self._scorer_cache = None
-        self.targets_ = Y
+        self.targets_ = Yd
         self.weights_ = nu
-        self.heights_ = _full_heights(h_active, idx_active, Y, self.source)
+        self.heights_ = frame.scale * _full_heights(g_active, setup.active, frame.Z, self.source)
+        # the cells are scored in the frame of the solve; in float64 when near-duplicates were merged,
+        # as the working dtype cannot separate them
+        self.center_, self.scale_ = frame.center, frame.scale
+        self._frame_targets = frame.Z if setup.grouped else frame.Z.to(self.dtype)
         self.n_iter_ = n_iter
         self.history_ = history
         self.result_ = SemiDiscreteResult(self.heights_, tv, noise, self.converged_, n_iter, history)
 
-    def _fit_exact2d(self, Y, nu, Yc, nua, idx_active, h0):
-        """d = 2: damped Newton on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`)."""
-        if Yc.shape[1] != 2 or self.source == "gaussian":
+    def _fit_exact2d(self, Yd, nu, setup: _Setup, h0):
+        """d = 2: damped Newton on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`), float64."""
+        Za = setup.frame.Z[setup.active]
+        if Za.shape[1] != 2 or self.source == "gaussian":
             raise ValueError(f"method='exact2d' needs 2-D targets and a 'uniform' or 'ball' source, got "
-                             f"d = {Yc.shape[1]} and source={self.source!r}")
+                             f"d = {Za.shape[1]} and source={self.source!r}")
         D = square_domain() if self.source == "uniform" else disc_domain()
+        Z = Za.cpu().numpy()
         if h0 is not None:
             h0 = h0.cpu().numpy()
-            if (cell_areas(Yc.double().cpu().numpy(), h0, D) <= 0).any():
+            if (cell_areas(Z, h0, D) <= 0).any():
                 h0 = None       # the exact Newton method needs every cell non-empty at the start
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            res = solve_power2d(Yc.double().cpu().numpy(), nua.cpu().numpy(), D, tol=self.tol,
-                                max_iter=self.max_iter, init_heights=h0, verbose=self.verbose)
+            res = solve_power2d(Z, setup.weights.cpu().numpy(), D, tol=self.tol, max_iter=self.max_iter,
+                                init_heights=h0, verbose=self.verbose)
         history = [dict(iter=k, tv=e["error"], noise=0.0, n_samples=0, accepted=True, n_empty=0, step=e["step"],
                         time=e["seconds"]) for k, e in enumerate(res.history[1:], start=1)]
         self.converged_ = res.converged
-        h = torch.from_numpy(res.heights).to(Y.device)
-        self._set_fitted(Y, nu, h, idx_active, res.error, 0.0, res.n_iter, history)
+        g = torch.from_numpy(res.heights).to(Za.device)
+        self._set_fitted(Yd, nu, setup, g, res.error, 0.0, res.n_iter, history)
         if not res.converged:
             why = str(caught[-1].message) if caught else "it stopped early"
             warnings.warn(f"SemiDiscreteOT(method='exact2d'): {why}", ConvergenceWarning, stacklevel=3)
@@ -737,95 +873,112 @@ class SemiDiscreteOT(BaseEstimator):
     def _get_state(self) -> dict:
         return dict(kind="fit", targets=self.targets_, weights=self.weights_, heights=self.heights_,
                     n_iter=self.n_iter_, converged=self.converged_, tv_error=self.result_.tv_error,
-                    noise=self.result_.noise, history=self.history_)
+                    noise=self.result_.noise, history=self.history_, center=self.center_, scale=self.scale_,
+                    frame_targets=self._frame_targets)
 
     def _set_state(self, state: dict, device=None) -> None:
         """The fitted attributes from a saved fit, or from the last accepted heights of a checkpoint."""
         dev = resolve_device(device)
         if state.get("kind") == "checkpoint":
-            state = self._state_from_checkpoint(state)
+            self._set_from_checkpoint(state, dev)
+            return
         self._scorer_cache = None
         self.targets_ = state["targets"].to(dev)
         self.weights_ = state["weights"].to(dev)
         self.heights_ = state["heights"].to(dev)
+        if "frame_targets" in state:
+            self.center_, self.scale_ = state["center"].to(dev), float(state["scale"])
+            self._frame_targets = state["frame_targets"].to(dev)
+        else:                   # files written before the frame was saved: centred, unscaled
+            self.center_, self.scale_ = self.targets_.double().mean(0), 1.0
+            self._frame_targets = (self.targets_.double() - self.center_).to(self.targets_.dtype)
         self.n_iter_ = int(state["n_iter"])
         self.converged_ = bool(state["converged"])
         self.history_ = list(state["history"])
         self.result_ = SemiDiscreteResult(self.heights_, state["tv_error"], state["noise"], self.converged_,
                                           self.n_iter_, self.history_)
 
-    def _state_from_checkpoint(self, ck: dict) -> dict:
-        """A saved-fit state from a checkpoint: the last accepted heights of the (unfinished) fit."""
-        solver, Y, nu = ck["solver"], ck["targets"], ck["weights"]
+    def _set_from_checkpoint(self, ck: dict, device) -> None:
+        """A (partly) fitted solver from a checkpoint: the last accepted heights of the unfinished fit."""
+        solver = ck["solver"]
         if solver["accepted_heights"] is None:
             raise ValueError("the checkpoint was written before the first iteration; it holds no heights yet")
-        idx_active = torch.nonzero(nu > 0).squeeze(1)
-        heights = _full_heights(solver["accepted_heights"].cpu(), idx_active, Y, self.source)
-        hist = solver["history"]
-        converged = bool(hist) and hist[-1]["accepted"] and hist[-1]["tv"] <= self.tol \
+        Y64, nu = ck["targets"].to(device, torch.float64), ck["weights"].to(device)
+        setup = self._setup(Y64, nu)
+        state = SolverState(**solver).to(device)
+        hist = state.history
+        self.converged_ = bool(hist) and hist[-1]["accepted"] and hist[-1]["tv"] <= self.tol \
             and hist[-1]["noise"] <= _CERTIFY_NOISE * self.tol
-        return dict(targets=Y, weights=nu, heights=heights, n_iter=solver["it"], converged=converged,
-                    tv_error=solver["tv"], noise=solver["noise"], history=hist)
+        scorer = Scorer(setup.merged.to(self.dtype), int(self.max_memory))
+        self._finish(self._stored_targets(Y64, setup.frame.scale), nu, setup, state, scorer)
 
-    def _write_checkpoint(self, state: SolverState, Y, nu) -> None:
+    def _write_checkpoint(self, state: SolverState, Y64, nu) -> None:
         """Atomic write (temporary file, then rename): a killed run leaves the last good checkpoint.
 
         The file has the format of :meth:`save` (so :meth:`load` reads it), with a state
-        of kind "checkpoint": the solver state, the targets, weights and their fingerprint.
+        of kind "checkpoint": the solver state (heights of the merged problem), the targets
+        in float64 and the weights exactly, and the fingerprint of the problem.
         """
-        ck = dict(kind="checkpoint", solver=asdict(state.to("cpu")), targets=Y.cpu(), weights=nu.cpu(),
-                  fingerprint=_fingerprint(Y, nu))
+        ck = dict(kind="checkpoint", solver=asdict(state.to("cpu")), targets=Y64.cpu(), weights=nu.cpu(),
+                  fingerprint=self._fingerprint(Y64, nu))
         payload = {"format": FILE_FORMAT, "class": type(self).__name__, "version": self._SAVE_VERSION,
                    "params": encode_state(self._saved_params()), "state": encode_state(ck)}
         atomic_torch_save(payload, self.checkpoint)
 
-    def _read_checkpoint(self, fingerprint) -> SolverState:
-        """The solver state of ``self.checkpoint``; ``ValueError`` unless it belongs to this problem and settings."""
+    def _read_checkpoint(self, mine: dict) -> SolverState:
+        """The solver state of ``self.checkpoint``; ``ValueError`` naming the file unless it is a readable
+        checkpoint of this problem (fingerprint ``mine``) and settings."""
         path = os.fspath(self.checkpoint)
-        payload = self._read_payload(path)            # weights_only; foreign or corrupt files -> ValueError
+        try:
+            payload = self._read_payload(path)        # weights_only; foreign or corrupt files -> ValueError
+        except ValueError as e:
+            raise ValueError(f"cannot resume from checkpoint {path}: {e}; {_RESTART_HINT}") from None
         ck = payload["state"]
         if not isinstance(ck, dict) or ck.get("kind") != "checkpoint":
             raise ValueError(f"{path} holds a finished SemiDiscreteOT fit written by save(), not a checkpoint of "
                              "fit(); refusing to resume from it (pass its heights_ as init_heights instead)")
-        theirs, mine = payload["params"], self._saved_params()
-        for key in _RESUME_SETTINGS:
-            if theirs.get(key) != mine[key]:
-                raise ValueError(f"checkpoint {path} was written with {key}={theirs.get(key)!r}, this solver has "
-                                 f"{key}={mine[key]!r}; refusing to resume from it (resume with the settings of "
-                                 "the checkpoint, or start a new fit with another checkpoint file)")
-        if ck["fingerprint"] != fingerprint:
-            raise ValueError(f"checkpoint {path} was written for other targets/weights "
-                             f"(shape {tuple(ck['fingerprint'][0])}); refusing to resume from it")
-        return SolverState(**ck["solver"])
+        theirs = ck.get("fingerprint")
+        if not isinstance(theirs, dict) or not isinstance(ck.get("solver"), dict):
+            raise ValueError(f"checkpoint {path} has no fingerprint of its problem (written by an older otgen, or "
+                             f"damaged); refusing to resume from it; {_RESTART_HINT}")
+        diffs = [_difference(key, mine[key], theirs.get(key)) for key in mine if theirs.get(key) != mine[key]]
+        if diffs:
+            raise ValueError(f"checkpoint {path} belongs to another problem: {'; '.join(diffs)}; refusing to resume "
+                             f"from it; {_RESTART_HINT}")
+        try:
+            return SolverState(**ck["solver"])
+        except TypeError as e:
+            raise ValueError(f"checkpoint {path} is damaged ({e}); {_RESTART_HINT}") from None
 
-    def _resume(self, state: SolverState, fingerprint, comm, device) -> SolverState:
-        """The checkpoint's state when the file exists (read by rank 0, sent to all), else ``state``."""
-        error = None
+    def _resume(self, mine: dict, comm, device) -> SolverState | None:
+        """The checkpoint's state when the file exists (read by rank 0, sent to all), else None."""
+        error, state = None, None
         if comm.rank == 0 and os.path.exists(self.checkpoint):
             try:
-                state = self._read_checkpoint(fingerprint)
+                state = self._read_checkpoint(mine)
             except ValueError as e:
                 error = e
         comm.check_all(error)
         state = comm.broadcast_object(state if comm.rank == 0 else None)
-        return state.to(device)
+        return None if state is None else state.to(device)
 
     # ------------------------------------------------------------------ using the map
     def _scorer(self):
+        """The scorer of the fitted cells in the solve's frame (normalised targets; float64 after a merge)."""
         if getattr(self, "_scorer_cache", None) is None:
-            Yc = self.targets_ - self.targets_.mean(0)
-            self._scorer_cache = (Scorer(Yc, int(self.max_memory)), self.targets_.mean(0))
+            self._scorer_cache = Scorer(self._frame_targets, int(self.max_memory))
         return self._scorer_cache
 
     def _scoring_heights(self):
-        """Heights in the scoring dtype. The scorer holds centred targets y_i - c; the cells are the
-        same because <x, y_i> + h_i = <x, y_i - c> + h_i + <x, c> and <x, c> is common to all i."""
-        return self.heights_.to(self.targets_.dtype)
+        """Heights in the frame and dtype of the scorer: <x, y_i> + h_i = <x, c> + s (<x, z_i> + h_i / s)."""
+        return (self.heights_ / self.scale_).to(self._frame_targets.dtype)
+
+    def _scores_best(self, Xt):
+        """Best normalised score (M,) and cell (M,) of points Xt in the targets' dtype."""
+        return self._scorer().best(Xt.to(self._frame_targets.dtype), self._scoring_heights())
 
     def _assign(self, X):
-        X = self._check_X(X)
-        scorer, _ = self._scorer()
-        return scorer.best(X, self._scoring_heights())[1]
+        return self._scores_best(self._check_X(X))[1]
 
     def assign(self, X):
         """Index of the power cell containing each row of X.
@@ -848,8 +1001,7 @@ class SemiDiscreteOT(BaseEstimator):
     def potential(self, X):
         """Brenier potential u_h(X) = max_i <x, y_i> + h_i: (M, d) -> (M,) float64, numpy or torch like X."""
         Xt = self._check_X(X)
-        scorer, c = self._scorer()
-        u = scorer.best(Xt, self._scoring_heights())[0].double() + (Xt @ c).double()
+        u = self.scale_ * self._scores_best(Xt)[0].double() + Xt.double() @ self.center_
         return like_input(u, X)
 
     def topk(self, X, k=2):
@@ -859,9 +1011,9 @@ class SemiDiscreteOT(BaseEstimator):
         """
         Xt = self._check_X(X)
         k = check_positive_int(k, "k")
-        scorer, c = self._scorer()
-        vals, idx = scorer.topk(Xt, self._scoring_heights(), k)
-        return like_input(vals + (Xt @ c)[:, None], X), like_input(idx, X)
+        vals, idx = self._scorer().topk(Xt.to(self._frame_targets.dtype), self._scoring_heights(), k)
+        vals = self.scale_ * vals.double() + (Xt.double() @ self.center_)[:, None]
+        return like_input(vals.to(Xt.dtype), X), like_input(idx, X)
 
     def cell_masses(self, n_samples=2**20, seed=None):
         """QMC estimate of μ(W_i) for every cell with ``n_samples`` source points.
@@ -871,15 +1023,13 @@ class SemiDiscreteOT(BaseEstimator):
         self._check_fitted()
         n_samples = check_positive_int(n_samples, "n_samples")
         seed = self.seed if seed is None else check_seed(seed)
-        scorer, _ = self._scorer()
         sampler = SourceSampler(self.source, self.targets_.shape[1], spawn_seed(seed, "cell-masses"), qmc=self.qmc,
                                 dtype=self.targets_.dtype, device=self.targets_.device)
         counts = torch.zeros(self.targets_.shape[0], dtype=torch.float64, device=self.targets_.device)
-        h = self._scoring_heights()
         left = n_samples
         while left > 0:
             m = min(_DRAW_ROWS, left)
-            counts += torch.bincount(scorer.best(sampler.draw(m), h)[1], minlength=counts.shape[0]).double()
+            counts += torch.bincount(self._scores_best(sampler.draw(m))[1], minlength=counts.shape[0]).double()
             left -= m
         return (counts / n_samples).cpu().numpy()
 

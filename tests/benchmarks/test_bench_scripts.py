@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end (``--quick``) and write the JSON and tables they promise.
 
-Both scripts run at the same time, each in its own subprocess, into ``tmp_path``. No timing
+The scripts run at the same time, each in its own subprocess, into ``tmp_path``. No timing
 thresholds: only the presence of the keys and positive finite numbers are checked.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("bench_scaling.py", "bench_generation.py")
+SCRIPTS = ("bench_scaling.py", "bench_generation.py", "bench_hard_cases.py")
 
 
 def _positive(x, what):
@@ -24,7 +24,7 @@ def _positive(x, what):
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Run both scripts with --quick (in parallel) and return {script: output folder}."""
+    """Run the scripts with --quick (in parallel) and return {script: output folder}."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     outs, procs = {}, {}
     for script in SCRIPTS:
@@ -85,3 +85,17 @@ def test_generation_quick(quick_runs):
             _positive(r["vs_ddim"], f"{name} vs DDIM")
     table = (out / "generation.md").read_text()
     assert "OT / DDPM-1000" in table and "OT / DDIM-50" in table
+
+
+def test_hard_cases_quick(quick_runs):
+    out = quick_runs["bench_hard_cases.py"]
+    res = json.loads((out / "hard_cases.json").read_text())
+    assert {"machine", "settings", "cases"} <= set(res) and len(res["cases"]) == 3
+    for r in res["cases"]:
+        assert not r["stopped_at_budget"], r
+        for key in ("fit_wall_s", "tv", "eval_floor", "eval_points", "iterations", "target_tv"):
+            _positive(r[key], f"{r['case']}[{key}]")
+        assert isinstance(r["converged"], bool)
+    assert {r["case"]: r["method"] for r in res["cases"]}["ring-2d"] == "exact2d"
+    assert "exact_tv" in next(r for r in res["cases"] if r["d"] == 2)
+    assert (out / "hard_cases.md").read_text().count("\n| ") == 4      # header + 3 cases

@@ -165,7 +165,7 @@ def test_resume_equals_uninterrupted(tmp_path, rng):
     resumed = SemiDiscreteOT(tol=0.01, checkpoint=ck).fit(Y, resume=True)
     assert resumed.n_iter_ == full.n_iter_
     torch.testing.assert_close(resumed.heights_, full.heights_, atol=0, rtol=0)
-    with pytest.raises(ValueError, match="other targets"):
+    with pytest.raises(ValueError, match="targets or weights differ"):
         SemiDiscreteOT(checkpoint=ck).fit(Y + 1, resume=True)
 
 

@@ -235,44 +235,18 @@ def test_interrupted_checkpoint_write_keeps_the_last_good_checkpoint(tmp_path, r
     assert SemiDiscreteOT.load(ck, "cpu").n_iter_ == 2 and os.listdir(tmp_path) == ["ck.pt"]
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(source="ball"), "source='uniform'"),
-    (dict(seed=1), "seed=0"),
-    (dict(dtype=torch.float64), "dtype='float32'"),
-    (dict(qmc=False), "qmc=True"),
-])
-def test_resume_refuses_other_settings(tmp_path, rng, change, match):
-    Y = rng.normal(size=(30, 2))
-    ck = tmp_path / "ck.pt"
-    _unconverged(Y, tol=1e-4, max_iter=1, checkpoint=ck)
-    with pytest.raises(ValueError, match=f"written with {match}.*refusing to resume"):
-        SemiDiscreteOT(tol=1e-4, checkpoint=ck, **change).fit(Y, resume=True)
-    # raising max_iter or tol continues the same problem
-    assert _unconverged(Y, resume=True, tol=1e-3, max_iter=2, checkpoint=ck).n_iter_ == 2
-
-
-def test_resume_refuses_a_finished_fit_and_foreign_files(tmp_path, fitted):
-    fitted.save(tmp_path / "ot.pt")
-    with pytest.raises(ValueError, match="not a checkpoint"):
-        SemiDiscreteOT(tol=0.05, checkpoint=tmp_path / "ot.pt").fit(fitted.targets_, resume=True)
-    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="cannot be read"):
-        SemiDiscreteOT(checkpoint=tmp_path / "junk.pt").fit(fitted.targets_, resume=True)
-
-
 def test_step_by_step_equals_fit(rng):
     """``step`` is the whole iteration: driving it by hand reproduces ``fit``'s heights."""
     Y = rng.normal(size=(30, 2))
-    sd = _unconverged(Y, tol=1e-4, max_iter=4, init="linear")
-    problem_sd = SemiDiscreteOT(tol=1e-4, max_iter=4, init="linear")
+    sd = _unconverged(Y, tol=1e-4, max_iter=4, init="linear", method="stochastic")
+    problem_sd = SemiDiscreteOT(tol=1e-4, max_iter=4, init="linear", method="stochastic")
     device = problem_sd._check_settings()
-    Yt = torch.as_tensor(Y, dtype=torch.float32)
-    Yc = Yt - Yt.mean(0)
     nu = torch.full((30,), 1 / 30, dtype=torch.float64)
-    problem = problem_sd._problem(Yc, nu / nu.sum(), Local(), device)
+    setup = problem_sd._setup(torch.as_tensor(Y, dtype=torch.float64), nu)
+    problem = problem_sd._problem(setup.merged.to(torch.float32), setup.merged_weights, Local(), device)
     state = SolverState(n_samples=2**16, heights=problem_sd._warm_start(problem, None))
     for _ in range(4):
         state = problem_sd.step(state, problem)
-    h = state.accepted_heights
-    torch.testing.assert_close(sd.heights_, h - h.mean(), atol=0, rtol=0)
+    h = state.accepted_heights                          # in the solve's frame: heights / scale
+    torch.testing.assert_close(sd.heights_, setup.frame.scale * (h - h.mean()), atol=0, rtol=0)
     assert state.it == 4 and state.last["n_samples"] == sd.history_[-1]["n_samples"]

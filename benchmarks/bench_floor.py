@@ -1,0 +1,222 @@
+"""The solve against the certification floor, side by side in one process.
+
+The **certification floor** of a problem with N targets and tolerance tol is the time of
+one bare GEMM + bias (``torch.addmm``, no argmax) over the M = 0.64·N / tol² points
+whose mass estimates have noise tol / 2: the least that any solver which certifies
+its answer must spend (issue 15). It is timed on ``--floor-points`` points in the
+solver's own block shapes and in ``max_memory`` blocks (the faster counts) and scaled
+linearly to M (a GEMM's time is linear in its rows); the table says so.
+
+Then, in the same process:
+
+* **the solve**: a default ``SemiDiscreteOT(tol=target)`` fit (multiscale warm start
+  included), stopped after ``--max-seconds``; its time over the floor is the headline;
+  the final heights' TV is measured with independent scrambled-Sobol points (two
+  halves; ``--eval-points``), reported with the floor 0.4·sqrt(N / M_eval);
+* **where the time goes**: the warm start, and the iterations grouped by their M;
+* **the candidate-reuse lever** (not used by the solver yet): for consecutive
+  accepted heights (h_t, h_{t+1}) of the fit, the share of 2^18 points whose best
+  cell at h_{t+1} is certified from their top-6 cells at h_t
+  (:meth:`otgen.transport._scoring.Scorer.best_from_candidates`), and that pass's time
+  against a full argmax pass over the same points.
+
+    python benchmarks/bench_floor.py                           # 10000 x 16 to TV 0.02
+    python benchmarks/bench_floor.py --size 2000x8 --tol 0.02 --max-seconds 120
+
+Writes ``floor.json`` and ``floor.md`` under ``--out`` (default ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:          # benchmark this checkout even without an install
+    sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from otgen._base import spawn_seed  # noqa: E402
+from otgen.data.toy2d import gaussian_mixture  # noqa: E402
+from otgen.transport import SemiDiscreteOT, SourceSampler  # noqa: E402
+from otgen.transport._scoring import Scorer  # noqa: E402
+
+FLOOR_POINTS_PER_TARGET = 0.64   # M = 0.64 N / tol^2: mass estimates with noise tol / 2
+CERT_POINTS = 1 << 18            # points of the candidate-reuse measurement
+CERT_K = 6                       # candidates kept per point (the solver's line-search k)
+
+
+class _Budget(Exception):
+    """The fit ran past --max-seconds."""
+
+
+def _timed(f, reps=2):
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def floor_gemm(Y, n_points, max_memory=256 << 20, reps=2):
+    """Seconds of the bare GEMM + bias over n_points points (best of the solver's and max_memory blocks)."""
+    N, d = Y.shape
+    scorer = Scorer(Y, max_memory)
+    X = SourceSampler("uniform", d, spawn_seed(0, "floor"), qmc=True).draw(n_points)
+    h = torch.zeros(N)
+    Yt = Y.T.contiguous()
+
+    def blocks(rows, cols):
+        out = torch.empty(rows, cols)
+
+        def run():
+            for r in range(0, n_points, rows):
+                x = X[r:r + rows]
+                for c in range(0, N, cols):
+                    c1 = min(N, c + cols)
+                    torch.addmm(h[c:c1], x, Yt[:, c:c1], out=out[: x.shape[0], : c1 - c])
+        return run
+
+    solver = _timed(blocks(scorer.block_rows, scorer.col_chunk), reps)
+    rows = max(16, max_memory // (4 * N))
+    big = _timed(blocks(rows, N), reps)
+    return min(solver, big)
+
+
+def tv_error(Y, h, n_points):
+    """Independent QMC estimate of ½ Σ |μ(W_i) − 1/N| with two halves: (tv, floor 0.4 sqrt(N / M))."""
+    N, d = Y.shape
+    scorer = Scorer(Y - Y.mean(0), 256 << 20)
+    counts = torch.zeros(2, N, dtype=torch.float64)
+    for r in range(2):
+        s = SourceSampler("uniform", d, spawn_seed(0, "evaluation", r), qmc=True)
+        left = n_points // 2
+        while left > 0:
+            m = min(1 << 16, left)
+            counts[r] += torch.bincount(scorer.best(s.draw(m), h.float())[1], minlength=N).double()
+            left -= m
+    masses = counts.mean(0) / (n_points // 2)
+    return 0.5 * float((masses - 1.0 / N).abs().sum()), 0.4 * math.sqrt(N / n_points)
+
+
+def candidate_reuse(Y, heights):
+    """Share of points certified from their top-k at the previous accepted heights, and the time ratio."""
+    N, d = Y.shape
+    Yc = Y - Y.mean(0)
+    scorer = Scorer(Yc, 256 << 20)
+    X = SourceSampler("uniform", d, spawn_seed(0, "reuse"), qmc=True).draw(CERT_POINTS)
+    rows = []
+    for h0, h1 in zip(heights, heights[1:]):
+        h0, h1 = h0.float(), h1.float()
+        vals, idx = scorer.topk(X, h0, CERT_K)
+        t_full = _timed(lambda: scorer.best(X, h1), reps=1)
+        t0 = time.perf_counter()
+        _, best, redo = scorer.best_from_candidates(X, h1, vals, idx, h0)
+        t_reuse = time.perf_counter() - t0
+        exact = float((best == scorer.best(X, h1)[1]).float().mean())
+        rows.append(dict(certified=1 - redo / CERT_POINTS, reuse_over_full=t_reuse / t_full, agree=exact))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="10000x16", help="N x d (default %(default)s)")
+    p.add_argument("--tol", type=float, default=0.02, help="TV target (default %(default)s)")
+    p.add_argument("--max-seconds", type=float, default=900.0, help="time budget of the fit")
+    p.add_argument("--floor-points", type=int, default=1 << 19, help="points the floor GEMM is timed on")
+    p.add_argument("--eval-points", type=int, default=1 << 22, help="independent evaluation points")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    N, d = (int(float(x)) for x in args.size.lower().split("x"))
+    Y = torch.as_tensor(gaussian_mixture(N, d, seed=0)[0], dtype=torch.float32)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = dict(python=sys.version.split()[0], torch=torch.__version__, cpu=platform.processor() or platform.machine(),
+                   cpu_count=os.cpu_count(), threads=args.threads, loadavg_start=list(os.getloadavg()),
+                   date=time.strftime("%Y-%m-%d %H:%M"))
+    M_floor = FLOOR_POINTS_PER_TARGET * N / args.tol ** 2
+    t_sample = floor_gemm(Y - Y.mean(0), args.floor_points)
+    floor_s = t_sample * M_floor / args.floor_points
+    print(f"floor: {floor_s:.1f} s (GEMM + bias over M = {M_floor:.3g} points, timed on {args.floor_points})",
+          flush=True)
+    snaps, t0, entries = [], time.perf_counter(), []
+
+    def cb(it, h, info):
+        entries.append(dict(info))
+        if info["accepted"]:
+            snaps.append(h.clone())
+        if time.perf_counter() - t0 > args.max_seconds:
+            raise _Budget
+
+    sd = SemiDiscreteOT(tol=args.tol, seed=0, max_iter=200)
+    stopped = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sd.fit(Y, callback=cb)
+    except _Budget:
+        stopped = True
+    wall = time.perf_counter() - t0
+    hist = sd.history_ if not stopped else entries
+    h_final = sd.heights_ if not stopped else snaps[-1]
+    tv, tv_floor = tv_error(Y, h_final, args.eval_points)
+    t2 = floor_gemm(Y - Y.mean(0), args.floor_points, reps=1) * M_floor / args.floor_points
+    by_m = {}
+    for a, b in zip([dict(time=0.0)] + hist, hist):
+        by_m.setdefault(b["n_samples"], []).append(b["time"] - a["time"])
+    reuse = candidate_reuse(Y, snaps[-4:])
+    res = dict(machine=machine, N=N, d=d, tol=args.tol, floor_points=M_floor, floor_s=floor_s, floor_after_s=t2,
+               floor_timed_on=args.floor_points, fit_s=wall, stopped_at_budget=stopped,
+               converged=bool(getattr(sd, "converged_", False)) and not stopped, iterations=len(hist),
+               first_iteration_time_s=hist[0]["time"] if hist else None,
+               seconds_by_M={str(k): sum(v) for k, v in by_m.items()},
+               iterations_by_M={str(k): len(v) for k, v in by_m.items()},
+               tv=tv, eval_floor=tv_floor, eval_points=args.eval_points,
+               ratio=wall / statistics.mean([floor_s, t2]), reuse=reuse)
+    machine["loadavg_end"] = list(os.getloadavg())
+    (out / "floor.json").write_text(json.dumps(res, indent=2))
+    write_table(res, out)
+
+
+def write_table(r, out):
+    m = r["machine"]
+    floor = statistics.mean([r["floor_s"], r["floor_after_s"]])
+    fit = f"stopped at {r['fit_s']:.0f} s" if r["stopped_at_budget"] else f"{r['fit_s']:.1f} s"
+    lines = [f"{r['N']} × {r['d']} to TV ≤ {r['tol']}, {m['threads']} torch thread(s), {m['cpu_count']} CPU cores, "
+             f"torch {m['torch']}, {m['date']}; load average {m['loadavg_start'][0]:.1f} at the start, "
+             f"{m['loadavg_end'][0]:.1f} at the end (shared machine: only the ratio, measured in one process, "
+             "travels).", "",
+             "| N × d | floor: GEMM + bias over M = 0.64 N / tol² (before, after the fit) | solve (converged) | "
+             "solve / floor | iterations (first ends at) | measured TV ± floor |",
+             "|---|---|---|---|---|---|",
+             f"| {r['N']} × {r['d']} | {floor:.1f} s ({r['floor_s']:.1f}, {r['floor_after_s']:.1f}; M = "
+             f"{r['floor_points']:.3g}) | {fit} ({'yes' if r['converged'] else 'no'}) | **{r['ratio']:.2f}** | "
+             f"{r['iterations']} ({(r['first_iteration_time_s'] or 0):.1f} s) | {r['tv']:.4f} ± {r['eval_floor']:.4f} |",
+             "", "Seconds by points per iteration (M: iterations, seconds): " + ", ".join(
+                 f"2^{int(math.log2(int(k)))}: {r['iterations_by_M'][k]} it, {s:.1f} s"
+                 for k, s in r["seconds_by_M"].items()),
+             "", f"The floor GEMM was timed on {r['floor_timed_on']} points and scaled to M.", "",
+             "Candidate reuse (not used by the solver yet): consecutive accepted heights of this fit, "
+             f"{CERT_POINTS} points, top-{CERT_K} cells at h_t:", "",
+             "| step | certified share | certified pass / full argmax pass | agrees with the full pass |",
+             "|---|---|---|---|"]
+    for i, q in enumerate(r["reuse"]):
+        lines.append(f"| {i + 1} | {q['certified']:.3f} | {q['reuse_over_full']:.2f} | {q['agree']:.6f} |")
+    (Path(out) / "floor.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

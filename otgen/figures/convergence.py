@@ -1,0 +1,55 @@
+"""TV error against time for otgen and POT: the convergence curves of ``benchmarks/bench_semidiscrete.py``.
+
+One panel per problem size: the TV error ½ Σ |μ(W_i) − ν_i| of each solver's heights,
+measured by the benchmark with its own independent points, against the wall time it took
+to get them (log-log), with the target and the evaluation floor 0.4 sqrt(N / M_eval).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from otgen.figures._common import new_figure, save_figure
+
+__all__ = ["convergence_figure", "history_curve"]
+
+
+def history_curve(history) -> list:
+    """``[[seconds, estimated TV, noise], ...]`` from a fitted ``SemiDiscreteOT.history_`` (accepted iterations)."""
+    return [[e["time"], e["tv"], e["noise"]] for e in history if e["accepted"]]
+
+
+def convergence_figure(problems, out_dir, name: str = "convergence") -> dict:
+    """TV against seconds for otgen and POT, one panel per problem.
+
+    Parameters
+    ----------
+    problems : list of dict
+        As in ``semidiscrete.json``: ``N``, ``d``, ``target_tv``, ``eval_points``, and the
+        curves ``otgen_curve`` / ``pot_curve`` of ``[seconds, TV, noise]`` rows.
+    out_dir : str or path
+    name : str, default "convergence"
+
+    Returns
+    -------
+    dict
+        The numbers drawn, with the paths of the PNG and JSON written.
+    """
+    fig, axes = new_figure(len(problems))
+    numbers = {}
+    for ax, prob in zip(axes, problems):
+        key = f"{prob['N']}x{prob['d']}"
+        numbers[key] = {}
+        for label, curve, style in (("otgen", prob.get("otgen_curve"), "o-"), ("POT", prob.get("pot_curve"), "s--")):
+            if not curve:
+                continue
+            c = np.asarray(curve, dtype=np.float64)
+            ax.loglog(c[:, 0], c[:, 1], style, label=label, ms=4)
+            numbers[key][label] = dict(seconds=c[:, 0].tolist(), tv=c[:, 1].tolist())
+        ax.axhline(prob["target_tv"], color="k", lw=0.8, ls=":", label=f"target {prob['target_tv']}")
+        floor = 0.4 * np.sqrt(prob["N"] / prob["eval_points"])
+        ax.axhline(floor, color="0.6", lw=0.8, label=f"evaluation floor {floor:.3f}")
+        ax.set(xlabel="seconds", ylabel="TV error (independent points)", title=f"N = {prob['N']}, d = {prob['d']}")
+        ax.legend(fontsize=7)
+        numbers[key].update(target_tv=prob["target_tv"], eval_floor=float(floor))
+    return save_figure(fig, out_dir, name, numbers)
