@@ -31,7 +31,7 @@ ANGLE_BINS = 40    # bins of the facet-angle histogram
 DIGIT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", "#000000")
 
-__all__ = ["mnist_mode_mixture_figure", "comparison_figures", "mixed_mask", "image_grid"]
+__all__ = ["mnist_mode_mixture_figure", "comparison_figures", "training_figure", "mixed_mask", "image_grid"]
 
 
 def mixed_mask(probs, tau: float = 0.2) -> np.ndarray:
@@ -79,7 +79,7 @@ def comparison_figures(run, out_dir) -> dict:
 
     Returns
     -------
-    dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``.
+    dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``, ``training``.
     """
     out_dir = check_out_dir(out_dir)
     rows, taus, tau = {**run.metrics["generators"], **run.metrics["floors"]}, run.settings.taus, run.settings.tau
@@ -114,7 +114,53 @@ def comparison_figures(run, out_dir) -> dict:
                                       dict(taus=list(taus), rates=curves))["png"]
     out["diffusion_loss"] = loss_curve_figure({"latent DDPM": run.artifacts.diffusion.history_["loss"]}, out_dir,
                                               "mnist_diffusion_loss")["png"]
+    out["training"] = training_figure(run.artifacts, out_dir)["png"]
     return out
+
+
+def training_figure(art, out_dir) -> dict:
+    """How every model of a comparison was trained, in one row: the latent model's loss per epoch
+    (each of its parts), the diffusion loss per step (moving mean) and the OT solve's estimated TV
+    error with its noise per iteration. A baseline that has not reached its plateau shows here.
+
+    Parameters
+    ----------
+    art : otgen.experiments.mnist.MNISTArtifacts
+    out_dir : path
+
+    Returns
+    -------
+    dict: the curves drawn, ``png`` and ``json`` (``mnist_training``).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    numbers = {"latent": {}, "diffusion": {}, "ot": {}}
+    hist = art.ae.history_
+    for key in ("loss", "embedding_loss", "decoder_loss"):
+        if len(hist.get(key, ())):
+            axes[0].plot(np.arange(1, len(hist[key]) + 1), hist[key], "o-", ms=3, label=key.replace("_", " "))
+            numbers["latent"][key] = list(map(float, hist[key]))
+    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log", title=f"latent model ({type(art.ae).__name__})")
+    axes[0].legend(fontsize=8)
+    loss = np.asarray(art.diffusion.history_["loss"], np.float64)
+    w = max(len(loss) // 100, 1)
+    smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+    axes[1].plot(np.arange(len(smooth)) + w, smooth)
+    axes[1].set(xlabel="training step", ylabel=f"loss (moving mean of {w})", yscale="log",
+                title=f"latent diffusion ({len(loss)} steps)")
+    numbers["diffusion"] = dict(window=w, last=float(smooth[-1]) if len(smooth) else None)
+    ot_hist = art.ot.history_
+    it = [e["iter"] for e in ot_hist]
+    tv = np.array([e["tv"] for e in ot_hist])
+    noise = np.array([e.get("noise", 0.0) for e in ot_hist])
+    axes[2].semilogy(it, tv, "o-", ms=3, label="estimated TV error")
+    if noise.any():
+        axes[2].semilogy(it, np.maximum(noise, 1e-6), "--", label="noise of the estimate")
+    axes[2].axhline(art.ot.tol, color="k", ls=":", lw=1, label=f"tol {art.ot.tol}")
+    axes[2].set(xlabel="iteration", ylabel="total variation", title=f"semi-discrete OT ({len(it)} iterations)")
+    axes[2].legend(fontsize=8)
+    numbers["ot"] = dict(iter=it, tv=tv.tolist(), noise=noise.tolist(), tol=art.ot.tol)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "mnist_training", numbers)
 
 
 def _digit_clusters(ax, z_tr, labels) -> None:
