@@ -165,12 +165,12 @@ def training_figure(art, out_dir) -> dict:
 
 def _digit_clusters(ax, z_tr, labels) -> None:
     """Training codes coloured by digit (a qualitative palette of 10 distinct hues), the digit written at each
-    cluster's median point, a categorical legend."""
+    cluster's median point (the labels are the legend)."""
     labels = np.asarray(labels)
     for d in np.unique(labels):
         sel = labels == d
         colour = DIGIT_COLOURS[int(d) % len(DIGIT_COLOURS)]
-        ax.scatter(z_tr[sel, 0], z_tr[sel, 1], color=colour, s=2, alpha=0.35, label=f"digit {d}", rasterized=True)
+        ax.scatter(z_tr[sel, 0], z_tr[sel, 1], color=colour, s=2, alpha=0.35, rasterized=True)
         cx, cy = np.median(z_tr[sel, 0]), np.median(z_tr[sel, 1])
         ax.text(cx, cy, str(d), fontsize=13, fontweight="bold", color=colour, ha="center", va="center",
                 bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec=colour, alpha=0.85), zorder=6)
@@ -251,7 +251,7 @@ def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: fl
         ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="latent 1 (standardised)",
                ylabel="latent 2 (standardised)")
         ax.set_title(f"{title}\n{n_points} samples over the training codes", fontsize=10)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3)
         image_grid(axes[row, 1], imgs, mixed=mixed, flagged=flagged,
                    title=f"{title}\n{int(mixed.sum())}/{n_points} mixed (red), {int(flagged.sum())} flagged (orange)")
         numbers["mixed"][key] = int(mixed.sum())
