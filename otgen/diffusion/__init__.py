@@ -1,10 +1,12 @@
-"""Diffusion baseline: noise schedules, DDPM/DDIM samplers, denoisers, training and sampling loops."""
+"""Diffusion baseline: noise schedules, DDPM / DDIM / DPM-Solver++ samplers, denoisers, training and sampling loops."""
 
 from otgen.diffusion.denoisers import MLPDenoiser, sinusoidal_embedding
 from otgen.diffusion.latent import LatentDiffusion
-from otgen.diffusion.schedules import DDIMScheduler, DDPMScheduler, NoiseSchedule, SchedulerOutput
+from otgen.diffusion.schedules import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, NoiseSchedule,
+                                       SchedulerOutput)
 from otgen.diffusion.training import sample, train_denoiser
 from otgen.diffusion.transformer import DiTDenoiser
 
-__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "SchedulerOutput", "MLPDenoiser", "sinusoidal_embedding",
+__all__ = ["NoiseSchedule", "DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "SchedulerOutput",
+           "MLPDenoiser", "sinusoidal_embedding",
            "train_denoiser", "sample", "LatentDiffusion", "DiTDenoiser"]

@@ -13,6 +13,7 @@ References
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -180,19 +181,65 @@ class _RunningVariance:
         return (self.m2 / self.count).flatten(1).sum(1)
 
 
+def _check_scheduler(scheduler) -> None:
+    """An otgen sampler, or any object with diffusers' ``set_timesteps``, ``step`` and ``timesteps``."""
+    if isinstance(scheduler, NoiseSchedule):
+        if type(scheduler).step is NoiseSchedule.step:
+            raise TypeError(f"scheduler must be a sampler (DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler "
+                            f"or a diffusers scheduler), got the bare {type(scheduler).__name__}")
+        return
+    missing = [name for name in ("set_timesteps", "step") if not callable(getattr(scheduler, name, None))]
+    if missing:
+        raise TypeError(f"scheduler must have diffusers' set_timesteps and step methods (an otgen or diffusers "
+                        f"scheduler), got {type(scheduler).__name__} without {' and '.join(missing)}")
+
+
+def _step_keywords(scheduler) -> tuple[bool, bool]:
+    """Whether ``scheduler.step`` takes ``generator`` and ``return_dict`` (diffusers' LMS takes no generator)."""
+    params = inspect.signature(scheduler.step).parameters
+    any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return any_kw or "generator" in params, any_kw or "return_dict" in params
+
+
+def _unpack_step(out, want_x0: bool, scheduler):
+    """``(prev_sample, pred_original_sample or None)`` from a tensor, an output object or a tuple."""
+    if isinstance(out, torch.Tensor):
+        prev, x0 = out, None
+    elif getattr(out, "prev_sample", None) is not None:
+        prev, x0 = out.prev_sample, getattr(out, "pred_original_sample", None)
+    elif isinstance(out, tuple) and out:
+        prev, x0 = out[0], (out[1] if len(out) > 1 else None)
+    else:
+        raise TypeError(f"{type(scheduler).__name__}.step returned {type(out).__name__}; expected a tensor, an "
+                        "output with prev_sample, or a tuple")
+    if want_x0 and x0 is None:
+        raise ValueError(f"variance_steps needs the predicted clean sample of every step, and "
+                         f"{type(scheduler).__name__}.step gives no pred_original_sample; use variance_steps=None")
+    return prev, x0
+
+
 def _reverse_chain(model, scheduler, x, generator, variance_steps, bar):
-    """Run every ``scheduler.step`` on the batch x (b, ...); returns ``(x_0, x0_variance (b,) or None)``."""
+    """Run every ``scheduler.step`` on the batch x (b, ...); returns ``(x_0, x0_variance (b,) or None)``.
+
+    ``x`` is the standard normal start noise; it is scaled by the scheduler's ``init_noise_sigma``
+    and the model sees ``scheduler.scale_model_input(x, t)`` when the scheduler has them (diffusers).
+    """
     b, device = x.shape[0], x.device
     timesteps = scheduler.timesteps.tolist()
     first = len(timesteps) - (variance_steps or 0)        # index of the first step in the window
     running = _RunningVariance() if variance_steps else None
+    takes_generator, takes_return_dict = _step_keywords(scheduler)
+    keywords = dict(generator=generator) if takes_generator else {}
+    scale_input = getattr(scheduler, "scale_model_input", None)
+    x = x * float(getattr(scheduler, "init_noise_sigma", 1.0))
     for k, t in enumerate(timesteps):
-        eps = model(x, torch.full((b,), t, dtype=torch.long, device=device))
-        if running is not None and k >= first:
-            x, x0 = scheduler.step(eps, t, x, generator=generator, return_output=True)
+        x_in = scale_input(x, t) if scale_input is not None else x
+        eps = model(x_in, torch.full((b,), t, device=device))             # int64 (or float) timesteps (b,)
+        in_window = running is not None and k >= first
+        extra = dict(return_dict=True) if in_window and takes_return_dict else {}
+        x, x0 = _unpack_step(scheduler.step(eps, t, x, **keywords, **extra), in_window, scheduler)
+        if in_window:
             running.add(x0)
-        else:
-            x = scheduler.step(eps, t, x, generator=generator)
         bar.update(1)
     return x, (running.total() if running is not None else None)
 
@@ -216,23 +263,35 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
     accumulated with Welford's running mean and variance, so the trajectory is never stored; the
     samples are the same with or without it.
 
+    Any scheduler with diffusers' interface works (duck-typed): ``set_timesteps(K)``, a
+    decreasing ``timesteps`` tensor, ``step(model_output, t, x)`` returning a tensor, an output
+    with ``prev_sample`` (diffusers' ``return_dict=True``) or a tuple, and, when present,
+    ``init_noise_sigma`` (start noise ``init_noise_sigma * N(0, I)``) and ``scale_model_input``.
+    It must be built on the schedule the model was trained with (e.g.
+    ``diffusers.DPMSolverMultistepScheduler.from_config(schedule.diffusers_config)``); ``step`` gets
+    ``generator`` when it takes one.
+
     Parameters
     ----------
     model : torch.nn.Module
         ``model(x_t, t) -> eps``, ``x_t`` of shape (B, *shape).
-    scheduler : DDPMScheduler or DDIMScheduler
+    scheduler : DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler or a diffusers scheduler
+        Its timesteps are set again (``set_timesteps(K)``) before every batch, so that a
+        multistep solver starts each batch afresh.
     n : int
         Number of samples.
     shape : int or tuple of int
         Shape of one sample (``(d,)`` for latent vectors).
     num_inference_steps : int, optional
-        Calls ``scheduler.set_timesteps``; ``None`` keeps its current timesteps.
+        ``K``, the number of sampling steps; ``None`` keeps the scheduler's current number,
+        ``len(scheduler.timesteps)``.
     seed : int, default 0
         Seeds a CPU generator when ``generator`` is ``None`` (the same noise on every device).
     generator : torch.Generator, optional
         Source of the start noise and the sampler noise.
     x_T : torch.Tensor of shape (n, *shape), optional
-        Start noise (drawn from the generator when omitted).
+        Standard normal start noise (drawn from the generator when omitted), scaled by the
+        scheduler's ``init_noise_sigma`` (1 for otgen's samplers).
     device : str or torch.device, optional
         ``None``: CUDA when available, else CPU.
     batch_size : int, optional
@@ -240,7 +299,8 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
         so samples depend on ``batch_size`` for a fixed seed.
     variance_steps : int or None, default None
         Window ``W`` (1 to the number of sampling steps) of the trajectory variance of ``x̂_0``;
-        ``None`` computes nothing more and returns the samples alone.
+        ``None`` computes nothing more and returns the samples alone. Needs a scheduler whose
+        ``step`` output has ``pred_original_sample`` (otgen's, diffusers' DDPM and DDIM).
     verbose : bool, default False
         Show a tqdm progress bar.
 
@@ -256,15 +316,14 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
        Models through Mode Interpolation. NeurIPS 2024.
     """
     _check_model(model)
-    if not isinstance(scheduler, NoiseSchedule) or type(scheduler).step is NoiseSchedule.step:
-        raise TypeError(f"scheduler must be a DDPMScheduler or DDIMScheduler, got {type(scheduler).__name__}")
+    _check_scheduler(scheduler)
     n = check_positive_int(n, "n")
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     for s in shape:
         check_positive_int(s, "shape entries")
     batch_size = n if batch_size is None else check_positive_int(batch_size, "batch_size")
-    if num_inference_steps is not None:
-        scheduler.set_timesteps(num_inference_steps)
+    steps = len(scheduler.timesteps) if num_inference_steps is None else num_inference_steps
+    scheduler.set_timesteps(steps)
     if variance_steps is not None:
         variance_steps = check_positive_int(variance_steps, "variance_steps")
         if variance_steps > len(scheduler.timesteps):
@@ -288,6 +347,8 @@ def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inf
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
         x = x_T[start:start + b] if x_T is not None else seeded_randn((b, *shape), generator, device, torch.float32)
+        if start:
+            scheduler.set_timesteps(steps)
         x, var = _reverse_chain(model, scheduler, x, generator, variance_steps, bar)
         out.append(x)
         variances.append(var)

@@ -9,27 +9,6 @@ import torch
 from otgen.diffusion import DDIMScheduler, DDPMScheduler, NoiseSchedule, sample
 
 
-class GaussianOracle(torch.nn.Module):
-    """Exact eps-predictor E[eps | x_t] for data N(m, S).
-
-    x_t = sqrt(a) x0 + sqrt(1-a) eps is jointly Gaussian with eps, so
-    E[eps | x_t] = sqrt(1-a) (a S + (1-a) I)^{-1} (x_t - sqrt(a) m).
-    """
-
-    def __init__(self, schedule, m, S):
-        super().__init__()
-        self.abar = schedule.alphas_cumprod
-        self.m, self.S = torch.as_tensor(m, dtype=torch.float64), torch.as_tensor(S, dtype=torch.float64)
-
-    def forward(self, x, t):
-        a = float(self.abar[int(t[0])])
-        C = a * self.S + (1 - a) * torch.eye(len(self.m), dtype=torch.float64)
-        r = x.double() - math.sqrt(a) * self.m
-        return (math.sqrt(1 - a) * torch.linalg.solve(C, r.T).T).to(x.dtype)
-
-
-M = torch.tensor([1.0, -2.0])
-S = torch.tensor([[0.5, 0.3], [0.3, 1.0]])
 
 
 @pytest.mark.parametrize("beta_schedule", ["linear", "cosine"])
@@ -95,12 +74,31 @@ def test_set_timesteps():
     assert s.set_timesteps(4) is s.timesteps and s.previous_timestep(666) == 333 and s.previous_timestep(0) == -1
 
 
+@pytest.mark.parametrize("spacing,expected", [("linspace", [9, 6, 3, 0]), ("leading", [6, 4, 2, 0]),
+                                              ("trailing", [9, 7, 4, 1])])
+def test_timestep_spacings(spacing, expected):
+    """diffusers' three rules (Lin et al., Table 2); the step after each timestep goes to the next one."""
+    s = DDIMScheduler(10, timestep_spacing=spacing)
+    assert s.set_timesteps(4).tolist() == expected
+    assert [s.previous_timestep(t) for t in expected] == expected[1:] + [-1]
+    assert s.config["timestep_spacing"] == spacing and s.timestep_spacing == spacing
+    assert len(DDPMScheduler(1000, timestep_spacing="trailing").set_timesteps(61)) == 61   # diffusers gives 62
+
+
+def test_cosine_is_diffusers_squaredcos_cap_v2():
+    alias = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    assert torch.equal(alias.betas, DDPMScheduler(beta_schedule="cosine").betas)
+    assert DDPMScheduler(beta_schedule="cosine").diffusers_config["beta_schedule"] == "squaredcos_cap_v2"
+    assert DDPMScheduler().diffusers_config["clip_sample"] is False
+
+
 @pytest.mark.parametrize("beta_schedule", ["linear", "cosine"])
 @pytest.mark.parametrize("cls,steps,kw", [(DDPMScheduler, 1000, {}), (DDIMScheduler, 200, {}),
                                           (DDIMScheduler, 1000, {"eta": 1.0})])
-def test_samplers_with_exact_eps_reproduce_gaussian(beta_schedule, cls, steps, kw):
+def test_samplers_with_exact_eps_reproduce_gaussian(beta_schedule, cls, steps, kw, gaussian_oracle):
+    M, S = gaussian_oracle.M, gaussian_oracle.S
     sched = cls(beta_schedule=beta_schedule, **kw)
-    x = sample(GaussianOracle(sched, M, S), sched, 10_000, 2, num_inference_steps=steps, seed=0,
+    x = sample(gaussian_oracle(sched, M, S), sched, 10_000, 2, num_inference_steps=steps, seed=0,
                device="cpu", verbose=False)
     assert x.shape == (10_000, 2)
     # standard errors: mean ~0.007, covariance ~1%; the discretisation bias is below 3% here
@@ -122,9 +120,9 @@ def test_ddpm_step_noise_is_posterior_variance():
     assert torch.equal(s.step(z, 0, z), z)
 
 
-def test_ddim_eta0_deterministic_for_fixed_start_noise():
+def test_ddim_eta0_deterministic_for_fixed_start_noise(gaussian_oracle):
     sched = DDIMScheduler(eta=0.0)
-    oracle = GaussianOracle(sched, M, S)
+    oracle = gaussian_oracle(sched, gaussian_oracle.M, gaussian_oracle.S)
     xT = torch.randn(100, 2, generator=torch.Generator().manual_seed(3))
     a = sample(oracle, sched, 100, (2,), num_inference_steps=20, x_T=xT, seed=0, device="cpu", verbose=False)
     b = sample(oracle, sched, 100, (2,), num_inference_steps=20, x_T=xT, seed=99, device="cpu", verbose=False)
@@ -177,8 +175,12 @@ def test_bad_inputs():
         s.step(torch.zeros(4, 3), 99, x)
     with pytest.raises(NotImplementedError):
         NoiseSchedule(100).step(x, 99, x)
-    with pytest.raises(TypeError, match="DDPMScheduler or DDIMScheduler"):
+    with pytest.raises(TypeError, match="must be a sampler"):
         sample(torch.nn.Identity(), NoiseSchedule(100), 4, 2, device="cpu", verbose=False)
+    with pytest.raises(TypeError, match="set_timesteps and step"):
+        sample(torch.nn.Identity(), object(), 4, 2, device="cpu", verbose=False)
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        DDIMScheduler(timestep_spacing="uniform")
     with pytest.raises(ValueError, match="x_T must have shape"):
         sample(torch.nn.Identity(), s, 4, 2, x_T=torch.zeros(4, 3), device="cpu", verbose=False)
 

@@ -7,7 +7,8 @@ import torch
 from sklearn.base import clone
 
 from otgen import NotFittedError
-from otgen.diffusion import DDIMScheduler, DDPMScheduler, LatentDiffusion, MLPDenoiser, sample, train_denoiser
+from otgen.diffusion import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, LatentDiffusion, MLPDenoiser,
+                             sample, train_denoiser)
 from otgen.latent import LatentSpace
 
 MEAN = torch.tensor([2.0, -1.0])
@@ -36,7 +37,8 @@ def test_training_loss_decreases(trained_2d):
     assert loss[-200:].mean() < 0.6 * loss[:200].mean()
 
 
-@pytest.mark.parametrize("scheduler,steps", [(DDPMScheduler(), 250), (DDIMScheduler(), 100)])
+@pytest.mark.parametrize("scheduler,steps", [(DDPMScheduler(), 250), (DDIMScheduler(), 100),
+                                             (DPMSolverMultistepScheduler(), 20)])
 def test_trained_denoiser_recovers_gaussian(trained_2d, scheduler, steps):
     model, _ = trained_2d
     x = sample(model, scheduler, 4000, (2,), num_inference_steps=steps, seed=1, device="cpu", verbose=False)
@@ -133,6 +135,33 @@ def test_latent_diffusion_sample_seed_and_info(fitted_latent):
     assert (info["method"], info["num_inference_steps"], info["variance_steps"]) == ("ddpm", 100, 20)  # capped at T
     with pytest.raises(TypeError, match="seed"):
         est.sample(3, seed=1.5)
+
+
+def test_latent_diffusion_dpm_solver(fitted_latent):
+    _, est = fitted_latent
+    codes, info = est.sample(50, seed=2, method="dpm_solver", return_info=True)
+    assert (info["method"], info["num_inference_steps"], info["variance_steps"]) == ("dpm_solver", 20, 4)
+    assert codes.shape == (50, 3) and np.isfinite(info["x0_variance"]).all()
+    np.testing.assert_array_equal(codes, est.sample(50, seed=2, method="dpm_solver"))
+    # DPM-Solver places K + 1 timesteps before dropping t = 0: at most T - 1 = 99 steps
+    with pytest.raises(ValueError, match="<= 99"):
+        est.sample(3, method="dpm_solver", num_inference_steps=100)
+
+
+def test_latent_diffusion_takes_a_scheduler_object(fitted_latent):
+    _, est = fitted_latent
+    mine = DPMSolverMultistepScheduler(100, "cosine", clip_sample=est.clip_range_)
+    codes, info = est.sample(30, seed=4, method=mine, num_inference_steps=10, return_info=True)
+    np.testing.assert_array_equal(codes, est.sample(30, seed=4, method="dpm_solver", num_inference_steps=10))
+    assert (info["method"], info["num_inference_steps"]) == ("DPMSolverMultistepScheduler", 10)
+    with pytest.raises(ValueError, match="num_inference_steps is required"):
+        est.sample(3, method=mine)
+    with pytest.raises(ValueError, match="not built on the schedule"):
+        est.sample(3, method=DDIMScheduler(100, "linear"), num_inference_steps=10)
+    with pytest.raises(ValueError, match="eta"):
+        est.sample(3, method=mine, num_inference_steps=10, eta=0.5)
+    with pytest.raises(TypeError, match="set_timesteps and step"):
+        est.sample(3, method=object(), num_inference_steps=10)
 
 
 def test_latent_diffusion_latent_setting():

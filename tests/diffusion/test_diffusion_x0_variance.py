@@ -62,8 +62,10 @@ def test_step_returns_prev_sample_and_pred_original_sample(cls):
     x_t = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     eps = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
     t = int(s.timesteps[3])
-    out = s.step(eps, t, x_t, generator=torch.Generator().manual_seed(2), return_output=True)
+    out = s.step(eps, t, x_t, generator=torch.Generator().manual_seed(2), return_dict=True)
     assert isinstance(out, SchedulerOutput)
+    assert torch.equal(s.step(eps, t, x_t, generator=torch.Generator().manual_seed(2), return_output=True).prev_sample,
+                       out.prev_sample)                                   # the former name of return_dict
     assert torch.equal(out.prev_sample, s.step(eps, t, x_t, generator=torch.Generator().manual_seed(2)))
     a = float(s.alphas_cumprod[t])
     expected = ((x_t - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1.5, 1.5)
@@ -162,9 +164,9 @@ def test_no_x0_is_collected_without_return_info(tiny, monkeypatch):
     asked = []
     step = DDPMScheduler.step
 
-    def spy(self, *args, return_output=False, **kwargs):
-        asked.append(return_output)
-        return step(self, *args, return_output=return_output, **kwargs)
+    def spy(self, *args, return_dict=False, **kwargs):
+        asked.append(return_dict)
+        return step(self, *args, return_dict=return_dict, **kwargs)
 
     monkeypatch.setattr(DDPMScheduler, "step", spy)
     tiny.sample(5, seed=0)
