@@ -291,7 +291,8 @@ def _figure_parsers(sub) -> None:
         add_settings_arguments(p, settings_cls, defaults=defaults, skip=skip)
         if name == "mnist-mode-mixture":
             p.add_argument("--n-points", type=int, default=100, help="generated points per panel (default: 100)")
-            p.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm", help="diffusion sampler (default: ddpm)")
+            p.add_argument("--method", choices=["ddpm", "ddim", "dpm_solver"], default="ddpm",
+                           help="diffusion sampler (default: ddpm)")
         if name == "video-critical-states":
             p.add_argument("--n-points", type=int, default=100, help="source points on the singular set (default: 100)")
             p.add_argument("--n-long", type=int, default=20, help="long clips localised on the map (default: 20)")

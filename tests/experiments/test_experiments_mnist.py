@@ -35,7 +35,7 @@ def test_writes_report_and_metrics(runs):
     first, _ = runs
     with open(first.paths["metrics"]) as f:
         m = json.load(f)
-    assert set(m["generators"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "gaussian"}
+    assert set(m["generators"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "dpm_solver", "gaussian"}
     assert set(m["floors"]) == {"real", "reconstruction", "noise"}
     for key in ("settings", "latent", "detectors", "classifier_test_accuracy", "ot", "diffusion", "timings",
                 "cache_hits"):
@@ -80,7 +80,7 @@ def test_values_are_sane(runs):
     assert 0 <= rows["ot_extended"]["near_singular_fraction"] <= 1
     lat = m["latent"]
     assert 0 < lat["knn_agreement"] <= 1 and 1 <= lat["n_modes"] <= lat["n_components"] and lat["dim"] == 4
-    assert set(m["detectors"]) == {"ot_extended", "ot_plain", "ddpm", "ddim"}
+    assert set(m["detectors"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "dpm_solver"}
     assert m["detectors"]["ddpm"]["kind"] == "x0 trajectory variance"
 
 
