@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from matplotlib.collections import PolyCollection
 
 from otgen import __version__
 from otgen._validation import ConvergenceWarning
@@ -39,7 +38,7 @@ from otgen.experiments._common import check_out_dir
 from otgen.figures import mnist_mode_mixture as mnist_figures
 from otgen.figures import mode_mixture_2d, singular_set
 from otgen.figures import video_critical_states as video_figures
-from otgen.figures._common import plt
+from otgen.figures.demo import demo_figure
 from otgen.transport import SemiDiscreteOT, power2d
 
 EXIT_OK, EXIT_UNCONVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -120,28 +119,10 @@ def _demo(args) -> int:
               f"exact TV error of the fitted heights (exact power diagram): {tv_exact:.4f}")
     cells = power2d.power_cells(Y, h, power2d.square_domain())
     pts = sd.sample(args.n_samples, seed=args.seed)
-    fig, ax = plt.subplots(1, 3, figsize=(16, 5.2))
-    colors = plt.cm.tab20(labels % 20)
-    ax[0].add_collection(PolyCollection([c for c in cells if len(c)], facecolors=colors[[len(c) > 0 for c in cells]],
-                                        edgecolors="k", linewidths=0.2, alpha=0.8))
-    ax[0].set(xlim=(-1, 1), ylim=(-1, 1), aspect="equal", title=f"power diagram in the source [-1,1]² (exact TV {tv_exact:.3f})")
-    ax[1].scatter(Y[:, 0], Y[:, 1], s=4, c=colors, label="targets")
-    ax[1].scatter(pts[:, 0], pts[:, 1], s=14, facecolors="none", edgecolors="k", linewidths=0.4,
-                  label="∇u_h(x) of source samples")
-    ax[1].set(aspect="equal", title="targets and transported samples")
-    ax[1].legend(loc="upper right", fontsize=8)
     hist = sd.history_
-    ax[2].semilogy([e["time"] for e in hist], [e["tv"] for e in hist], "o-", label="estimated TV error")
-    ax[2].axhline(args.tol, color="k", ls="--", lw=0.8, label=f"tol {args.tol}")
-    ax[2].set(xlabel="seconds", ylabel="total-variation error", title=f"convergence ({sd.n_iter_} iterations)")
-    ax[2].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "demo.png", dpi=130)
-    plt.close(fig)
-    summary = dict(dataset=args.dataset, n_targets=len(Y), seconds=seconds, n_iter=sd.n_iter_,
-                   converged=bool(sd.converged_), tv_estimate=hist[-1]["tv"] if hist else None, tv_exact=tv_exact,
-                   history=hist)
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    demo_figure(Y, labels, cells, pts, hist, out, tol=args.tol, tv_exact=tv_exact, numbers=dict(
+        dataset=args.dataset, n_targets=len(Y), seconds=seconds, n_iter=sd.n_iter_, converged=bool(sd.converged_),
+        tv_estimate=hist[-1]["tv"] if hist else None))
     if not args.quiet:
         print(f"wrote {out / 'demo.png'} and {out / 'demo.json'}")
     return EXIT_OK
@@ -312,7 +293,8 @@ def _figure_parsers(sub) -> None:
         add_settings_arguments(p, settings_cls, defaults=defaults, skip=skip)
         if name == "mnist-mode-mixture":
             p.add_argument("--n-points", type=int, default=100, help="generated points per panel (default: 100)")
-            p.add_argument("--method", choices=["ddpm", "ddim"], default="ddpm", help="diffusion sampler (default: ddpm)")
+            p.add_argument("--method", choices=["ddpm", "ddim", "dpm_solver"], default="ddpm",
+                           help="diffusion sampler (default: ddpm)")
         if name == "video-critical-states":
             p.add_argument("--n-points", type=int, default=100, help="source points on the singular set (default: 100)")
             p.add_argument("--n-long", type=int, default=20, help="long clips localised on the map (default: 20)")

@@ -47,7 +47,7 @@ __all__ = ["Generator", "OTGenerator", "DiffusionGenerator", "GaussianCodeGenera
 EXTENSIONS = ("piecewise-linear", "none")
 BLEND_RULES = ("component", "facet")
 BOUNDARY_RULES = ("best", "resample")
-DIFFUSION_METHODS = ("ddpm", "ddim")
+DIFFUSION_METHODS = ("ddpm", "ddim", "dpm_solver")
 _TEMPERATURE_SAMPLES = 1 << 12      # source points whose median top-2 gap sets the temperature (median to ~2 %)
 _MIN_TEMPERATURE = 1e-12            # a zero median gap (all points on facets) would divide by zero
 _TARGET_RTOL = 1e-5                 # a fitted ot is "fitted on these codes" when its targets agree to float32 precision
@@ -396,7 +396,8 @@ class DiffusionGenerator(Generator):
     model : LatentDiffusion or None, default None
     latent : LatentSpace or None, default None
         Used as it is when fitted, else cloned and fitted on the codes (``None``: ``LatentSpace()``).
-    method : {"ddpm", "ddim"}, default "ddpm"
+    method : {"ddpm", "ddim", "dpm_solver"}, default "ddpm"
+        Ancestral DDPM, DDIM, or multistep DPM-Solver++ (2M) of the model.
     num_inference_steps : int or None, default None
         ``None``: the model's default for ``method``.
     seed : int, default 0

@@ -61,9 +61,10 @@ __all__ = ["MNISTSettings", "MNISTArtifacts", "MNISTRun", "fit", "make_generator
 
 #: metrics.json keys of the generators and floors -> their names in the report and figures
 GENERATORS = {"ot_extended": "OT (extended)", "ot_plain": "OT (plain)", "ddpm": "DDPM", "ddim": "DDIM",
-              "gaussian": "Gaussian"}
+              "dpm_solver": "DPM-Solver++", "gaussian": "Gaussian"}
 FLOORS = {"real": "real digits", "reconstruction": "AE reconstructions", "noise": "uniform noise"}
 NAMES = {**GENERATORS, **FLOORS}
+DIFFUSION_ROWS = ("ddpm", "ddim", "dpm_solver")   # the diffusion samplers OT is compared against
 COPY_RADIUS = 0.01           # a sample within this fraction of the median NN distance of a training code copies it
 MIN_TRAIN = 10               # a subset smaller than this cannot hold the ten digits
 SEPARATED_AGREEMENT = 0.95  # the issue's target: at this 10-NN agreement the digits' modes no longer touch
@@ -131,6 +132,8 @@ class MNISTSettings:
         "the real-digit floor holds at most the training digits)"))
     ddpm_steps: int = field(default=1000, metadata=dict(check="int", help="DDPM sampling steps"))
     ddim_steps: int = field(default=50, metadata=dict(check="int", help="DDIM sampling steps"))
+    dpm_steps: int = field(default=20, metadata=dict(check="int", help="DPM-Solver++ (2M) sampling steps (the fastest "
+                                                                        "diffusion sampler; 10-20 steps are its usual range)"))
     k: int = field(default=5, metadata=dict(check="int", help="neighbours of the k-NN metrics"))
     taus: tuple = field(default=(0.1, 0.2, 0.3, 0.4), metadata=dict(
         check=_check_taus, help="mode-mixture thresholds: a digit is mixed when two classes have probability >= tau"))
@@ -240,6 +243,8 @@ def make_generators(settings: MNISTSettings, art: MNISTArtifacts):
             "ot_plain": OTGenerator(extension="none", **ot),
             "ddpm": DiffusionGenerator(art.diffusion, art.latent, method="ddpm", num_inference_steps=s.ddpm_steps),
             "ddim": DiffusionGenerator(art.diffusion, art.latent, method="ddim", num_inference_steps=s.ddim_steps),
+            "dpm_solver": DiffusionGenerator(art.diffusion, art.latent, method="dpm_solver",
+                                             num_inference_steps=s.dpm_steps),
             "gaussian": GaussianCodeGenerator(art.latent, seed=s.seed)}
     return det, {name: g.fit(art.codes) for name, g in gens.items()}
 
@@ -385,7 +390,7 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
       ``angle_auc`` / ``angle_gap`` / ``angle_gap_ratio`` / ``angle_within_median`` / ``angle_between_median``
       (facet angles between cells of different digits vs the same digit), ``n_modes`` (detector components
       with >= 1 % of the mass), ``n_components``, ``mode_ari``, ``mode_nmi``, ``reconstruction_mse``;
-    - ``generators.KEY`` for KEY in ``ot_extended, ot_plain, ddpm, ddim, gaussian`` and ``floors.KEY`` for
+    - ``generators.KEY`` for KEY in ``ot_extended, ot_plain, ddpm, ddim, dpm_solver, gaussian`` and ``floors.KEY`` for
       ``real, reconstruction, noise``: ``mixed_rate`` {"0.1", ...}, ``mixed_rate_se``, ``excess_mixed_rate``,
       ``excess_mixed_rate_se``, ``between_modes_rate``, ``between_modes_se``, ``off_support_rate``, ``copies``,
       ``fid``, ``precision``, ``recall``, ``density``, ``coverage``, ``low_confidence``, ``class_kl``,
@@ -446,7 +451,10 @@ def _answer(m) -> list:
             f"(10-NN label agreement {lat['knn_agreement']:.3f}; ≥ {SEPARATED_AGREEMENT} counts as separated). "
             f"Decoded mixed rate at τ = {s['tau']}: OT (extended) − DDPM = {a - b:+.3f} ± {difference_se(a, b, n):.3f}: "
             f"OT is {_verdict(a, b, difference_se(a, b, n))} DDPM (two standard errors). Between-modes rate in the "
-            f"latent: {c - d:+.3f} ± {difference_se(c, d, n):.3f} ({_verdict(c, d, difference_se(c, d, n))}).",
+            f"latent: {c - d:+.3f} ± {difference_se(c, d, n):.3f} ({_verdict(c, d, difference_se(c, d, n))}). "
+            + "Against the other samplers: " + ", ".join(
+                f"{NAMES[k]} {a - g[k]['mixed_rate'][t]:+.3f} ± {difference_se(a, g[k]['mixed_rate'][t], n):.3f}"
+                for k in DIFFUSION_ROWS if k in g and k != "ddpm") + ".",
             f"- The decoder's floor: AE reconstructions {fmt(m['floors']['reconstruction']['mixed_rate'][t])}, real digits "
             f"{fmt(m['floors']['real']['mixed_rate'][t])}; OT (plain) returns training codes (copies "
             f"{fmt(g['ot_plain']['copies'])}), so it sits at the reconstruction floor by construction."]

@@ -31,7 +31,7 @@ ANGLE_BINS = 40    # bins of the facet-angle histogram
 DIGIT_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                  "#bcbd22", "#000000")
 
-__all__ = ["mnist_mode_mixture_figure", "comparison_figures", "mixed_mask", "image_grid"]
+__all__ = ["mnist_mode_mixture_figure", "comparison_figures", "training_figure", "mixed_mask", "image_grid"]
 
 
 def mixed_mask(probs, tau: float = 0.2) -> np.ndarray:
@@ -79,7 +79,7 @@ def comparison_figures(run, out_dir) -> dict:
 
     Returns
     -------
-    dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``.
+    dict of PNG paths: ``samples``, ``mode_mixture``, ``diffusion_loss``, ``training``.
     """
     out_dir = check_out_dir(out_dir)
     rows, taus, tau = {**run.metrics["generators"], **run.metrics["floors"]}, run.settings.taus, run.settings.tau
@@ -114,17 +114,63 @@ def comparison_figures(run, out_dir) -> dict:
                                       dict(taus=list(taus), rates=curves))["png"]
     out["diffusion_loss"] = loss_curve_figure({"latent DDPM": run.artifacts.diffusion.history_["loss"]}, out_dir,
                                               "mnist_diffusion_loss")["png"]
+    out["training"] = training_figure(run.artifacts, out_dir)["png"]
     return out
+
+
+def training_figure(art, out_dir) -> dict:
+    """How every model of a comparison was trained, in one row: the latent model's loss per epoch
+    (each of its parts), the diffusion loss per step (moving mean) and the OT solve's estimated TV
+    error with its noise per iteration. A baseline that has not reached its plateau shows here.
+
+    Parameters
+    ----------
+    art : otgen.experiments.mnist.MNISTArtifacts
+    out_dir : path
+
+    Returns
+    -------
+    dict: the curves drawn, ``png`` and ``json`` (``mnist_training``).
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    numbers = {"latent": {}, "diffusion": {}, "ot": {}}
+    hist = art.ae.history_
+    for key in ("loss", "embedding_loss", "decoder_loss"):
+        if len(hist.get(key, ())):
+            axes[0].plot(np.arange(1, len(hist[key]) + 1), hist[key], "o-", ms=3, label=key.replace("_", " "))
+            numbers["latent"][key] = list(map(float, hist[key]))
+    axes[0].set(xlabel="epoch", ylabel="training loss", yscale="log", title=f"latent model ({type(art.ae).__name__})")
+    axes[0].legend(fontsize=8)
+    loss = np.asarray(art.diffusion.history_["loss"], np.float64)
+    w = max(len(loss) // 100, 1)
+    smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+    axes[1].plot(np.arange(len(smooth)) + w, smooth)
+    axes[1].set(xlabel="training step", ylabel=f"loss (moving mean of {w})", yscale="log",
+                title=f"latent diffusion ({len(loss)} steps)")
+    numbers["diffusion"] = dict(window=w, last=float(smooth[-1]) if len(smooth) else None)
+    ot_hist = art.ot.history_
+    it = [e["iter"] for e in ot_hist]
+    tv = np.array([e["tv"] for e in ot_hist])
+    noise = np.array([e.get("noise", 0.0) for e in ot_hist])
+    axes[2].semilogy(it, tv, "o-", ms=3, label="estimated TV error")
+    if noise.any():
+        axes[2].semilogy(it, np.maximum(noise, 1e-6), "--", label="noise of the estimate")
+    axes[2].axhline(art.ot.tol, color="k", ls=":", lw=1, label=f"tol {art.ot.tol}")
+    axes[2].set(xlabel="iteration", ylabel="total variation", title=f"semi-discrete OT ({len(it)} iterations)")
+    axes[2].legend(fontsize=8)
+    numbers["ot"] = dict(iter=it, tv=tv.tolist(), noise=noise.tolist(), tol=art.ot.tol)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "mnist_training", numbers)
 
 
 def _digit_clusters(ax, z_tr, labels) -> None:
     """Training codes coloured by digit (a qualitative palette of 10 distinct hues), the digit written at each
-    cluster's median point, a categorical legend."""
+    cluster's median point (the labels are the legend)."""
     labels = np.asarray(labels)
     for d in np.unique(labels):
         sel = labels == d
         colour = DIGIT_COLOURS[int(d) % len(DIGIT_COLOURS)]
-        ax.scatter(z_tr[sel, 0], z_tr[sel, 1], color=colour, s=2, alpha=0.35, label=f"digit {d}", rasterized=True)
+        ax.scatter(z_tr[sel, 0], z_tr[sel, 1], color=colour, s=2, alpha=0.35, rasterized=True)
         cx, cy = np.median(z_tr[sel, 0]), np.median(z_tr[sel, 1])
         ax.text(cx, cy, str(d), fontsize=13, fontweight="bold", color=colour, ha="center", va="center",
                 bbox=dict(boxstyle="circle,pad=0.15", fc="white", ec=colour, alpha=0.85), zorder=6)
@@ -205,7 +251,7 @@ def mnist_mode_mixture_figure(panels: dict, z_train, labels, out_dir, *, tau: fl
         ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), xlabel="latent 1 (standardised)",
                ylabel="latent 2 (standardised)")
         ax.set_title(f"{title}\n{n_points} samples over the training codes", fontsize=10)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3)
         image_grid(axes[row, 1], imgs, mixed=mixed, flagged=flagged,
                    title=f"{title}\n{int(mixed.sum())}/{n_points} mixed (red), {int(flagged.sum())} flagged (orange)")
         numbers["mixed"][key] = int(mixed.sum())

@@ -11,6 +11,7 @@ import torch
 
 from otgen.experiments import mnist
 from otgen.experiments.mnist import MNISTSettings
+from otgen.figures.mnist_mode_mixture import comparison_figures
 
 TINY = MNISTSettings(n_train=600, latent_dim=4, ae_epochs=3, clf_epochs=6, n_samples=120, diffusion_steps=200,
                      ot_tol=0.2, ot_max_iter=8, ddpm_steps=50, ddim_steps=10)
@@ -34,7 +35,7 @@ def test_writes_report_and_metrics(runs):
     first, _ = runs
     with open(first.paths["metrics"]) as f:
         m = json.load(f)
-    assert set(m["generators"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "gaussian"}
+    assert set(m["generators"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "dpm_solver", "gaussian"}
     assert set(m["floors"]) == {"real", "reconstruction", "noise"}
     for key in ("settings", "latent", "detectors", "classifier_test_accuracy", "ot", "diffusion", "timings",
                 "cache_hits"):
@@ -79,7 +80,7 @@ def test_values_are_sane(runs):
     assert 0 <= rows["ot_extended"]["near_singular_fraction"] <= 1
     lat = m["latent"]
     assert 0 < lat["knn_agreement"] <= 1 and 1 <= lat["n_modes"] <= lat["n_components"] and lat["dim"] == 4
-    assert set(m["detectors"]) == {"ot_extended", "ot_plain", "ddpm", "ddim"}
+    assert set(m["detectors"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "dpm_solver"}
     assert m["detectors"]["ddpm"]["kind"] == "x0 trajectory variance"
 
 
@@ -173,3 +174,19 @@ def test_other_latents_run_through_the_same_stages(latent, tmp_path, monkeypatch
     assert m["settings"]["latent"] == latent and m["latent"]["name"] == latent and m["latent"]["dim"] == 3
     assert run.artifacts.z.shape == (300, 3)
     assert 0 <= m["generators"]["ot_extended"]["mixed_rate"]["0.2"] <= 1
+
+
+def test_comparison_figures_show_every_training_curve(runs, tmp_path):
+    """The report's figures: samples, mixture against τ with error bars, and the three training curves."""
+    run = runs[0]
+    paths = comparison_figures(run, tmp_path)
+    for key in ("samples", "mode_mixture", "diffusion_loss", "training"):
+        assert open(paths[key], "rb").read(4) == b"\x89PNG"
+    with open(tmp_path / "mnist_training.json") as f:
+        js = json.load(f)
+    assert len(js["latent"]["loss"]) == TINY.ae_epochs                     # one point per epoch
+    assert len(js["ot"]["tv"]) == run.artifacts.ot.n_iter_
+    assert js["ot"]["tol"] == TINY.ot_tol and js["diffusion"]["last"] > 0
+    with open(tmp_path / "mnist_mode_mixture_vs_tau.json") as f:
+        curves = json.load(f)["rates"]
+    assert all(len(c["se"]) == len(TINY.taus) for c in curves.values())
