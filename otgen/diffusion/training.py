@@ -3,7 +3,9 @@
 Both loops only assume ``model(x_t, t) -> eps`` with ``x_t`` of shape (B, ...)
 and integer timesteps ``t`` of shape (B,), so any denoiser (MLP on latent
 vectors, transformer on space-time tokens) plugs in. The sampling loop lives
-here, outside the model, as in Hugging Face diffusers.
+here, outside the model, as in Hugging Face diffusers, and runs any scheduler
+with diffusers' interface (otgen's or diffusers' own; a sigma-based one may give
+float timesteps, which reach the model as they are).
 
 References
 ----------
