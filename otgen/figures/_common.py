@@ -21,7 +21,7 @@ JSON_POINTS = 200        # points of a curve written to the JSON beside its figu
 
 
 def new_figure(n_panels: int, size: float = 4.0):
-    """A row of ``n_panels`` square axes (Agg backend)."""
+    """A row of ``n_panels`` square axes."""
     fig, axes = plt.subplots(1, n_panels, figsize=(size * n_panels, size), squeeze=False)
     return fig, list(axes[0])
 
