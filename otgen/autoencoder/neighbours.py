@@ -30,7 +30,6 @@ References
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch

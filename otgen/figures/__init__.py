@@ -1,4 +1,4 @@
-"""Matplotlib figures (Agg), each written as PNG + JSON of the numbers behind it.
+"""Matplotlib figures, each written as PNG + JSON of the numbers behind it.
 
 A figure function takes fitted objects or an experiment's results and draws; it never fits.
 ``otgen figure NAME`` runs the experiment stages a figure needs, then draws it.

@@ -1,17 +1,18 @@
-"""Shared helpers of the figure modules: an Agg figure, writing PNG + JSON side by side, loss curves."""
+"""Shared helpers of the figure modules: writing PNG + JSON side by side, loss curves.
+
+The backend is left to matplotlib (Agg on a machine without a display, inline in a notebook):
+every figure is written to a file and closed, so none opens a window.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from otgen.experiments._common import check_out_dir, jsonable  # noqa: E402
+from otgen.experiments._common import check_out_dir, jsonable
 
 __all__ = ["plt", "new_figure", "save_figure", "loss_curve_figure", "check_out_dir"]
 
@@ -20,7 +21,7 @@ JSON_POINTS = 200        # points of a curve written to the JSON beside its figu
 
 
 def new_figure(n_panels: int, size: float = 4.0):
-    """A row of ``n_panels`` square axes (Agg backend)."""
+    """A row of ``n_panels`` square axes."""
     fig, axes = plt.subplots(1, n_panels, figsize=(size * n_panels, size), squeeze=False)
     return fig, list(axes[0])
 
