@@ -962,6 +962,55 @@ class SemiDiscreteOT(BaseEstimator):
         state = comm.broadcast_object(state if comm.rank == 0 else None)
         return None if state is None else state.to(device)
 
+    # ------------------------------------------------------------------ POT interop
+    def to_pot(self):
+        """POT's semi-dual potential g of these cells: (N,) float64 numpy, mean zero.
+
+        ``ot.semidiscrete`` (squared Euclidean cost) puts x in the cell argmin_j
+        |x − y_j|² − g_j = argmax_j ⟨x, y_j⟩ + (g_j − |y_j|²) / 2, so
+        :math:`g_j = 2 h_j + |y_j|^2` up to a constant, y the stored ``targets_``. The source must
+        be the same measure:
+        POT's ``'ball'`` / ``'normal'`` are this ``"ball"`` / ``"gaussian"``, but POT's
+        ``'unif'`` is the cube [0, 1]^d, not [-1, 1]^d (pass POT a callable sampler of
+        [-1, 1]^d for ``"uniform"``).
+        """
+        self._check_fitted()
+        y = self.targets_.double()
+        g = 2.0 * self.heights_.double() + (y * y).sum(1)
+        return (g - g.mean()).cpu().numpy()
+
+    @classmethod
+    def from_pot(cls, targets, g, weights=None, **settings):
+        """A fitted solver with the cells of POT's semi-dual potential ``g`` (see :meth:`to_pot`).
+
+        Parameters
+        ----------
+        targets : (N, d) array-like
+        g : (N,) array-like, POT's potential (squared Euclidean cost)
+        weights : (N,) array-like, optional
+            Target masses (default uniform); targets of zero weight get empty cells.
+        **settings
+            Constructor settings (``source`` must be the measure POT sampled).
+
+        Returns
+        -------
+        SemiDiscreteOT
+            Fitted (``heights_ = (g − |y|²) / 2``, mean zero), with ``n_iter_ = 0``,
+            ``converged_ = False`` and an empty history: nothing was certified here.
+        """
+        ot = cls(**settings)
+        device = ot._check_settings()
+        Y64, nu, _ = ot._check_fit_inputs(targets, weights, None, None, device)
+        g = as_tensor(g, "g", ndim=1, dtype=torch.float64, device=device)
+        if g.shape[0] != Y64.shape[0]:
+            raise ValueError(f"g must have length {Y64.shape[0]} (one per target), got {g.shape[0]}")
+        setup = ot._setup(Y64, nu)
+        h = 0.5 * (g - (Y64 * Y64).sum(1))
+        ot.converged_ = False
+        ot._set_fitted(ot._stored_targets(Y64, setup.frame.scale), nu, setup, h[setup.active] / setup.frame.scale,
+                       math.nan, math.nan, 0, [])
+        return ot
+
     # ------------------------------------------------------------------ using the map
     def _scorer(self):
         """The scorer of the fitted cells in the solve's frame (normalised targets; float64 after a merge)."""
