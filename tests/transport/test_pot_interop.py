@@ -1,8 +1,10 @@
-"""POT interop: ``to_pot`` / ``from_pot`` give the same cells, and the same small problem solved by
-POT's ``solve_semidiscrete`` and by otgen lands on maps with the same cell masses."""
+"""POT interop: ``to_pot`` / ``from_pot`` give the same cells, the same small problem solved by
+POT's ``solve_semidiscrete`` and by otgen lands on maps with the same cell masses, and numpy and
+string dtypes are accepted."""
 
 import numpy as np
 import pytest
+import torch
 
 from otgen.transport import SemiDiscreteOT
 
@@ -49,3 +51,18 @@ def test_the_same_problem_solved_by_pot_and_by_otgen():
     assert 0.5 * np.abs(m_ours - nu).sum() < 0.01                # exact, up to the QMC estimate
     assert 0.5 * np.abs(m_pot - nu).sum() < 0.1                  # POT's SGD after 20000 steps
     assert 0.5 * np.abs(m_pot - m_ours).sum() < 0.1
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.dtype("float64"), "float64", "torch.float64", torch.float64])
+def test_numpy_and_string_dtypes_are_accepted(dtype):
+    Y = np.random.default_rng(6).normal(size=(30, 3))
+    ot = SemiDiscreteOT(tol=0.05, dtype=dtype).fit(Y)
+    assert ot.targets_.dtype == torch.float64 and ot.get_params()["dtype"] is dtype   # the setting is kept as given
+    assert ot._saved_params()["dtype"] == "float64"
+    assert isinstance(ot.assign(Y[:4]), np.ndarray)                                    # numpy in, numpy out
+
+
+@pytest.mark.parametrize("dtype", ["float16", np.int32, "double precision", 3])
+def test_other_dtypes_are_refused(dtype):
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        SemiDiscreteOT(dtype=dtype).fit(np.random.default_rng(6).normal(size=(30, 3)))
