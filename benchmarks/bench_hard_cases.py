@@ -25,7 +25,8 @@ unequal weights              1000 × 4 mixture, weights ∝ exp(2.5 ξ), ξ ~ N(
 ring 2-D                     8 Gaussians of std 0.05 on a circle (1000 targets), tol 0.01
 ring 2-D (stochastic)        the same, ``method="stochastic"``: the 2-D stall of issue 15
 scale 1e-6 / 1e6             the 1000 × 4 mixture times 1e-6 / 1e6
-offset 1e6                   the 1000 × 4 mixture plus 1e6 (float32 rounds the stored targets)
+offset 1e6                   the 1000 × 4 mixture plus 1e6: float32 cannot store it (an error, recorded)
+offset 1e6, float64          the same with ``dtype=torch.float64``
 ==========================  ================================================================
 
     python benchmarks/bench_hard_cases.py                    # all cases, ~5 min on one thread
@@ -105,6 +106,7 @@ def case_specs(n):
         "scale-1e-6": (mix4 * 1e-6, None, {}, 0.02),
         "scale-1e6": (mix4 * 1e6, None, {}, 0.02),
         "offset-1e6": (mix4 + 1e6, None, {}, 0.02),
+        "offset-1e6-float64": (mix4 + 1e6, None, dict(dtype=torch.float64), 0.02),
     }
 
 
@@ -154,6 +156,9 @@ def run_case(name, Y, nu, settings, target, max_seconds, eval_max, device="cpu")
             sd.fit(Y, nu, callback=budget)
         except _Budget:
             stopped = True
+        except ValueError as e:            # an input the dtype cannot hold: the message is the result
+            return dict(case=name, N=N, d=d, target_tv=target, method=sd._method(d), error=str(e),
+                        fit_wall_s=time.perf_counter() - t0, stopped_at_budget=False)
     wall = time.perf_counter() - t0
     row = dict(case=name, N=N, d=d, target_tv=target, method=sd._method(d), fit_wall_s=wall, stopped_at_budget=stopped,
                warnings=sorted({str(w.message)[:160] for w in caught}))
@@ -216,7 +221,7 @@ def main(argv=None):
         r = run_case(name, Y, nu, settings, target, args.max_seconds, EVAL_MAX if not args.quick else 1 << 18,
                      args.device)
         results["cases"].append(r)
-        print(f"[{name}] {r['method']}: {r['fit_wall_s']:.1f} s, converged {r.get('converged')}, "
+        print(f"[{name}] {r['method']}: {r['fit_wall_s']:.1f} s, converged {r.get('converged')}, {r.get('error', '')}"
               f"TV {r.get('tv', float('nan')):.4f} (exact {r.get('exact_tv', float('nan')):.4f})", flush=True)
         results["machine"]["loadavg_end"] = list(os.getloadavg())
         (out / "hard_cases.json").write_text(json.dumps(results, indent=2))
@@ -237,11 +242,15 @@ def write_table(results, out):
              "| measured TV ± floor | exact TV (2-D) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results["cases"]:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['N']} × {r['d']} | {r['method']} | {r['target_tv']} | "
+                         f"refused: {r['error'][:150]}… | — | — | — | — |")
+            continue
         if r.get("stopped_at_budget"):
             fit = f"stopped at {r['fit_wall_s']:.0f} s (budget)"
         else:
             fit = f"{r['fit_wall_s']:.1f} s ({'yes' if r['converged'] else 'no'})"
-        merged = " (merged)" if r.get("merged") else ""
+        merged = (" (twins merged)" if r["method"] == "stochastic" else " (twins: float64 map)") if r.get("merged") else ""
         lines.append(f"| {r['case']}{merged} | {r['N']} × {r['d']} | {r['method']} | {r['target_tv']} | {fit} | "
                      f"{_f(r.get('first_below_target_s'), '{:.1f} s')} | {r.get('iterations', '—')}, "
                      f"{r.get('final_M', '—')} | {_f(r.get('tv'))} ± {_f(r.get('eval_floor'))} | "

@@ -224,6 +224,19 @@ def _full_heights(h_active, idx_active, Y, source):
     return h - h.mean()
 
 
+def _torch_dtype(dtype) -> torch.dtype:
+    """``torch.float32`` / ``torch.float64`` from a torch dtype, a numpy dtype or a name ("float32", "torch.float64")."""
+    if isinstance(dtype, torch.dtype):
+        return check_dtype(dtype)
+    try:
+        name = dtype.replace("torch.", "") if isinstance(dtype, str) else np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in ("float32", "float64"):
+        raise TypeError(f"dtype must be float32 or float64 (a torch dtype, a numpy dtype or its name), got {dtype!r}")
+    return getattr(torch, name)
+
+
 def _difference(key: str, mine, theirs) -> str:
     """One line of a resume refusal: what differs between this fit and the checkpoint."""
     if key == "data":
@@ -311,7 +324,8 @@ class SemiDiscreteOT(BaseEstimator):
     device : str or torch.device, optional
         Default CUDA when available, else CPU.
     dtype : torch.float32 or torch.float64, default torch.float32
-        Torch dtype of the targets and of scoring. Masses are always accumulated in float64.
+        Torch dtype of the targets and of scoring (also accepted: ``np.float32``,
+        ``"float64"``, ...). Masses are always accumulated in float64.
     seed : int, default 0
         Seed of every random draw (independent streams are spawned from it); a fit is
         reproducible and resumable.
@@ -448,7 +462,7 @@ class SemiDiscreteOT(BaseEstimator):
             raise ValueError(f"parallel must be None, 'samples' or 'targets', got {self.parallel!r}")
         if self.init not in ("multiscale", "linear", "zero"):
             raise ValueError(f"init must be 'multiscale', 'linear' or 'zero', got {self.init!r}")
-        check_dtype(self.dtype)
+        _torch_dtype(self.dtype)
         check_seed(self.seed)
         return resolve_device(self.device)
 
@@ -523,7 +537,7 @@ class SemiDiscreteOT(BaseEstimator):
         W = torch.zeros(C.shape[0], dtype=torch.float64, device=Yc.device).index_add_(0, labels, nu)
         coarse = SemiDiscreteOT(self.source, tol=max(self.tol, _MS_TOL), max_iter=_MS_MAX_ITER,
                                 max_samples=min(self.max_samples, _MS_MAX_SAMPLES), max_memory=self.max_memory,
-                                qmc=self.qmc, init="multiscale", device=device, dtype=self.dtype,
+                                qmc=self.qmc, init="multiscale", device=device, dtype=self._dtype,
                                 seed=spawn_seed(self.seed, "coarse"), method="stochastic")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -531,7 +545,7 @@ class SemiDiscreteOT(BaseEstimator):
         # barycentre and spread of each coarse cell in the source, from fresh points
         K = C.shape[0]
         X = SourceSampler(self.source, Yc.shape[1], spawn_seed(self.seed, "coarse-cells"), qmc=self.qmc,
-                          dtype=self.dtype, device=device).draw(max(_MS_PROBE_MIN, _MS_PROBE_PER_CELL * K))
+                          dtype=self._dtype, device=device).draw(max(_MS_PROBE_MIN, _MS_PROBE_PER_CELL * K))
         cell = coarse.assign(X)
         cnt = torch.bincount(cell, minlength=K).double().clamp_min(1)[:, None]
         X64 = X.double()
@@ -569,12 +583,12 @@ class SemiDiscreteOT(BaseEstimator):
         n_top = min(M, problem.hessian_points)
         n_search = min(n_top, _SEARCH_ROWS)
         counts = torch.zeros(2, N, dtype=torch.float64, device=device)
-        h32 = h.to(self.dtype)
+        h32 = h.to(self._dtype)
         v2, i2, pos, vk, ik, xs = [], [], [], [], [], []
         offset = block = 0          # global position of the next point, index of the next block
         for r in range(2):
             sampler = SourceSampler(self.source, scorer.d, spawn_seed(self.seed, "iteration", it, r), qmc=self.qmc,
-                                    dtype=self.dtype, device=device)
+                                    dtype=self._dtype, device=device)
             left = M // 2
             while left > 0:
                 m = min(_DRAW_ROWS, left)
@@ -609,9 +623,9 @@ class SemiDiscreteOT(BaseEstimator):
             return torch.cat(parts) if parts else torch.empty((0,) + cols, dtype=dtype, device=device)
 
         i64 = torch.int64
-        return _Evaluation(masses_r.mean(0), noise, cat(v2, (2,), self.dtype), cat(i2, (2,), i64),
-                           cat(pos, (), i64), cat(vk, (k,), self.dtype), cat(ik, (k,), i64),
-                           cat(xs, (scorer.d,), self.dtype))
+        return _Evaluation(masses_r.mean(0), noise, cat(v2, (2,), self._dtype), cat(i2, (2,), i64),
+                           cat(pos, (), i64), cat(vk, (k,), self._dtype), cat(ik, (k,), i64),
+                           cat(xs, (scorer.d,), self._dtype))
 
     def _newton_update(self, state: SolverState, problem: _Problem, ev: _Evaluation, grad, tv) -> SolverState:
         """Accepted heights: the Newton direction, its line-searched length and the revival of empty cells."""
@@ -716,7 +730,7 @@ class SemiDiscreteOT(BaseEstimator):
         h0 = None if init_heights is None else init_heights[setup.active] / setup.frame.scale
         if self._method(Y64.shape[1]) == "exact2d":
             return self._fit_exact2d(Yd, nu, setup, h0)
-        problem = self._problem(setup.merged.to(self.dtype), setup.merged_weights, comm, device)
+        problem = self._problem(setup.merged.to(self._dtype), setup.merged_weights, comm, device)
         state = None
         if resume and self.checkpoint is not None:     # read before any warm start
             state = self._resume(self._fingerprint(Y64, nu), comm, device)
@@ -750,14 +764,14 @@ class SemiDiscreteOT(BaseEstimator):
         active = torch.nonzero(nu > 0).squeeze(1)
         frame = make_frame(Y64, active)
         Za, nua = frame.Z[active], nu[active] / nu[active].sum()
-        pairs = close_pairs(Za, merge_threshold(Za, self.dtype), spawn_seed(self.seed, "near-duplicates"))
+        pairs = close_pairs(Za, merge_threshold(Za, self._dtype), spawn_seed(self.seed, "near-duplicates"))
         labels = group_labels(Za.shape[0], pairs)
         merged, merged_weights = merge(Za, nua, labels)
         return _Setup(frame, active, nua, labels, merged, merged_weights)
 
     def _stored_targets(self, Y64, scale) -> torch.Tensor:
         """``targets_``: Y in ``dtype``; an error when the cast breaks it, a warning when it rounds it visibly."""
-        Yd = Y64.to(self.dtype)
+        Yd = Y64.to(self._dtype)
         verdict = check_cast(Y64, Yd, scale)
         if verdict is not None and verdict[0] == "error":
             raise ValueError(verdict[1])
@@ -777,7 +791,7 @@ class SemiDiscreteOT(BaseEstimator):
         if setup.grouped:
             M = min(int((state.last or {}).get("n_samples", state.n_samples)), _SPLIT_POINTS_MAX)
             sampler = SourceSampler(self.source, Yd.shape[1], spawn_seed(self.seed, "split"), qmc=self.qmc,
-                                    dtype=self.dtype, device=gm.device)
+                                    dtype=self._dtype, device=gm.device)
             g = _split_heights(setup, gm, scorer, sampler, M)
         else:
             g = gm
@@ -832,7 +846,7 @@ class SemiDiscreteOT(BaseEstimator):
         # the cells are scored in the frame of the solve; in float64 when near-duplicates were merged,
         # as the working dtype cannot separate them
         self.center_, self.scale_ = frame.center, frame.scale
-        self._frame_targets = frame.Z if setup.grouped else frame.Z.to(self.dtype)
+        self._frame_targets = frame.Z if setup.grouped else frame.Z.to(self._dtype)
         self.n_iter_ = n_iter
         self.history_ = history
         self.result_ = SemiDiscreteResult(self.heights_, tv, noise, self.converged_, n_iter, history)
@@ -864,8 +878,14 @@ class SemiDiscreteOT(BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ files and checkpoints
+    @property
+    def _dtype(self) -> torch.dtype:
+        """The working dtype as a torch dtype (``dtype`` may be given as numpy or by name)."""
+        return _torch_dtype(self.dtype)
+
     def _saved_params(self) -> dict:
         params = super()._saved_params()
+        params["dtype"] = str(self._dtype).replace("torch.", "")      # one spelling in files and fingerprints
         if params.get("checkpoint") is not None:     # a Path is not readable with weights_only
             params["checkpoint"] = os.fspath(params["checkpoint"])
         return params
@@ -909,7 +929,7 @@ class SemiDiscreteOT(BaseEstimator):
         hist = state.history
         self.converged_ = bool(hist) and hist[-1]["accepted"] and hist[-1]["tv"] <= self.tol \
             and hist[-1]["noise"] <= _CERTIFY_NOISE * self.tol
-        scorer = Scorer(setup.merged.to(self.dtype), int(self.max_memory))
+        scorer = Scorer(setup.merged.to(self._dtype), int(self.max_memory))
         self._finish(self._stored_targets(Y64, setup.frame.scale), nu, setup, state, scorer)
 
     def _write_checkpoint(self, state: SolverState, Y64, nu) -> None:
@@ -961,6 +981,55 @@ class SemiDiscreteOT(BaseEstimator):
         comm.check_all(error)
         state = comm.broadcast_object(state if comm.rank == 0 else None)
         return None if state is None else state.to(device)
+
+    # ------------------------------------------------------------------ POT interop
+    def to_pot(self):
+        """POT's semi-dual potential g of these cells: (N,) float64 numpy, mean zero.
+
+        ``ot.semidiscrete`` (squared Euclidean cost) puts x in the cell argmin_j
+        |x − y_j|² − g_j = argmax_j ⟨x, y_j⟩ + (g_j − |y_j|²) / 2, so
+        :math:`g_j = 2 h_j + |y_j|^2` up to a constant, y the stored ``targets_``. The source must
+        be the same measure:
+        POT's ``'ball'`` / ``'normal'`` are this ``"ball"`` / ``"gaussian"``, but POT's
+        ``'unif'`` is the cube [0, 1]^d, not [-1, 1]^d (pass POT a callable sampler of
+        [-1, 1]^d for ``"uniform"``).
+        """
+        self._check_fitted()
+        y = self.targets_.double()
+        g = 2.0 * self.heights_.double() + (y * y).sum(1)
+        return (g - g.mean()).cpu().numpy()
+
+    @classmethod
+    def from_pot(cls, targets, g, weights=None, **settings):
+        """A fitted solver with the cells of POT's semi-dual potential ``g`` (see :meth:`to_pot`).
+
+        Parameters
+        ----------
+        targets : (N, d) array-like
+        g : (N,) array-like, POT's potential (squared Euclidean cost)
+        weights : (N,) array-like, optional
+            Target masses (default uniform); targets of zero weight get empty cells.
+        **settings
+            Constructor settings (``source`` must be the measure POT sampled).
+
+        Returns
+        -------
+        SemiDiscreteOT
+            Fitted (``heights_ = (g − |y|²) / 2``, mean zero), with ``n_iter_ = 0``,
+            ``converged_ = False`` and an empty history: nothing was certified here.
+        """
+        ot = cls(**settings)
+        device = ot._check_settings()
+        Y64, nu, _ = ot._check_fit_inputs(targets, weights, None, None, device)
+        g = as_tensor(g, "g", ndim=1, dtype=torch.float64, device=device)
+        if g.shape[0] != Y64.shape[0]:
+            raise ValueError(f"g must have length {Y64.shape[0]} (one per target), got {g.shape[0]}")
+        setup = ot._setup(Y64, nu)
+        h = 0.5 * (g - (Y64 * Y64).sum(1))
+        ot.converged_ = False
+        ot._set_fitted(ot._stored_targets(Y64, setup.frame.scale), nu, setup, h[setup.active] / setup.frame.scale,
+                       math.nan, math.nan, 0, [])
+        return ot
 
     # ------------------------------------------------------------------ using the map
     def _scorer(self):
