@@ -67,8 +67,8 @@ def test_bistable_values_are_sane(bistable_runs):
     assert 0 <= c["n_points"] <= TINY["n_critical"] and 0 <= c["flagged_fraction"] <= 1
     assert m["settings"]["angle_threshold"] == "persistence" and m["detector"]["n_components"] >= 1
     assert 0 < m["data"]["train_transition_rate"] < 0.2
-    assert m["diffusion"]["DiT"]["n_steps"] == 30 and m["ae"]["latent_dim"] == 2048
-    assert m["ae"]["latent_shape"] == [8, 4, 8, 8]
+    assert m["diffusion"]["DiT"]["n_steps"] == 30 and m["ae"]["latent_dim"] == 512
+    assert m["ae"]["latent_shape"] == [8, 1, 8, 8]
     curve = m["diffusion"]["DiT"]["loss_curve"]
     assert curve["step"][-1] == 30 and len(curve["loss"]) == len(curve["step"])
     assert m["ot"]["n_targets"] <= TINY["n_train"]
@@ -153,7 +153,7 @@ def test_settings_are_checked_when_made(kw, exc, match):
 
 def test_per_dataset_defaults():
     s = VideoSettings(dataset="permanence")
-    assert s.epochs() == 10 and s.ae_config()["channels"] == 4 and s.extra() == 0
+    assert s.epochs() == 10 and s.ae_config()["channels"] == 1 and s.extra() == 0
     assert s.old_ae_config()["latent_tokens"] == 8 and s.old_ae_config()["epochs"] == 48
     assert dataclasses.replace(s, ae_epochs=3).old_ae_config()["epochs"] == 3
     b = VideoSettings()
