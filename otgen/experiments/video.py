@@ -74,11 +74,9 @@ from tqdm.auto import tqdm
 
 from otgen._base import spawn_seed
 from otgen._validation import resolve_device
-from otgen.autoencoder import VideoAutoencoder
-from otgen.autoencoder.video_grid import GridVideoAutoencoder
+from otgen.autoencoder import GridVideoAutoencoder, VideoAutoencoder
 from otgen.data.video import bistable, bistable_long, moving_digits, permanence
-from otgen.diffusion import LatentDiffusion
-from otgen.diffusion.grid import GridLatentDiffusion
+from otgen.diffusion import GridLatentDiffusion, LatentDiffusion
 from otgen.experiments._cache import Cache
 from otgen.experiments._common import (binomial_se, check_out_dir, check_settings_fields, difference_se, fmt,
                                        latent_scores, timed_sample, write_json, write_text)
