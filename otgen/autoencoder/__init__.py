@@ -7,7 +7,9 @@ from otgen.autoencoder.image import ConvAutoencoder, ImageAutoencoder
 from otgen.autoencoder.neighbours import fuzzy_graph, knn_graph, train_neighbour_embedding
 from otgen.autoencoder.training import batched_apply, reconstruction_loss, train_autoencoder
 from otgen.autoencoder.video import SpaceTimeAutoencoder, VideoAutoencoder
+from otgen.autoencoder.video_grid import ConvGridAutoencoder, GridVideoAutoencoder
 
 __all__ = ["ConvAutoencoder", "ImageAutoencoder", "SeparatedLatent", "ContrastiveCNN", "augment_digits",
            "batched_apply", "fuzzy_graph", "knn_graph", "reconstruction_loss", "train_autoencoder",
-           "train_contrastive", "train_neighbour_embedding", "SpaceTimeAutoencoder", "VideoAutoencoder"]
+           "train_contrastive", "train_neighbour_embedding", "SpaceTimeAutoencoder", "VideoAutoencoder",
+           "ConvGridAutoencoder", "GridVideoAutoencoder"]

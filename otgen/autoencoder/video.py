@@ -36,7 +36,8 @@ from otgen._validation import as_tensor, check_choice, check_positive_float, che
 from otgen.autoencoder.training import LOSSES, batched_apply, train_autoencoder
 from otgen.tokens import patchify, positional_embedding, token_grid, unpatchify
 
-__all__ = ["SpaceTimeAutoencoder", "VideoAutoencoder", "augment_clips", "READOUTS", "SYMMETRIES"]
+__all__ = ["SpaceTimeAutoencoder", "VideoAutoencoder", "augment_clips", "check_clips", "check_symmetries", "READOUTS",
+           "SYMMETRIES"]
 
 _BATCH = 256  # clips per inference chunk: bounds the memory of encode / decode on the device
 READOUTS = ("linear", "conv")
@@ -45,7 +46,8 @@ READOUTS = ("linear", "conv")
 SYMMETRIES = {"time": 1, "hflip": 4, "vflip": 3, "transpose": None}
 
 
-def _check_symmetries(symmetries) -> tuple:
+def check_symmetries(symmetries) -> tuple:
+    """Validate a tuple of symmetry names among :data:`SYMMETRIES` -> the tuple."""
     if isinstance(symmetries, str) or not isinstance(symmetries, (tuple, list)):
         raise TypeError(f"symmetries must be a tuple of names among {sorted(SYMMETRIES)}, got {symmetries!r}")
     for s in symmetries:
@@ -68,7 +70,7 @@ def augment_clips(x: torch.Tensor, symmetries, generator: torch.Generator) -> to
     return x
 
 
-def _check_clips(clips, clip_shape=None, name: str = "clips") -> torch.Tensor:
+def check_clips(clips, clip_shape=None, name: str = "clips") -> torch.Tensor:
     """Validate clips (n, T, C, H, W) with values in [0, 1] -> float32 on CPU (optionally of a given clip shape)."""
     if isinstance(clips, (np.ndarray, torch.Tensor)) and clips.dtype in (np.uint8, torch.uint8):
         raise TypeError(f"{name} must be floats in [0, 1], got uint8 pixels; divide by 255 first")
@@ -382,8 +384,8 @@ class VideoAutoencoder(BaseEstimator):
         check_choice(self.loss, "loss", LOSSES)
         check_positive_float(self.lr, "lr")
         seed = check_seed(self.seed)
-        symmetries = _check_symmetries(self.symmetries)
-        x = _check_clips(clips, self.clip_shape)
+        symmetries = check_symmetries(self.symmetries)
+        x = check_clips(clips, self.clip_shape)
         clip_shape = tuple(int(s) for s in x.shape[1:])
         token_grid(clip_shape, self.tubelet)                                # tubelet must divide (T, H, W)
         if "transpose" in symmetries and clip_shape[2] != clip_shape[3]:
@@ -406,7 +408,7 @@ class VideoAutoencoder(BaseEstimator):
     def encode(self, clips):
         """Latent codes of ``clips`` (n, T, C, H, W) -> (n, latent_dim_), ordered (latent token, channel)."""
         self._check_fitted()
-        x = _check_clips(clips, self.clip_shape_)
+        x = check_clips(clips, self.clip_shape_)
         z = batched_apply(self.model_.encode, x, batch_size=_BATCH, device=self._device())
         return like_input(z, clips)
 
@@ -423,7 +425,7 @@ class VideoAutoencoder(BaseEstimator):
     def reconstruct(self, clips):
         """``decode(encode(clips))`` -> (n, T, C, H, W)."""
         self._check_fitted()
-        x = _check_clips(clips, self.clip_shape_)
+        x = check_clips(clips, self.clip_shape_)
         out = batched_apply(self.model_, x, batch_size=_BATCH, device=self._device())
         return like_input(out, clips)
 
@@ -434,7 +436,7 @@ class VideoAutoencoder(BaseEstimator):
         for numpy input, torch for torch input).
         """
         self._check_fitted()
-        x = _check_clips(clips, self.clip_shape_)
+        x = check_clips(clips, self.clip_shape_)
         err = ((self.reconstruct(x) - x) ** 2).flatten(1).mean(1)  # (n,)
         return like_input(err, clips) if per_clip else float(err.mean())
 

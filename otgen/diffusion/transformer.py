@@ -18,14 +18,17 @@ References
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from otgen._validation import check_positive_int
 from otgen.diffusion.denoisers import check_timesteps, sinusoidal_embedding
+from otgen.tokens import patchify, positional_embedding, token_grid, unpatchify
 
-__all__ = ["DiTDenoiser"]
+__all__ = ["DiTDenoiser", "SpaceTimeDiT"]
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -163,3 +166,91 @@ class DiTDenoiser(nn.Module):
         shift, scale = self.ada_out(c)[:, None].chunk(2, dim=2)             # 2 x (B, 1, W)
         eps = self.out(_modulate(self.norm_out(h), shift, scale))           # (B, n, d)
         return eps.reshape(x.shape)
+
+
+class SpaceTimeDiT(nn.Module):
+    r"""Diffusion transformer over the space-time patches of a latent video (Sora's denoiser).
+
+    A latent vector :math:`x \in \mathbb R^{T' C' H' W'}` is read as the latent video
+    (T', C', H', W') of :class:`otgen.autoencoder.GridVideoAutoencoder`, cut into
+    space-time patches of (t, p, q) latent cells by :func:`otgen.tokens.patchify` (tokens of
+    :math:`P = t C' p q` numbers on a grid of :math:`n = (T'/t)(H'/p)(W'/q)` positions), and
+
+    .. math::
+
+        h_i^0 = W_{in} x_i + W_{pos}\, e(\tau_i, \eta_i, \omega_i),\qquad
+        h^{l+1} = \mathrm{Block}_l(h^l;\ c),\qquad
+        \varepsilon_\theta(x, t)_i = W_{out}\big(\mathrm{LN}(h_i^L)(1 + a(c)) + b(c)\big),
+
+    with :math:`e` the factorised sinusoidal embedding of the patch's (frame, row, column)
+    position (:func:`otgen.tokens.positional_embedding`), :math:`c = \tau(t)` the timestep
+    embedding and adaLN-Zero blocks as in :class:`DiTDenoiser` [1]_; the predicted noise is
+    put back on the grid by :func:`otgen.tokens.unpatchify`. The positions are fixed
+    functions of where a patch is in space and time, so attention can relate an object's
+    patches across frames (Sora [2]_: "spacetime patches").
+
+    Parameters
+    ----------
+    latent_shape : tuple (T', C', H', W')
+        Shape of the latent video.
+    patch : int or tuple (t, p, q), default (2, 4, 4)
+        Latent cells per token; must divide (T', H', W').
+    width : int, default 64
+        Width of the residual stream (divisible by ``heads``).
+    depth : int, default 3
+        Transformer blocks.
+    heads : int, default 4
+    mlp_ratio : int, default 2
+    time_embed_dim : int, default 64
+
+    Notes
+    -----
+    ``forward(x, t)`` takes ``x`` of shape (B, T' C' H' W') or (B, T', C', H', W') and
+    integer timesteps ``t``; it returns the predicted noise with the shape of ``x``, exactly
+    zero at initialisation.
+    """
+
+    def __init__(self, latent_shape, patch=(2, 4, 4), width: int = 64, depth: int = 3, heads: int = 4,
+                 mlp_ratio: int = 2, time_embed_dim: int = 64):
+        super().__init__()
+        if not isinstance(latent_shape, (tuple, list)) or len(latent_shape) != 4:
+            raise ValueError(f"latent_shape must be a tuple (T', C', H', W'), got {latent_shape!r}")
+        self.latent_shape = tuple(check_positive_int(v, "latent_shape") for v in latent_shape)
+        self.patch = patch
+        self.grid = token_grid(self.latent_shape, patch)                       # (T'/t, H'/p, W'/q)
+        for v, name in ((width, "width"), (depth, "depth"), (heads, "heads"), (mlp_ratio, "mlp_ratio")):
+            check_positive_int(v, name)
+        check_positive_int(time_embed_dim, "time_embed_dim", minimum=2)
+        if width % heads:
+            raise ValueError(f"width must be divisible by heads, got width={width} and heads={heads}")
+        self.n_tokens = math.prod(self.grid)
+        self.token_dim = math.prod(self.latent_shape) // self.n_tokens
+        self.dim, self.time_embed_dim = math.prod(self.latent_shape), time_embed_dim
+        d_pos = 6 * math.ceil(width / 6)                                       # positional_embedding needs 6 | dim
+        self.register_buffer("pos", positional_embedding(self.latent_shape, patch, d_pos), persistent=False)
+        self.time_mlp = nn.Sequential(nn.Linear(time_embed_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.inp = nn.Linear(self.token_dim, width)
+        self.pos_proj = nn.Linear(d_pos, width, bias=False)
+        self.blocks = nn.ModuleList([_DiTBlock(width, heads, mlp_ratio) for _ in range(depth)])
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.out = nn.Linear(width, self.token_dim)
+        for layer in (self.ada_out[1], self.out):   # adaLN-Zero: the final layer starts at zero
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if not ((x.ndim == 2 and x.shape[1] == self.dim) or (x.ndim == 5 and tuple(x.shape[1:]) == self.latent_shape)):
+            raise ValueError(f"x must have shape (B, {self.dim}) or (B, {', '.join(map(str, self.latent_shape))}), "
+                             f"got {tuple(x.shape)}")
+        B = x.shape[0]
+        t = check_timesteps(t, B, x.device)                                   # (B,)
+        c = self.time_mlp(sinusoidal_embedding(t, self.time_embed_dim).to(x.dtype))  # (B, W)
+        h = self.inp(patchify(x.reshape(B, *self.latent_shape), self.patch)) + self.pos_proj(self.pos)  # (B, n, W)
+        for block in self.blocks:
+            h = block(h, c)
+        shift, scale = self.ada_out(c)[:, None].chunk(2, dim=2)
+        eps = self.out(_modulate(self.norm_out(h), shift, scale))            # (B, n, P)
+        return unpatchify(eps, self.latent_shape, self.patch).reshape(x.shape)

@@ -1,22 +1,55 @@
-"""Video: semi-discrete OT against a Sora-style diffusion transformer on clip latents (critical states).
+"""Video: semi-discrete OT against a Sora-style diffusion transformer on latent videos (critical states).
 
-A :class:`~otgen.autoencoder.VideoAutoencoder` encodes clips with known physics
-(:mod:`otgen.data.video`) to one latent code per clip; one :class:`~otgen.latent.LatentSpace`
-standardises the codes for every generator:
+A :class:`~otgen.autoencoder.video_grid.GridVideoAutoencoder` encodes clips with known physics
+(:mod:`otgen.data.video`) to a *latent video*: a grid of T' x H' x W' space-time latent patches of C'
+channels (8 x 8 x 8 x 1 = 512 numbers for a 16 x 32 x 32 clip), as Sora's video compressor does [4]_.
+Every generator works on that flattened grid, standardised by one :class:`~otgen.latent.LatentSpace`:
 
 * semi-discrete OT from the uniform cube with its :class:`~otgen.singular.SingularSetDetector`,
   sampled plain (:math:`\\nabla u_h`) or extended inside a mode, never across the singular set [1]_;
-* the Sora-style baseline: a diffusion transformer over the code's latent tokens
-  (``LatentDiffusion(denoiser="dit")``, adaLN-Zero [3]_ [4]_), sampled with DDPM [2]_ and DDIM [5]_;
+* the Sora-style baseline: a diffusion transformer with self-attention over space-time patches of the
+  latent video and their (frame, row, column) positions
+  (:class:`~otgen.diffusion.grid.GridLatentDiffusion`, adaLN-Zero [3]_), sampled with DDPM [2]_ and DDIM [5]_;
 * an MLP latent DDPM on the flat codes.
+
+Why the flattened grid rather than a compressed code on top of it: the grid is what keeps the objects
+(each latent patch draws what is in its neighbourhood, so the count survives the autoencoder), and a
+code compressed from it brings back the floor that hid the generators; the alternative is measured
+in every run (the ``grid -> PCA code reconstructions`` floor, a 32-d PCA code of the grid).
 
 Samples are decoded by the same autoencoder and read by pixel instruments
 (:mod:`otgen.metrics.video`): bistable clip classes (teleport, blend, ...), the object count
 of permanence clips ("three puppies become four"), mass and jumps of moving digits. The floors
-are the same instruments on held-out real clips and on their reconstructions :math:`D(E(x))`.
-On ``bistable`` three more stages read the singular set: :func:`detection` of transition clips,
-:func:`localisation` of the transition along sliding-window latent paths, and
-:func:`critical` generation from source points on the singular set [6]_.
+are the same instruments on held-out real clips and on their reconstructions :math:`D(E(x))`
+(with ``old_floor="yes"`` also through the old global-token :class:`~otgen.autoencoder.VideoAutoencoder`,
+on the same held-out clips). On ``bistable`` three more stages read the singular set: :func:`detection`
+of transition clips, :func:`localisation` of the transition along sliding-window latent paths, and
+:func:`critical` generation from source points on the singular set [6]_. On ``permanence`` and
+``bistable`` :func:`latent_modes` asks whether the object counts (the wells) form separate modes.
+
+metrics.json
+------------
+``floors``
+    ``real.implausible`` (held-out real clips), ``reconstruction.{implausible, implausible_se}`` (their
+    reconstructions through the grid autoencoder), ``pca_reconstruction.{implausible, dim}`` (through the
+    PCA-compressed grid code) and, with ``old_floor``, ``old_reconstruction.{implausible, implausible_se}``.
+``generators.NAME`` for NAME in ``ot_plain, ot_extended, dit_ddpm, dit_ddim, mlp_ddpm``
+    ``implausible`` (fraction of decoded samples the instrument rejects), ``implausible_se`` (binomial),
+    ``excess`` (over the reconstruction floor), ``samples_per_s``, ``headline`` (the dataset's main rate:
+    count changes, teleport + blend, ...), ``between_modes`` (permanence, bistable: share of codes whose
+    k-NN training codes mix labels, :func:`~otgen.metrics.between_modes_rate`).
+``differences``
+    ``"ot_X - dit_Y"``: ``{difference, se}`` of the implausible rates (independent samples).
+``latent`` (permanence: object count; bistable: state; ``null`` for moving digits)
+    ``label``, ``knn_agreement`` (held-out codes), ``mode_ari``, ``mode_nmi`` (detector components against the
+    labels of the cells), ``n_modes``, ``n_components``.
+``rows``
+    Per generator, floor (and bistable critical set): every instrument rate, ``implausible_se``,
+    ``sw_latent``, ``copy_rate``, ``samples_per_s``, ``between_modes``.
+``settings``, ``data``, ``ae`` (``test_mse``, ``latent_shape``, ``fit_seconds``, ``old_test_mse``), ``ot``,
+``detector``, ``diffusion.{DiT, MLP}`` (``n_steps``, ``fit_seconds``, ``loss`` plateau, ``loss_curve``),
+``timings``, ``environment``, ``cache_hits``, ``all_cached``; bistable adds ``detection``, ``localisation``,
+``critical``.
 
 References
 ----------
@@ -41,16 +74,16 @@ from tqdm.auto import tqdm
 
 from otgen._base import spawn_seed
 from otgen._validation import resolve_device
-from otgen.autoencoder import VideoAutoencoder
+from otgen.autoencoder import GridVideoAutoencoder, VideoAutoencoder
 from otgen.data.video import bistable, bistable_long, moving_digits, permanence
-from otgen.diffusion import LatentDiffusion
+from otgen.diffusion import GridLatentDiffusion, LatentDiffusion
 from otgen.experiments._cache import Cache
 from otgen.experiments._common import (binomial_se, check_out_dir, check_settings_fields, difference_se, fmt,
                                        latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, OTGenerator
 from otgen.latent import LatentSpace
-from otgen.metrics import (bistable_clip_classes, count_consistency, detection_scores, loss_plateau,
-                           moving_digit_plausibility, nn_median)
+from otgen.metrics import (between_modes_rate, bistable_clip_classes, count_consistency, detection_scores,
+                           knn_label_agreement, loss_plateau, mode_recovery, moving_digit_plausibility, nn_median)
 from otgen.singular import SingularSetDetector, boundary_cells, critical_states, flag_codes, localise_transitions
 from otgen.transport import SemiDiscreteOT
 
@@ -60,11 +93,17 @@ __all__ = ["VideoSettings", "VideoArtifacts", "VideoRun", "DATASETS", "GENERATOR
 
 DATASETS = ("bistable", "moving-digits", "permanence")
 GENERATORS = ("OT (extended)", "OT (plain)", "DiT DDPM", "DiT DDIM", "MLP DDPM")
+#: The names of the generators in metrics.json["generators"].
+GENERATOR_KEYS = {"OT (extended)": "ot_extended", "OT (plain)": "ot_plain", "DiT DDPM": "dit_ddpm",
+                  "DiT DDIM": "dit_ddim", "MLP DDPM": "mlp_ddpm"}
 FLOORS = ("real clips (held-out)", "AE reconstructions")
+#: Optional floors: the grid code compressed by PCA (the alternative latent), the old global-token autoencoder.
+PCA_FLOOR, OLD_FLOOR = "grid -> PCA code reconstructions", "old latent (global tokens) reconstructions"
 CRITICAL = ("OT singular (both sides)", "OT singular (midpoint)")
 DETECT_RULES = ("minor-mode", "fraction", "incident")
 COPY_RADIUS = 0.01            # a sample within this fraction of the median NN distance of a training code copies it
-#: Autoencoder settings shared by the datasets (measured on bistable: held-out MSE 0.0021).
+#: The old autoencoder (global latent tokens, :class:`VideoAutoencoder`), kept for the ``--old-floor`` row.
+#: Measured on bistable: held-out MSE 0.0021.
 AE_DEFAULTS = dict(latent_tokens=4, token_dim=4, tubelet=(4, 8, 8), width=64, depth=2, heads=4, mlp_ratio=2,
                    batch_size=16, lr=2e-3, loss="bce")
 #: Per dataset, on top of AE_DEFAULTS (seed 0, 2,000 clips, 200 held-out reconstructions). Permanence: the
@@ -74,8 +113,24 @@ AE_DEFAULTS = dict(latent_tokens=4, token_dim=4, tubelet=(4, 8, 8), width=64, de
 AE_DATASET = {"bistable": {}, "moving-digits": dict(readout="conv", symmetries=("time",)),
               "permanence": dict(latent_tokens=8, symmetries=("time", "hflip", "vflip", "transpose"))}
 AE_EPOCHS = {"bistable": 24, "moving-digits": 24, "permanence": 48}
-#: Diffusion transformer (token width, blocks, heads, MLP ratio, time embedding); its loss is flat at 4,000 steps.
-DIT_DEFAULTS = dict(hidden=128, depth=3, heads=4, mlp_ratio=2, time_embed_dim=64)
+#: The grid autoencoder (the latent of every generator): tubelets of 2 frames x 4 x 4 pixels, 1 channel per
+#: latent cell, so a 16 x 32 x 32 clip becomes a latent video 8 x 1 x 8 x 8 (512 numbers). Its reconstructions
+#: of 1,000 held-out clips: permanence 3.5 % implausible, moving digits 7.5 %, bistable 0. With 4 channels
+#: (2,048 numbers, seed 0, 2,000 clips, 10 epochs) its reconstructions change the object count in 3.4 % of
+#: 1,000 held-out permanence clips and 2.8 % of moving-digit clips are implausible; the top 512 principal
+#: components of that code keep 3.2 % (256: 6.2 %, 128: 28 %, 32: 97 %), and the OT solve in 2,048
+#: dimensions costs ~20 CPU s per Newton step, so every generator works on 512 numbers.
+GRID_DEFAULTS = dict(tubelet=(2, 4, 4), channels=1, width=32, depth=1, batch_size=32, lr=2e-3, loss="bce")
+GRID_EPOCHS = {"bistable": 8, "moving-digits": 10, "permanence": 10}
+#: Diffusion transformer over the latent video: tokens of 2 x 4 x 4 latent cells (4 x 2 x 2 = 16 space-time
+#: patches of 32 numbers), width 64, 3 adaLN-Zero blocks.
+DIT_PATCH = (2, 4, 4)
+DIT_DEFAULTS = dict(hidden=64, depth=3, heads=4, mlp_ratio=2, time_embed_dim=64, batch_size=128)
+#: Dimension of the PCA code of the alternative latent (a compressed code on top of the grid): the size of
+#: the old permanence code.
+PCA_DIM = 32
+#: Labels the latent instruments read (object count, bistable state); moving digits has none of interest.
+MODE_LABELS = {"permanence": "n_objects", "bistable": "state"}
 HEADLINE = {"bistable": "implausible_rate", "permanence": "changed_rate", "moving-digits": "implausible_rate"}
 
 
@@ -97,20 +152,30 @@ class VideoSettings:
 
     dataset: str = field(default="bistable", metadata=dict(check=DATASETS, help="the clips"))
     n_train: int = field(default=2000, metadata=dict(check="int", minimum=20, help="training clips"))
+    old_floor: str = field(default="no", metadata=dict(
+        check=("no", "yes"), help="also train the old global-token autoencoder and report its reconstruction floor on the "
+        "same held-out clips (costs its training: 2-10 min)"))
     n_test: int = field(default=1000, metadata=dict(check="int", minimum=10, help="held-out clips (floors, detection)"))
     ae_epochs: int | None = field(default=None, metadata=dict(
-        check="int", optional=True, help="autoencoder epochs (default: bistable 24, moving-digits 24, permanence 48)"))
+        check="int", optional=True, help="grid autoencoder epochs (default: bistable 8, moving-digits 10, "
+        "permanence 10); also the old autoencoder's (default 24, 24, 48)"))
     ae_extra: int | None = field(default=None, metadata=dict(
         check="int0", optional=True, help="bistable: extra transition clips for the autoencoder only (default "
         "n_train / 4: at the data's 5%% rate it reconstructs most held-out transitions as teleports)"))
-    diffusion_steps: int = field(default=10000, metadata=dict(check="int", help="training steps of the MLP DDPM"))
-    dit_steps: int = field(default=4000, metadata=dict(
-        check="int", help="training steps of the diffusion transformer (loss 0.3076 at 4,000, 0.2999 at 8,000)"))
-    n_samples: int = field(default=500, metadata=dict(check="int", minimum=2, help="samples per generator and floor"))
-    ddpm_steps: int = field(default=1000, metadata=dict(check="int", help="DDPM sampling steps"))
+    diffusion_steps: int = field(default=4000, metadata=dict(
+        check="int", help="training steps of the MLP DDPM (its loss is flat from ~2,000 steps on the 512-d grid)"))
+    dit_steps: int = field(default=1500, metadata=dict(
+        check="int", help="training steps of the diffusion transformer (permanence: loss 0.2517 over steps "
+        "1,200-1,350, 0.2521 over 1,350-1,500; the curve is in metrics.json)"))
+    n_samples: int = field(default=1000, metadata=dict(check="int", minimum=2, help="samples per generator and floor"))
+    ddpm_steps: int = field(default=250, metadata=dict(
+        check="int", help="DDPM sampling steps (respaced; 1,000 steps of the DiT on 1,000 samples cost ~7 CPU minutes)"))
     ddim_steps: int = field(default=50, metadata=dict(check="int", help="DDIM sampling steps"))
-    ot_tol: float = field(default=0.03, metadata=dict(check="float", help="total-variation tolerance of the OT solve"))
-    ot_max_iter: int = field(default=100, metadata=dict(check="int", help="Newton iterations of the OT solve"))
+    ot_tol: float = field(default=0.05, metadata=dict(
+        check="float", help="total-variation tolerance of the OT solve"))
+    ot_max_iter: int = field(default=6, metadata=dict(
+        check="int", help="Newton iterations of the OT solve (time-boxed: a step on the 512-d grid costs ~5-20 CPU s; "
+        "6 steps leave TV 0.34-0.51)"))
     angle_threshold: object = field(default="persistence", metadata=dict(
         check=_check_angle_threshold, help="detector threshold rule: persistence, gap, ratio or radians "
         "(the gap rule finds no gap in a 16-d clip latent)"))
@@ -139,16 +204,25 @@ class VideoSettings:
                              f"ae_extra={self.ae_extra} for dataset {self.dataset!r}")
 
     def epochs(self) -> int:
-        return AE_EPOCHS[self.dataset] if self.ae_epochs is None else self.ae_epochs
+        return GRID_EPOCHS[self.dataset] if self.ae_epochs is None else self.ae_epochs
 
     def extra(self) -> int:
         return (self.n_train // 4 if self.dataset == "bistable" else 0) if self.ae_extra is None else self.ae_extra
 
     def ae_config(self) -> dict:
-        return dict(AE_DEFAULTS, **AE_DATASET[self.dataset], epochs=self.epochs())
+        """The grid autoencoder's settings."""
+        return dict(GRID_DEFAULTS, epochs=self.epochs())
+
+    def old_ae_config(self) -> dict:
+        """The old global-token autoencoder's settings (the ``old_floor`` row)."""
+        epochs = AE_EPOCHS[self.dataset] if self.ae_epochs is None else self.ae_epochs
+        return dict(AE_DEFAULTS, **AE_DATASET[self.dataset], epochs=epochs)
 
     def ae_key(self) -> dict:
         return dict(dataset=self.dataset, n_train=self.n_train, seed=self.seed, ae=self.ae_config(), extra=self.extra())
+
+    def old_ae_key(self) -> dict:
+        return dict(self.ae_key(), ae=self.old_ae_config())
 
     def detector(self) -> SingularSetDetector:
         rule = dict(angle_threshold="quantile", quantile=self.angle_quantile) if self.angle_quantile is not None \
@@ -162,14 +236,15 @@ class VideoArtifacts:
 
     train: tuple
     test: tuple
-    ae: VideoAutoencoder
+    ae: GridVideoAutoencoder
     latent: LatentSpace
     ot: SemiDiscreteOT
-    dit: LatentDiffusion
+    dit: GridLatentDiffusion
     mlp: LatentDiffusion
     codes: np.ndarray
     z: np.ndarray
     cache: Cache
+    old_ae: VideoAutoencoder | None = None
 
 
 @dataclass
@@ -203,22 +278,25 @@ def plausibility(dataset: str, clips) -> dict:
     bistable: clip-class rates, ``implausible_rate`` = teleport + blend + empty + barrier, ``classes``;
     permanence: ``changed_rate``, modal counts ``count_3`` / ``count_4`` / ``count_other``,
     ``implausible_rate`` (changed or other count), ``changed``, ``counts``; moving digits:
-    :func:`~otgen.metrics.moving_digit_plausibility`.
+    :func:`~otgen.metrics.moving_digit_plausibility`. Every dataset: ``implausible`` (n,) bool, the rejected clips.
     """
     x = np.clip(np.asarray(clips, dtype=np.float32), 0.0, 1.0)
     if dataset == "bistable":
         r = bistable_clip_classes(x)
         out = {k: float(v) for k, v in r.items() if k.endswith("_rate")}
         out["implausible_rate"] = out["teleport_rate"] + out["blend_rate"] + out["empty_rate"] + out["barrier_rate"]
-        return dict(out, classes=r["classes"])
+        bad = np.isin(np.asarray(r["classes"], dtype=str), ("teleport", "blend", "empty", "barrier"))
+        return dict(out, classes=r["classes"], implausible=bad)
     if dataset == "permanence":
         c = count_consistency(x)
         modal = c["per_clip_counts"]
         other = ~np.isin(modal, (3, 4))
         return {"changed_rate": c["changed_rate"], "count_3": float((modal == 3).mean()),
                 "count_4": float((modal == 4).mean()), "count_other": float(other.mean()),
-                "implausible_rate": float((c["changed"] | other).mean()), "changed": c["changed"], "counts": modal}
-    return moving_digit_plausibility(x)
+                "implausible_rate": float((c["changed"] | other).mean()), "changed": c["changed"], "counts": modal,
+                "implausible": c["changed"] | other}
+    r = moving_digit_plausibility(x)
+    return dict(r, implausible=r["mass_change"] | r["jump"] | r["empty"])
 
 
 # ----------------------------------------------------------------------------- stages
@@ -228,28 +306,32 @@ def fit(settings: VideoSettings, cache: Cache | None = None, *, device=None, ver
     s, cache, dev = settings, cache or Cache(None), resolve_device(device)
     train = video_data(s.dataset, s.n_train, s.seed, "train")
     test = video_data(s.dataset, s.n_test, spawn_seed(s.seed, "test clips"), "test")
-    cfg = s.ae_config()
 
-    def fit_ae():
+    def ae_data():
         x = train[0]
         if s.extra():     # transitions at the data's 5 % rate are too few for the autoencoder to learn them
             x = torch.cat([x, bistable(s.extra(), transition_rate=1.0, seed=spawn_seed(s.seed, "ae extra"))[0]])
-        return VideoAutoencoder(**cfg, device=dev, seed=s.seed, verbose=verbose).fit(x)
+        return x
 
-    ae = cache.get_or_fit("video-autoencoder", s.ae_key(), fit_ae, VideoAutoencoder, dev)
-    codes = np.asarray(ae.encode(train[0]), np.float32)                        # (n, d)
+    ae = cache.get_or_fit("video-grid-autoencoder", s.ae_key(), lambda: GridVideoAutoencoder(
+        **s.ae_config(), device=dev, seed=s.seed, verbose=verbose).fit(ae_data()), GridVideoAutoencoder, dev)
+    old_ae = None if s.old_floor == "no" else cache.get_or_fit(
+        "video-autoencoder", s.old_ae_key(), lambda: VideoAutoencoder(
+            **s.old_ae_config(), device=dev, seed=s.seed, verbose=verbose).fit(ae_data()), VideoAutoencoder, dev)
+    codes = np.asarray(ae.encode(train[0]), np.float32)                        # (n, d): flattened latent videos
     latent = LatentSpace().fit(codes)
     ot = cache.get_or_fit("video-ot", dict(s.ae_key(), tol=s.ot_tol, max_iter=s.ot_max_iter), lambda: OTGenerator(
         latent=latent, ot=SemiDiscreteOT(tol=s.ot_tol, max_iter=s.ot_max_iter, device=dev, seed=s.seed,
                                          verbose=verbose)).fit(codes).ot_, SemiDiscreteOT, dev)
-    n_tokens = int(cfg["latent_tokens"])
-    dit = cache.get_or_fit("video-dit", dict(s.ae_key(), n_steps=s.dit_steps, dit=DIT_DEFAULTS), lambda: LatentDiffusion(
-        denoiser="dit", n_tokens=n_tokens, n_steps=s.dit_steps, latent=latent, device=dev, seed=s.seed,
-        verbose=verbose, **DIT_DEFAULTS).fit(codes), LatentDiffusion, dev)
+    dit = cache.get_or_fit("video-dit", dict(s.ae_key(), n_steps=s.dit_steps, dit=DIT_DEFAULTS, patch=DIT_PATCH),
+                           lambda: GridLatentDiffusion(
+                               latent_shape=ae.latent_shape_, patch=DIT_PATCH, n_steps=s.dit_steps, latent=latent,
+                               device=dev, seed=s.seed, verbose=verbose, **DIT_DEFAULTS).fit(codes),
+                           GridLatentDiffusion, dev)
     mlp = cache.get_or_fit("video-mlp", dict(s.ae_key(), n_steps=s.diffusion_steps), lambda: LatentDiffusion(
         denoiser="mlp", n_steps=s.diffusion_steps, latent=latent, device=dev, seed=s.seed, verbose=verbose
     ).fit(codes), LatentDiffusion, dev)
-    return VideoArtifacts(train, test, ae, latent, ot, dit, mlp, codes, latent.transform(codes), cache)
+    return VideoArtifacts(train, test, ae, latent, ot, dit, mlp, codes, latent.transform(codes), cache, old_ae)
 
 
 def make_generators(settings: VideoSettings, art: VideoArtifacts):
@@ -280,9 +362,27 @@ def sample(settings: VideoSettings, art: VideoArtifacts, generators: dict, *, ve
     codes = np.asarray(art.ae.encode(x), np.float32)
     out[FLOORS[0]] = dict(codes=codes, info={}, seconds=None, clips=np.asarray(x))
     out[FLOORS[1]] = dict(codes=codes, info={}, seconds=None, clips=_decode(art, codes))
+    out[PCA_FLOOR] = dict(codes=pca_codes(art.codes, codes, PCA_DIM), info={}, seconds=None)
+    out[PCA_FLOOR]["clips"] = _decode(art, out[PCA_FLOOR]["codes"])
     for r in out.values():
         r["z"] = art.latent.transform(r["codes"])
+    if art.old_ae is not None:      # judged on pixels only: its codes live in another space
+        out[OLD_FLOOR] = dict(codes=None, z=None, info={}, seconds=None,
+                              clips=np.clip(np.asarray(art.old_ae.reconstruct(np.asarray(x))), 0.0, 1.0))
     return out
+
+
+def pca_codes(train_codes, codes, k: int) -> np.ndarray:
+    """``codes`` projected on the top ``k`` principal axes of ``train_codes`` and back (the compressed-code floor).
+
+    .. math:: \\hat z = \\mu + V_k V_k^\\top (z - \\mu)
+
+    with :math:`V_k` the leading right singular vectors of the centred training codes.
+    """
+    y = np.asarray(train_codes, np.float64)
+    mu = y.mean(0)
+    vt = np.linalg.svd(y - mu, full_matrices=False)[2][:k]                   # (k, d)
+    return (mu + (np.asarray(codes, np.float64) - mu) @ vt.T @ vt).astype(np.float32)
 
 
 def score(settings: VideoSettings, art: VideoArtifacts, samples: dict) -> dict:
@@ -290,13 +390,35 @@ def score(settings: VideoSettings, art: VideoArtifacts, samples: dict) -> dict:
     s = settings
     z_test = art.latent.transform(np.asarray(art.ae.encode(art.test[0]), np.float32))
     radius = COPY_RADIUS * nn_median(art.z)
+    labels = art.train[1].get(MODE_LABELS.get(s.dataset, ""))
     rows = {}
     for name, r in samples.items():
         m = {k: v for k, v in plausibility(s.dataset, r["clips"]).items() if not isinstance(v, np.ndarray)}
-        n = len(r["z"])
-        m.update(implausible_se=binomial_se(m["implausible_rate"], n), **latent_scores(r, z_test, art.z, radius, s.seed))
+        m["implausible_se"] = binomial_se(m["implausible_rate"], len(r["clips"]))
+        if r["z"] is not None:
+            m.update(latent_scores(r, z_test, art.z, radius, s.seed))
+            if labels is not None:
+                m["between_modes"] = between_modes_rate(r["z"], art.z, labels)
         rows[name] = m
     return rows
+
+
+def latent_modes(settings: VideoSettings, art: VideoArtifacts, det, target_index) -> dict | None:
+    """Do the labels (permanence: object count; bistable: state) form separate modes of the latent?
+
+    k-NN agreement of held-out codes with the training codes' labels, and the recovery of the labels
+    by the detector's components (ARI, NMI); ``None`` for moving digits.
+    """
+    key = MODE_LABELS.get(settings.dataset)
+    if key is None:
+        return None
+    z_test = art.latent.transform(np.asarray(art.ae.encode(art.test[0]), np.float32))
+    labels = np.asarray(art.train[1][key])
+    cell_labels = np.zeros(art.ot.targets_.shape[0], np.int64)
+    cell_labels[target_index] = labels                                     # a merged duplicate keeps one label
+    rec = mode_recovery(det.cell_component_, cell_labels, weights=art.ot.weights_.detach().cpu().numpy())
+    return dict(label=key, knn_agreement=knn_label_agreement(z_test, art.test[1][key], art.z, labels),
+                mode_ari=rec["ari"], mode_nmi=rec["nmi"], n_modes=rec["n_modes"], n_components=rec["n_components"])
 
 
 def detection(settings: VideoSettings, art: VideoArtifacts, det) -> dict:
@@ -342,13 +464,50 @@ def critical(settings: VideoSettings, art: VideoArtifacts, det, target_index, n_
     return out
 
 
+def loss_curve(loss, n_points: int = 20) -> dict:
+    """The training loss averaged over ``n_points`` equal windows of steps: ``step`` (window end), ``loss``."""
+    loss = np.asarray(loss, np.float64)
+    edges = np.linspace(0, len(loss), min(n_points, len(loss)) + 1).astype(int)
+    return dict(step=edges[1:].tolist(), loss=[float(loss[a:b].mean()) for a, b in zip(edges[:-1], edges[1:])])
+
+
+def _headline(rows, dataset) -> dict:
+    """metrics.json's ``floors`` and ``generators`` blocks (implausible rate, its SE, speed, excess over the floor)."""
+    rec = rows[FLOORS[1]]["implausible_rate"]
+    floors = {"real": {"implausible": rows[FLOORS[0]]["implausible_rate"]},
+              "reconstruction": {"implausible": rec, "implausible_se": rows[FLOORS[1]]["implausible_se"]},
+              "pca_reconstruction": {"implausible": rows[PCA_FLOOR]["implausible_rate"], "dim": PCA_DIM}}
+    if OLD_FLOOR in rows:
+        floors["old_reconstruction"] = {"implausible": rows[OLD_FLOOR]["implausible_rate"],
+                                        "implausible_se": rows[OLD_FLOOR]["implausible_se"]}
+    gens = {GENERATOR_KEYS[g]: dict(implausible=rows[g]["implausible_rate"], implausible_se=rows[g]["implausible_se"],
+                                    excess=rows[g]["implausible_rate"] - rec, samples_per_s=rows[g].get("samples_per_s"),
+                                    headline=rows[g][HEADLINE[dataset]], between_modes=rows[g].get("between_modes"))
+            for g in GENERATORS}
+    return dict(floors=floors, generators=gens)
+
+
+def _differences(rows, n) -> dict:
+    """OT − DiT implausible rates with their standard errors (independent samples of n each)."""
+    out = {}
+    for ot in ("OT (plain)", "OT (extended)"):
+        for dit in ("DiT DDPM", "DiT DDIM"):
+            a, b = rows[ot]["implausible_rate"], rows[dit]["implausible_rate"]
+            out[f"{GENERATOR_KEYS[ot]} - {GENERATOR_KEYS[dit]}"] = dict(difference=a - b, se=difference_se(a, b, n))
+    return out
+
+
 def _summary(settings, art, det, rows, extras, seconds) -> dict:
     s, ot, hist = settings, art.ot, art.ot.history_
-    m = {"dataset": s.dataset, "settings": dict(asdict(s), ae=s.ae_config(), dit=DIT_DEFAULTS,
+    m = {"dataset": s.dataset, "settings": dict(asdict(s), ae=s.ae_config(), dit=dict(DIT_DEFAULTS, patch=DIT_PATCH),
                                                 clip_shape=list(art.train[0].shape[1:])),
+         **_headline(rows, s.dataset), "differences": _differences(rows, s.n_samples), "latent": extras.get("modes"),
          "rows": rows, "data": {"train_label_counts": np.bincount(art.train[2]).tolist()},
-         "ae": dict(test_mse=art.ae.reconstruction_error(art.test[0]), fit_seconds=art.cache.seconds["video-autoencoder"],
-                    latent_dim=int(art.z.shape[1]), final_epoch_loss=float(art.ae.history_["loss"][-1])),
+         "ae": dict(test_mse=art.ae.reconstruction_error(art.test[0]),
+                    fit_seconds=art.cache.seconds["video-grid-autoencoder"], latent_dim=int(art.z.shape[1]),
+                    latent_shape=list(art.ae.latent_shape_), final_epoch_loss=float(art.ae.history_["loss"][-1]),
+                    old_test_mse=None if art.old_ae is None else art.old_ae.reconstruction_error(art.test[0]),
+                    old_fit_seconds=art.cache.seconds.get("video-autoencoder")),
          "ot": dict(fit_seconds=art.cache.seconds["video-ot"], n_iter=int(ot.n_iter_), converged=bool(ot.converged_),
                     tv_error=float(hist[-1]["tv"]) if hist else None, n_targets=int(ot.targets_.shape[0])),
          "detector": dict(n_components=int(det.n_components_), threshold=float(det.threshold_),
@@ -358,13 +517,15 @@ def _summary(settings, art, det, rows, extras, seconds) -> dict:
                           angle_max=float(det.angles_.max()) if len(det.angles_) else None,
                           largest_modes=np.sort(np.bincount(det.cell_component_))[::-1][:4].tolist()),
          "diffusion": {"DiT": dict(n_steps=s.dit_steps, fit_seconds=art.cache.seconds["video-dit"],
-                                   loss=loss_plateau(art.dit.history_["loss"])),
+                                   loss=loss_plateau(art.dit.history_["loss"]),
+                                   loss_curve=loss_curve(art.dit.history_["loss"])),
                        "MLP": dict(n_steps=s.diffusion_steps, fit_seconds=art.cache.seconds["video-mlp"],
-                                   loss=loss_plateau(art.mlp.history_["loss"]))},
+                                   loss=loss_plateau(art.mlp.history_["loss"]),
+                                   loss_curve=loss_curve(art.mlp.history_["loss"]))},
          "timings": dict(fit_seconds=dict(art.cache.seconds), total=seconds),
          "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads()),
          "cache_hits": dict(art.cache.hits), "all_cached": all(art.cache.hits.values())}
-    if "detection" in extras:
+    if extras.get("detection") is not None:
         d, loc, c = extras["detection"], extras["localisation"], extras["critical"]
         m["data"]["train_transition_rate"] = float((art.train[1]["state"] == 2).mean())
         m["detection"] = {k: v for k, v in d.items() if k not in ("flags", "z_test")}
@@ -382,10 +543,7 @@ def _summary(settings, art, det, rows, extras, seconds) -> dict:
 def run(settings: VideoSettings, out_dir, *, cache_dir=None, device=None, verbose: bool = False) -> VideoRun:
     """fit -> generators -> sample -> score (+ bistable: detection, localisation, critical) -> metrics.json, report.md.
 
-    The schema of metrics.json: ``dataset``, ``settings``, ``rows`` {generator or floor (or critical set):
-    instrument rates, ``implausible_se``, ``sw_latent``, ``copy_rate``, ``samples_per_s``}, ``data``, ``ae``,
-    ``ot``, ``detector``, ``diffusion`` (loss plateaus), ``timings``, ``environment``, ``cache_hits``,
-    ``all_cached``; bistable adds ``detection``, ``localisation``, ``critical``.
+    The schema of metrics.json is in the module docstring.
     """
     t0 = time.perf_counter()
     out_dir = check_out_dir(out_dir)
@@ -393,9 +551,9 @@ def run(settings: VideoSettings, out_dir, *, cache_dir=None, device=None, verbos
     art = fit(settings, cache, device=device, verbose=verbose)
     det, gens = make_generators(settings, art)
     samples = sample(settings, art, gens, verbose=verbose)
-    extras = {}
+    extras = {"modes": latent_modes(settings, art, det, gens["OT (extended)"].target_index_)}
     if settings.dataset == "bistable":
-        extras = dict(detection=detection(settings, art, det), localisation=localisation(settings, art, det),
+        extras.update(detection=detection(settings, art, det), localisation=localisation(settings, art, det),
                       critical=critical(settings, art, det, gens["OT (extended)"].target_index_))
         samples.update(extras["critical"]["sets"])
     rows = score(settings, art, samples)
@@ -469,12 +627,16 @@ def _bistable_sections(m) -> list:
 def _discussion(m) -> list:
     s, rows, ds = m["settings"], m["rows"], m["dataset"]
     n, key, det = s["n_samples"], HEADLINE[ds], m["detector"]
-    ot, dit, rec = rows["OT (extended)"], rows["DiT DDPM"], rows[FLOORS[1]]
+    ot = rows["OT (extended)"]
     lines = [f"- {key.replace('_', ' ')}: " + ", ".join(f"{k} {fmt(rows[k][key])}" for k in GENERATORS + FLOORS) + ".",
-             f"- OT (extended) − DiT DDPM (implausible) = {ot['implausible_rate'] - dit['implausible_rate']:+.3f}, standard "
-             f"error {difference_se(ot['implausible_rate'], dit['implausible_rate'], n):.3f}; excess over the "
-             f"reconstruction floor: OT (extended) {ot['implausible_rate'] - rec['implausible_rate']:+.3f}, DiT DDPM "
-             f"{dit['implausible_rate'] - rec['implausible_rate']:+.3f}.",
+             "- OT − DiT (implausible, ± standard error): " + ", ".join(
+                 f"{k} {d['difference']:+.3f} ± {d['se']:.3f}" for k, d in m["differences"].items()) + ".",
+             "- Excess over the reconstruction floor (" + fmt(m["floors"]["reconstruction"]["implausible"]) + "): " +
+             ", ".join(f"{k} {g['excess']:+.3f}" for k, g in m["generators"].items()) + ".",
+             f"- Alternative latent, the grid compressed to a {m['floors']['pca_reconstruction']['dim']}-d PCA code: "
+             f"reconstruction floor {fmt(m['floors']['pca_reconstruction']['implausible'])}" + (
+                 f"; old global-token latent: {fmt(m['floors']['old_reconstruction']['implausible'])} on the same "
+                 f"held-out clips (MSE {m['ae']['old_test_mse']:.5f})." if "old_reconstruction" in m["floors"] else "."),
              f"- Detector: {det['n_components']} mode(s) among {m['ot']['n_targets']} cells (largest {det['largest_modes']}), "
              f"threshold {fmt(det['threshold'])} rad ({det['rule']}; blend rule {det['blend_rule']}); "
              f"{det['n_singular_pairs']} singular of {det['n_pairs']} adjacent pairs; neighbour angles median "
@@ -485,6 +647,12 @@ def _discussion(m) -> list:
         lp = dm["loss"]
         lines.append(f"- {name} diffusion: {dm['n_steps']} training steps, loss last 10 % {lp['last_10pct']:.4f}, "
                      f"previous 10 % {lp['previous_10pct']:.4f} (relative change {lp['relative_change']:+.2%}).")
+    if m.get("latent"):
+        lat = m["latent"]
+        lines.append(f"- Modes of the latent against {lat['label']}: k-NN agreement {fmt(lat['knn_agreement'])}, "
+                     f"detector components vs label ARI {fmt(lat['mode_ari'])}, NMI {fmt(lat['mode_nmi'])} "
+                     f"({lat['n_modes']} modes of at least 1 % mass); between-modes rate " + ", ".join(
+                         f"{k} {fmt(g['between_modes'])}" for k, g in m["generators"].items()) + ".")
     lines.append(f"- AE held-out MSE {m['ae']['test_mse']:.5f}; OT {m['ot']['n_iter']} iterations, converged "
                  f"{m['ot']['converged']}, TV {fmt(m['ot']['tv_error'], 4)}; total {m['timings']['total']:.0f} s.")
     return lines
@@ -494,12 +662,17 @@ def report(metrics: dict) -> str:
     """report.md: tables and what they say, from measured values only."""
     m, s = metrics, metrics["settings"]
     lines = [f"# Video ({m['dataset']}): semi-discrete OT vs a diffusion transformer on clip latents\n",
-             f"{s['n_train']} training clips {tuple(s['clip_shape'])}, autoencoder latent {s['ae']['latent_tokens']} "
-             f"tokens x {s['ae']['token_dim']} = {m['ae']['latent_dim']} numbers; {s['n_samples']} samples per generator "
+             f"{s['n_train']} training clips {tuple(s['clip_shape'])}, grid autoencoder latent video "
+             f"{' x '.join(map(str, m['ae']['latent_shape']))} (T', C', H', W') = {m['ae']['latent_dim']} numbers; "
+             f"{s['n_samples']} samples per generator "
              "decoded by the same autoencoder and read by pixel instruments (rate ± binomial standard error); floors on "
              f"held-out real clips. DiT: {s['dit_steps']} training steps; MLP DDPM: {s['diffusion_steps']}; sampling "
              f"DDPM {s['ddpm_steps']} / DDIM {s['ddim_steps']} steps.\n",
              "## Physical plausibility (pixel instruments)\n", _table(m["dataset"], m["rows"]) + "\n"]
     if "detection" in m:
         lines += _bistable_sections(m)
+    curve = m["diffusion"]["DiT"]["loss_curve"]
+    lines += ["## Diffusion transformer training loss (mean over windows of steps)\n",
+              "| step | " + " | ".join(map(str, curve["step"])) + " |", "|---|" + "---|" * len(curve["step"]),
+              "| loss | " + " | ".join(f"{v:.4f}" for v in curve["loss"]) + " |", ""]
     return "\n".join(lines + ["## Discussion\n"] + _discussion(m)) + "\n"

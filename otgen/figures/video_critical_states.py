@@ -36,11 +36,13 @@ _CLASS_COLOURS = {"transition": "limegreen", "teleport": "red", "blend": "orange
                   "barrier": "purple", "steady_A": None, "steady_B": None}
 
 
-def filmstrip(ax, clips, *, n_clips: int = 3, n_frames: int | None = None, title: str = "", labels=None):
+def filmstrip(ax, clips, *, n_clips: int = 3, n_frames: int | None = None, title: str = "", labels=None,
+              failed=None):
     """Draw ``n_clips`` clips (n, T, C, H, W) as rows of frames on ``ax`` (white on black, 1 px gaps).
 
     ``labels`` (n,) of str, optional: written at the left of each row (e.g. the instrument's class),
-    coloured for the bistable failure classes.
+    coloured for the bistable failure classes. ``failed`` (n,) of bool, optional: the rows the
+    instruments reject are outlined in red.
     """
     x = np.asarray(clips, dtype=np.float32)
     if x.ndim != 5:
@@ -56,6 +58,10 @@ def filmstrip(ax, clips, *, n_clips: int = 3, n_frames: int | None = None, title
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=8, loc="left")
+    if failed is not None:
+        for i in np.flatnonzero(np.asarray(failed, bool)[:m]):
+            ax.add_patch(plt.Rectangle((-0.5, i * (H + 1) + 0.5), T * (W + 1), H + 1, fill=False, edgecolor="red",
+                                       lw=1.2))
     if labels is not None:
         for i in range(m):
             lab = str(labels[i])
@@ -181,7 +187,7 @@ def comparison_figures(run, out_dir, *, n_clips: int = 3) -> dict:
     for ax, name in zip(axes[:, 0], names):
         reading = plausibility(dataset, np.asarray(run.samples[name]["clips"])[:n_clips])
         labs = _row_labels(dataset, reading, n_clips)
-        filmstrip(ax, run.samples[name]["clips"], n_clips=n_clips, labels=labs,
+        filmstrip(ax, run.samples[name]["clips"], n_clips=n_clips, labels=labs, failed=reading["implausible"],
                   title=f"{name}: {key.replace('_', ' ')} {rows[name][key]:.3f}")
         shown[name] = labs
     out = {"filmstrips": save_figure(fig, out_dir, f"video_{dataset}_filmstrips",
@@ -243,7 +249,7 @@ def video_critical_states_figure(art, detector, sets: dict, paths: dict, out_dir
     for r, (name, clips) in enumerate(sets["sets"].items()):
         p = plausibility("bistable", clips)
         rates[name] = {k: v for k, v in p.items() if k.endswith("_rate")}
-        filmstrip(fig.add_subplot(gs[r, 1]), clips, n_clips=4, labels=p["classes"][:4],
+        filmstrip(fig.add_subplot(gs[r, 1]), clips, n_clips=4, labels=p["classes"][:4], failed=p["implausible"],
                   title=f"{name}: transitions {p['transition_rate']:.2f}, teleports {p['teleport_rate']:.2f}, "
                         f"blends {p['blend_rate']:.2f} (n={len(clips)})")
     numbers = dict(numbers or {}, rates=rates, data_transition_rate=c["data_rate"], n_critical_points=c["n_points"],

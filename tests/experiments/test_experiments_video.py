@@ -4,6 +4,7 @@ import dataclasses
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from otgen.experiments.video import DATASETS, VideoSettings, plausibility, video
 
 TINY = dict(n_train=240, n_test=60, ae_epochs=2, diffusion_steps=60, dit_steps=30, n_samples=24, ddpm_steps=10,
             ddim_steps=4, ot_tol=0.3, ot_max_iter=5, n_long=4, n_critical=12)
-GEN_ROWS = video.GENERATORS + video.FLOORS
+GEN_ROWS = video.GENERATORS + video.FLOORS + (video.PCA_FLOOR,)
 
 
 def _run(out, cache, **kw):
@@ -66,15 +67,41 @@ def test_bistable_values_are_sane(bistable_runs):
     assert 0 <= c["n_points"] <= TINY["n_critical"] and 0 <= c["flagged_fraction"] <= 1
     assert m["settings"]["angle_threshold"] == "persistence" and m["detector"]["n_components"] >= 1
     assert 0 < m["data"]["train_transition_rate"] < 0.2
-    assert m["diffusion"]["DiT"]["n_steps"] == 30 and m["ae"]["latent_dim"] == 16
+    assert m["diffusion"]["DiT"]["n_steps"] == 30 and m["ae"]["latent_dim"] == 512
+    assert m["ae"]["latent_shape"] == [8, 1, 8, 8]
+    curve = m["diffusion"]["DiT"]["loss_curve"]
+    assert curve["step"][-1] == 30 and len(curve["loss"]) == len(curve["step"])
     assert m["ot"]["n_targets"] <= TINY["n_train"]
+
+
+def test_headline_blocks(bistable_runs):
+    """metrics.json's documented schema: floors, generators, latent, differences, from the rows."""
+    m = bistable_runs[0].metrics
+    rows = m["rows"]
+    assert m["floors"]["real"]["implausible"] == rows["real clips (held-out)"]["implausible_rate"]
+    rec = m["floors"]["reconstruction"]["implausible"]
+    assert rec == rows["AE reconstructions"]["implausible_rate"]
+    assert m["floors"]["pca_reconstruction"]["dim"] == video.PCA_DIM and "old_reconstruction" not in m["floors"]
+    assert set(m["generators"]) == {"ot_plain", "ot_extended", "dit_ddpm", "dit_ddim", "mlp_ddpm"}
+    for name, key in video.GENERATOR_KEYS.items():
+        g = m["generators"][key]
+        assert g["implausible"] == rows[name]["implausible_rate"] and g["implausible_se"] >= 0
+        assert g["excess"] == pytest.approx(g["implausible"] - rec) and g["samples_per_s"] > 0
+        assert 0 <= g["between_modes"] <= 1
+    d = m["differences"]["ot_plain - dit_ddpm"]
+    assert d["difference"] == pytest.approx(rows["OT (plain)"]["implausible_rate"] - rows["DiT DDPM"]["implausible_rate"])
+    assert d["se"] >= 0
+    lat = m["latent"]
+    assert lat["label"] == "state" and 0 <= lat["knn_agreement"] <= 1 and -1 <= lat["mode_ari"] <= 1
+    assert 0 <= lat["mode_nmi"] <= 1 and lat["n_components"] >= lat["n_modes"] >= 1
+    assert "OT − DiT" in open(bistable_runs[0].paths["report"]).read()
 
 
 def test_second_call_reuses_the_cache(bistable_runs):
     first, second = bistable_runs
     assert not any(first.metrics["cache_hits"].values())
     assert second.metrics["all_cached"]
-    assert set(second.metrics["cache_hits"]) == {"video-autoencoder", "video-ot", "video-dit", "video-mlp"}
+    assert set(second.metrics["cache_hits"]) == {"video-grid-autoencoder", "video-ot", "video-dit", "video-mlp"}
     for name in ("OT (plain)", "OT (extended)", "DiT DDIM", "real clips (held-out)"):
         assert first.metrics["rows"][name]["implausible_rate"] == second.metrics["rows"][name]["implausible_rate"]
     assert first.metrics["localisation"]["within_tol"] == second.metrics["localisation"]["within_tol"]
@@ -85,12 +112,17 @@ def test_second_call_reuses_the_cache(bistable_runs):
 def test_other_datasets(tmp_path, ds, key, rule):
     torch.set_num_threads(1)
     m = _run(tmp_path / ds, tmp_path / "cache", dataset=ds, n_train=120, n_test=30, ae_epochs=1, n_samples=16,
-             **rule).metrics
+             old_floor="yes" if rule else "no", **rule).metrics
     if rule:
         assert m["detector"]["blend_rule"] == "facet" and m["detector"]["rule"] == "quantile 0.7"
         assert 0.2 <= m["detector"]["n_singular_pairs"] / m["detector"]["n_pairs"] <= 0.4
     assert "detection" not in m and "localisation" not in m and "critical" not in m
-    assert set(m["rows"]) == set(GEN_ROWS)
+    assert set(m["rows"]) == set(GEN_ROWS) | ({video.OLD_FLOOR} if rule else set())
+    if rule:      # permanence: the old latent's floor on the same clips, the modes against the object count
+        assert m["floors"]["old_reconstruction"]["implausible"] == m["rows"][video.OLD_FLOOR]["implausible_rate"]
+        assert m["ae"]["old_test_mse"] > 0 and m["latent"]["label"] == "n_objects"
+    else:
+        assert m["latent"] is None
     for r in m["rows"].values():
         assert 0 <= r[key] <= 1 and 0 <= r["implausible_rate"] <= 1
     assert m["rows"]["real clips (held-out)"]["implausible_rate"] == 0.0
@@ -112,6 +144,7 @@ def test_other_datasets(tmp_path, ds, key, rule):
     (dict(dataset="permanence", ae_extra=10), ValueError, "ae_extra"),
     (dict(min_size=0.6), ValueError, "min_size"),
     (dict(dit_steps=0), ValueError, "dit_steps"),
+    (dict(old_floor=True), ValueError, "old_floor"),
 ])
 def test_settings_are_checked_when_made(kw, exc, match):
     with pytest.raises(exc, match=match):
@@ -120,15 +153,32 @@ def test_settings_are_checked_when_made(kw, exc, match):
 
 def test_per_dataset_defaults():
     s = VideoSettings(dataset="permanence")
-    assert s.epochs() == 48 and s.ae_config()["latent_tokens"] == 8 and s.extra() == 0
+    assert s.epochs() == 10 and s.ae_config()["channels"] == 1 and s.extra() == 0
+    assert s.old_ae_config()["latent_tokens"] == 8 and s.old_ae_config()["epochs"] == 48
+    assert dataclasses.replace(s, ae_epochs=3).old_ae_config()["epochs"] == 3
     b = VideoSettings()
-    assert b.epochs() == 24 and b.extra() == b.n_train // 4 and dataclasses.replace(b, ae_extra=0).extra() == 0
+    assert b.epochs() == 8 and b.extra() == b.n_train // 4 and dataclasses.replace(b, ae_extra=0).extra() == 0
 
 
 def test_instruments_on_real_clips():
     for ds in DATASETS:
         clips, labels, label = video_data(ds, 40, seed=3, split="test")
         assert clips.shape == (40, 16, 1, 32, 32) and label.shape == (40,)
-        assert plausibility(ds, clips)["implausible_rate"] == 0.0, ds
+        p = plausibility(ds, clips)
+        assert p["implausible_rate"] == 0.0 and p["implausible"].shape == (40,) and not p["implausible"].any(), ds
     clips, labels, _ = video_data("bistable", 200, seed=0)
     assert plausibility("bistable", clips)["transition_rate"] == pytest.approx((labels["state"] == 2).mean())
+
+
+def test_pca_codes_project_onto_the_leading_axes():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(50, 3)) @ np.diag([5.0, 1.0, 0.0]) + 2.0          # a plane in 3-d
+    assert np.allclose(video.pca_codes(train, train, 2), train, atol=1e-4)       # exact on the plane
+    one = video.pca_codes(train, train, 1)
+    assert np.allclose(one[:, 2], 2.0, atol=1e-4) and np.abs(one - train).max() > 0.1
+
+
+def test_loss_curve_averages_windows():
+    c = video.loss_curve(np.arange(100.0), n_points=4)
+    assert c["step"] == [25, 50, 75, 100] and c["loss"] == [12.0, 37.0, 62.0, 87.0]
+    assert video.loss_curve([1.0, 2.0], n_points=20)["step"] == [1, 2]
