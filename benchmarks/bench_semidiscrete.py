@@ -66,7 +66,6 @@ def tv_error(Y: torch.Tensor, h: torch.Tensor, n_points: int, seed: int = 0):
 def run_otgen(Y, tol, max_time):
     """Fit with snapshots of the heights after each iteration (solver time only)."""
     snaps = []
-    t_eval = [0.0]
     t0 = time.perf_counter()
 
     def cb(it, h, info):

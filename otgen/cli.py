@@ -38,6 +38,7 @@ from otgen.experiments._common import check_out_dir
 from otgen.figures import mnist_mode_mixture as mnist_figures
 from otgen.figures import mode_mixture_2d, singular_set
 from otgen.figures import video_critical_states as video_figures
+from otgen.figures.convergence import history_figure
 from otgen.figures.demo import demo_figure
 from otgen.transport import SemiDiscreteOT, power2d
 
@@ -185,6 +186,10 @@ def _fit_ot(args) -> int:
         if world > 1:
             dist.destroy_process_group()
     tv = sd.history_[-1]["tv"] if sd.history_ else float("nan")
+    if rank == 0 and args.plot and sd.history_:
+        plot = history_figure(sd.history_, out.parent, f"{out.stem}_convergence", tol=args.tol)
+        if not args.quiet:
+            print(f"wrote {plot['png']}")
     if rank == 0 and not args.quiet:
         print(f"converged={sd.converged_} after {sd.n_iter_} iterations, TV {tv:.4f}"
               f"{f' ({world} processes)' if world > 1 else ''}; wrote {out}")
@@ -344,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--parallel", choices=["samples", "targets"], default="samples",
                    help="under torchrun: split each iteration's points or the targets over processes (default: %(default)s)")
     f.add_argument("--allow-unconverged", action="store_true", help="exit 0 even when the fit did not converge")
+    f.add_argument("--plot", action="store_true",
+                   help="also draw the convergence (TV and its noise per iteration and per second) as OUT_convergence.png")
     f.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     f.set_defaults(func=_fit_ot)
 

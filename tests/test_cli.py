@@ -54,6 +54,17 @@ def test_fit_ot_round_trip(tmp_path, codes):
     assert main(["fit-ot", str(codes), "--out", str(out), "--tol", "0.05", "--quiet"]) == 0
     sd = SemiDiscreteOT.load(out, device="cpu")
     assert sd.heights_.shape == (50,) and sd.converged_
+    assert not (tmp_path / "pot_convergence.png").exists()          # drawn only when asked
+
+
+def test_fit_ot_plot_draws_the_history(tmp_path, codes):
+    out = tmp_path / "pot.pt"
+    assert main(["fit-ot", str(codes), "--out", str(out), "--tol", "0.05", "--plot", "--quiet"]) == 0
+    sd = SemiDiscreteOT.load(out, device="cpu")
+    js = json.loads((tmp_path / "pot_convergence.json").read_text())
+    assert (tmp_path / "pot_convergence.png").read_bytes()[:4] == b"\x89PNG"
+    assert js["tv"] == [e["tv"] for e in sd.history_] and js["tol"] == 0.05
+    assert len(js["noise"]) == len(js["seconds"]) == sd.n_iter_
 
 
 def test_fit_ot_bad_input(tmp_path, capsys):

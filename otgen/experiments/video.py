@@ -625,8 +625,8 @@ def _bistable_sections(m) -> list:
 
 
 def _discussion(m) -> list:
-    s, rows, ds = m["settings"], m["rows"], m["dataset"]
-    n, key, det = s["n_samples"], HEADLINE[ds], m["detector"]
+    rows, ds = m["rows"], m["dataset"]
+    key, det = HEADLINE[ds], m["detector"]
     ot = rows["OT (extended)"]
     lines = [f"- {key.replace('_', ' ')}: " + ", ".join(f"{k} {fmt(rows[k][key])}" for k in GENERATORS + FLOORS) + ".",
              "- OT − DiT (implausible, ± standard error): " + ", ".join(

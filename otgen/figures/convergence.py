@@ -1,4 +1,5 @@
-"""TV error against time for otgen and POT: the convergence curves of ``benchmarks/bench_semidiscrete.py``.
+"""Convergence of the semi-discrete solver: one fit's history (``otgen fit-ot --plot``), and TV error
+against time for otgen and POT (the curves of ``benchmarks/bench_semidiscrete.py``).
 
 One panel per problem size: the TV error ½ Σ |μ(W_i) − ν_i| of each solver's heights,
 measured by the benchmark with its own independent points, against the wall time it took
@@ -11,7 +12,7 @@ import numpy as np
 
 from otgen.figures._common import new_figure, save_figure
 
-__all__ = ["convergence_figure", "history_curve"]
+__all__ = ["convergence_figure", "history_curve", "history_figure"]
 
 
 def history_curve(history) -> list:
@@ -52,4 +53,40 @@ def convergence_figure(problems, out_dir, name: str = "convergence") -> dict:
         ax.set(xlabel="seconds", ylabel="TV error (independent points)", title=f"N = {prob['N']}, d = {prob['d']}")
         ax.legend(fontsize=7)
         numbers[key].update(target_tv=prob["target_tv"], eval_floor=float(floor))
+    return save_figure(fig, out_dir, name, numbers)
+
+
+def history_figure(history, out_dir, name: str = "convergence", *, tol: float) -> dict:
+    """One fit's estimated TV error and the noise of that estimate, against iteration and against
+    seconds (``SemiDiscreteOT.history_``): where the solve stalled, and whether the estimate was still
+    above its own noise when it stopped.
+
+    Parameters
+    ----------
+    history : list of dict
+        ``SemiDiscreteOT.history_`` (``iter``, ``tv``, ``noise``, ``time`` per iteration).
+    out_dir : str or path
+    name : str, default "convergence"
+    tol : float
+        The fit's tolerance (a dotted line).
+
+    Returns
+    -------
+    dict
+        ``iter``, ``seconds``, ``tv``, ``noise``, ``tol``, with the paths of the PNG and JSON written.
+    """
+    it = np.array([e["iter"] for e in history])
+    sec = np.array([e.get("time", np.nan) for e in history], dtype=np.float64)
+    tv = np.array([e["tv"] for e in history], dtype=np.float64)
+    noise = np.array([e.get("noise", 0.0) for e in history], dtype=np.float64)
+    fig, axes = new_figure(2)
+    for ax, x, label in ((axes[0], it, "iteration"), (axes[1], sec, "seconds")):
+        ax.semilogy(x, tv, "o-", ms=3, label="estimated TV error")
+        if noise.any():
+            ax.semilogy(x, np.maximum(noise, 1e-6), "--", label="noise of the estimate")
+        ax.axhline(tol, color="k", ls=":", lw=0.8, label=f"tol {tol}")
+        ax.set(xlabel=label, ylabel="total variation")
+        ax.legend(fontsize=7)
+    axes[0].set_title(f"{len(history)} iterations", fontsize=9)
+    numbers = dict(iter=it.tolist(), seconds=sec.tolist(), tv=tv.tolist(), noise=noise.tolist(), tol=tol)
     return save_figure(fig, out_dir, name, numbers)
