@@ -118,8 +118,9 @@ AE_EPOCHS = {"bistable": 24, "moving-digits": 24, "permanence": 48}
 #: of 1,000 held-out clips: permanence 3.5 % implausible, moving digits 7.5 %, bistable 0. With 4 channels
 #: (2,048 numbers, seed 0, 2,000 clips, 10 epochs) its reconstructions change the object count in 3.4 % of
 #: 1,000 held-out permanence clips and 2.8 % of moving-digit clips are implausible; the top 512 principal
-#: components of that code keep 3.2 % (256: 6.2 %, 128: 28 %, 32: 97 %), and the OT solve in 2,048
-#: dimensions costs ~20 CPU s per Newton step, so every generator works on 512 numbers.
+#: components of that code keep 3.2 % (256: 6.2 %, 128: 28 %, 32: 97 %) (scratch runs, not a repo command), and the
+#: OT solve in 2,048 dimensions costs about 4x more per Newton step (an estimate), so every generator works on 512
+#: numbers.
 GRID_DEFAULTS = dict(tubelet=(2, 4, 4), channels=1, width=32, depth=1, batch_size=32, lr=2e-3, loss="bce")
 GRID_EPOCHS = {"bistable": 8, "moving-digits": 10, "permanence": 10}
 #: Diffusion transformer over the latent video: tokens of 2 x 4 x 4 latent cells (4 x 2 x 2 = 16 space-time

@@ -75,6 +75,8 @@ def history_figure(history, out_dir, name: str = "convergence", *, tol: float) -
     dict
         ``iter``, ``seconds``, ``tv``, ``noise``, ``tol``, with the paths of the PNG and JSON written.
     """
+    if not len(history):
+        raise ValueError("history is empty: the fit ran no iteration, so there is no convergence to draw")
     it = np.array([e["iter"] for e in history])
     sec = np.array([e.get("time", np.nan) for e in history], dtype=np.float64)
     tv = np.array([e["tv"] for e in history], dtype=np.float64)

@@ -2,7 +2,9 @@
 
 import json
 
-from otgen.figures.convergence import convergence_figure, history_curve
+import pytest
+
+from otgen.figures.convergence import convergence_figure, history_curve, history_figure
 
 
 def test_convergence_figure_writes_png_and_numbers(tmp_path):
@@ -22,3 +24,8 @@ def test_history_curve_keeps_accepted_iterations():
     hist = [dict(time=1.0, tv=0.3, noise=0.01, accepted=True), dict(time=2.0, tv=0.5, noise=0.01, accepted=False),
             dict(time=3.0, tv=0.1, noise=0.01, accepted=True)]
     assert history_curve(hist) == [[1.0, 0.3, 0.01], [3.0, 0.1, 0.01]]
+
+
+def test_history_figure_refuses_an_empty_history(tmp_path):
+    with pytest.raises(ValueError, match="history is empty"):
+        history_figure([], tmp_path, tol=0.1)
