@@ -12,7 +12,7 @@ import numpy as np
 
 from otgen.figures._common import new_figure, save_figure
 
-__all__ = ["convergence_figure", "history_curve", "history_figure"]
+__all__ = ["convergence_figure", "history_curve", "history_figure", "draw_history"]
 
 
 def history_curve(history) -> list:
@@ -56,6 +56,27 @@ def convergence_figure(problems, out_dir, name: str = "convergence") -> dict:
     return save_figure(fig, out_dir, name, numbers)
 
 
+NOISE_FLOOR = 1e-6     # a zero noise (exact 2-D solves) is drawn here, so the log axis stays finite
+HISTORY_AXES = {"iteration": "iter", "seconds": "time"}
+
+
+def draw_history(ax, history, *, tol: float, x: str = "iteration") -> dict:
+    """Draw one fit's estimated TV error and its noise on ``ax`` against ``x`` ("iteration" or
+    "seconds"), with the tolerance dotted. Returns the numbers drawn: ``x``, ``tv``, ``noise``, ``tol``."""
+    if x not in HISTORY_AXES:
+        raise ValueError(f"x must be one of {sorted(HISTORY_AXES)}, got {x!r}")
+    xs = np.array([e.get(HISTORY_AXES[x], np.nan) for e in history], dtype=np.float64)
+    tv = np.array([e["tv"] for e in history], dtype=np.float64)
+    noise = np.array([e.get("noise", 0.0) for e in history], dtype=np.float64)
+    ax.semilogy(xs, tv, "o-", ms=3, label="estimated TV error")
+    if noise.any():
+        ax.semilogy(xs, np.maximum(noise, NOISE_FLOOR), "--", label="noise of the estimate")
+    ax.axhline(tol, color="k", ls=":", lw=0.8, label=f"tol {tol}")
+    ax.set(xlabel=x, ylabel="total-variation error")
+    ax.legend(fontsize=7)
+    return dict(x=xs.tolist(), tv=tv.tolist(), noise=noise.tolist(), tol=tol)
+
+
 def history_figure(history, out_dir, name: str = "convergence", *, tol: float) -> dict:
     """One fit's estimated TV error and the noise of that estimate, against iteration and against
     seconds (``SemiDiscreteOT.history_``): where the solve stalled, and whether the estimate was still
@@ -77,18 +98,9 @@ def history_figure(history, out_dir, name: str = "convergence", *, tol: float) -
     """
     if not len(history):
         raise ValueError("history is empty: the fit ran no iteration, so there is no convergence to draw")
-    it = np.array([e["iter"] for e in history])
-    sec = np.array([e.get("time", np.nan) for e in history], dtype=np.float64)
-    tv = np.array([e["tv"] for e in history], dtype=np.float64)
-    noise = np.array([e.get("noise", 0.0) for e in history], dtype=np.float64)
     fig, axes = new_figure(2)
-    for ax, x, label in ((axes[0], it, "iteration"), (axes[1], sec, "seconds")):
-        ax.semilogy(x, tv, "o-", ms=3, label="estimated TV error")
-        if noise.any():
-            ax.semilogy(x, np.maximum(noise, 1e-6), "--", label="noise of the estimate")
-        ax.axhline(tol, color="k", ls=":", lw=0.8, label=f"tol {tol}")
-        ax.set(xlabel=label, ylabel="total variation")
-        ax.legend(fontsize=7)
+    by_iter = draw_history(axes[0], history, tol=tol, x="iteration")
+    by_time = draw_history(axes[1], history, tol=tol, x="seconds")
     axes[0].set_title(f"{len(history)} iterations", fontsize=9)
-    numbers = dict(iter=it.tolist(), seconds=sec.tolist(), tv=tv.tolist(), noise=noise.tolist(), tol=tol)
+    numbers = dict(iter=by_iter["x"], seconds=by_time["x"], tv=by_iter["tv"], noise=by_iter["noise"], tol=tol)
     return save_figure(fig, out_dir, name, numbers)

@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.collections import PolyCollection
 
 from otgen.figures._common import plt, save_figure
+from otgen.figures.convergence import draw_history
 
 __all__ = ["categorical_colours", "demo_figure"]
 
@@ -84,13 +85,7 @@ def demo_figure(Y, labels, cells, samples, history, out_dir, *, tol: float, tv_e
                   label="∇u_h(x) of source samples")
     ax[1].set(aspect="equal", xlabel="y₁", ylabel="y₂", title="targets and transported samples")
     ax[1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
-    it = [e["iter"] for e in history]
-    ax[2].semilogy(it, [e["tv"] for e in history], "o-", ms=3, label="estimated TV error")
-    noise = np.array([e.get("noise", 0.0) for e in history])
-    if noise.any():
-        ax[2].semilogy(it, np.maximum(noise, 1e-6), "--", label="noise of the estimate")
-    ax[2].axhline(tol, color="k", ls=":", lw=1, label=f"tol {tol}")
-    ax[2].set(xlabel="iteration", ylabel="total-variation error", title=f"convergence ({len(history)} iterations)")
-    ax[2].legend(fontsize=8)
+    draw_history(ax[2], history, tol=tol)
+    ax[2].set_title(f"convergence ({len(history)} iterations)")
     fig.tight_layout()
     return save_figure(fig, out_dir, "demo", dict(numbers or {}, tol=tol, tv_exact=tv_exact, history=history))

@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 from otgen._validation import check_positive_float
 from otgen.experiments.mnist import FLOORS, NAMES
 from otgen.figures._common import check_out_dir, loss_curve_figure, plt, save_figure
+from otgen.figures.convergence import draw_history
 
 N_SHOWN = 100      # images per sample grid: a 10 x 10 grid is what a reader can still scan
 ANGLE_BINS = 40    # bins of the facet-angle histogram
@@ -148,17 +149,9 @@ def training_figure(art, out_dir) -> dict:
     axes[1].set(xlabel="training step", ylabel=f"loss (moving mean of {w})", yscale="log",
                 title=f"latent diffusion ({len(loss)} steps)")
     numbers["diffusion"] = dict(window=w, last=float(smooth[-1]) if len(smooth) else None)
-    ot_hist = art.ot.history_
-    it = [e["iter"] for e in ot_hist]
-    tv = np.array([e["tv"] for e in ot_hist])
-    noise = np.array([e.get("noise", 0.0) for e in ot_hist])
-    axes[2].semilogy(it, tv, "o-", ms=3, label="estimated TV error")
-    if noise.any():
-        axes[2].semilogy(it, np.maximum(noise, 1e-6), "--", label="noise of the estimate")
-    axes[2].axhline(art.ot.tol, color="k", ls=":", lw=1, label=f"tol {art.ot.tol}")
-    axes[2].set(xlabel="iteration", ylabel="total variation", title=f"semi-discrete OT ({len(it)} iterations)")
-    axes[2].legend(fontsize=8)
-    numbers["ot"] = dict(iter=it, tv=tv.tolist(), noise=noise.tolist(), tol=art.ot.tol)
+    ot = draw_history(axes[2], art.ot.history_, tol=art.ot.tol)
+    axes[2].set_title(f"semi-discrete OT ({len(ot['x'])} iterations)")
+    numbers["ot"] = dict(iter=ot["x"], tv=ot["tv"], noise=ot["noise"], tol=ot["tol"])
     fig.tight_layout()
     return save_figure(fig, out_dir, "mnist_training", numbers)
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from otgen.figures.convergence import convergence_figure, history_curve, history_figure
+from otgen.figures._common import new_figure
+from otgen.figures.convergence import convergence_figure, draw_history, history_curve, history_figure
 
 
 def test_convergence_figure_writes_png_and_numbers(tmp_path):
@@ -29,3 +30,12 @@ def test_history_curve_keeps_accepted_iterations():
 def test_history_figure_refuses_an_empty_history(tmp_path):
     with pytest.raises(ValueError, match="history is empty"):
         history_figure([], tmp_path, tol=0.1)
+
+
+def test_draw_history_names_its_axes(tmp_path):
+    fig, axes = new_figure(1)
+    history = [dict(iter=1, tv=0.3, noise=0.01, time=0.5), dict(iter=2, tv=0.05, noise=0.0, time=1.0)]
+    drawn = draw_history(axes[0], history, tol=0.1, x="seconds")
+    assert drawn["x"] == [0.5, 1.0] and drawn["tv"] == [0.3, 0.05] and drawn["tol"] == 0.1
+    with pytest.raises(ValueError, match="x must be one of"):
+        draw_history(axes[0], history, tol=0.1, x="steps")
