@@ -43,8 +43,8 @@ SAMPLERS = {"ddpm": 1000, "ddim": 50, "dpm_solver": 20}
 #: ``alpha^2 < 4e-4`` in variance) instead of the cosine schedule's ``t = T - 1`` (``alpha = 5e-5``), where an
 #: error of the noise prediction is amplified 2e4 times into x̂0 and a 10-step solver carries it on. On the
 #: 8-d MNIST codes of ``benchmarks/bench_generation.py`` it took DPM-Solver++ 10 from sliced Wasserstein
-#: 0.174 to 0.079 (DDIM-200, near the ODE's own limit: 0.079; cut at -5: 0.104, at -3: 0.075); the sweep is
-#: ``benchmarks/bench_dpm_lambda.py``.
+#: 0.170 to 0.079 (DDIM-200, near the ODE's own limit: 0.078; cut at -5: 0.100, at -3: 0.078), measured by
+#: ``benchmarks/bench_dpm_lambda.py`` (``results/dpm_lambda.md``).
 DPM_LAMBDA_MIN = -4.0
 #: Largest relative gap between a given scheduler's ``alphas_cumprod`` and the model's: diffusers keeps
 #: them in float32 (relative rounding ~1e-5 after 1000 products); a different schedule differs by far more.
