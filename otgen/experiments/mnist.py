@@ -12,7 +12,9 @@ Stages, each a function of the frozen :class:`MNISTSettings`:
    and the Gaussian fitted to the codes.
 3. :func:`sample` -- ``n_samples`` codes from every generator (one timed batch each) and the
    floors: real training digits, their reconstructions :math:`D(E(x))` (the best any
-   generator in this latent can do) and uniform pixel noise; everything decoded.
+   generator in this latent can do), the same for held-out digits (which, like a generated
+   digit, neither the classifier nor the autoencoder has seen; their distribution metrics are
+   not reported, since they are the reference set) and uniform pixel noise; everything decoded.
 4. :func:`score` -- every metric against the held-out test digits (mode-mixture rate over τ
    with its binomial standard error, low confidence, class KL, FID / precision / recall /
    density / coverage in classifier features), the sliced Wasserstein distance in the
@@ -62,8 +64,11 @@ __all__ = ["MNISTSettings", "MNISTArtifacts", "MNISTRun", "fit", "make_generator
 #: metrics.json keys of the generators and floors -> their names in the report and figures
 GENERATORS = {"ot_extended": "OT (extended)", "ot_plain": "OT (plain)", "ddpm": "DDPM", "ddim": "DDIM",
               "dpm_solver": "DPM-Solver++", "gaussian": "Gaussian"}
-FLOORS = {"real": "real digits", "reconstruction": "AE reconstructions", "noise": "uniform noise"}
+FLOORS = {"real": "real digits", "reconstruction": "AE reconstructions", "real_heldout": "real digits (held-out)",
+          "reconstruction_heldout": "AE reconstructions (held-out)", "noise": "uniform noise"}
 NAMES = {**GENERATORS, **FLOORS}
+#: metrics measured against the held-out digits: not reported for the held-out digits themselves
+REFERENCE_METRICS = ("fid", "precision", "recall", "density", "coverage")
 DIFFUSION_ROWS = ("ddpm", "ddim", "dpm_solver")   # the diffusion samplers OT is compared against
 COPY_RADIUS = 0.01           # a sample within this fraction of the median NN distance of a training code copies it
 MIN_TRAIN = 10               # a subset smaller than this cannot hold the ten digits
@@ -261,8 +266,12 @@ def sample(settings: MNISTSettings, art: MNISTArtifacts, generators: dict, *, ve
     rng = np.random.default_rng(spawn_seed(s.seed, "floors"))
     idx = rng.choice(len(art.codes), size=min(s.n_samples, len(art.codes)), replace=False)
     x_real = art.train[0][idx]
+    # held-out digits: neither the classifier nor the autoencoder has seen them, as it has not seen a generated one
+    x_held = art.test[0][rng.choice(len(art.test[0]), size=min(s.n_samples, len(art.test[0])), replace=False)]
+    codes_held = np.asarray(art.ae.encode(x_held), np.float32)
     noise = rng.random((s.n_samples, 28, 28), dtype=np.float32)
     floors = {"real": (x_real, art.codes[idx]), "reconstruction": (art.ae.reconstruct(x_real), art.codes[idx]),
+              "real_heldout": (x_held, codes_held), "reconstruction_heldout": (art.ae.decode(codes_held), codes_held),
               "noise": (noise, np.asarray(art.ae.encode(noise), np.float32))}
     for name, (images, codes) in floors.items():
         out[name] = dict(codes=codes, images=images, info={}, seconds=None)
@@ -294,6 +303,8 @@ def score(settings: MNISTSettings, art: MNISTArtifacts, samples: dict) -> dict:
         m.update(between_modes_rate=between, between_modes_se=binomial_se(between, n),
                  off_support_rate=off_support_rate(r["z"], art.z)["rate"], **latent_scores(r, z_test, art.z, radius, s.seed))
         m["copies"] = m.pop("copy_rate")
+        if key == "real_heldout":   # these digits are the reference set of the distribution metrics themselves
+            m.update({k: None for k in REFERENCE_METRICS})
         rows[key] = m
     floor = rows["reconstruction"]
     for m in rows.values():
@@ -391,7 +402,7 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
       (facet angles between cells of different digits vs the same digit), ``n_modes`` (detector components
       with >= 1 % of the mass), ``n_components``, ``mode_ari``, ``mode_nmi``, ``reconstruction_mse``;
     - ``generators.KEY`` for KEY in ``ot_extended, ot_plain, ddpm, ddim, dpm_solver, gaussian`` and ``floors.KEY`` for
-      ``real, reconstruction, noise``: ``mixed_rate`` {"0.1", ...}, ``mixed_rate_se``, ``excess_mixed_rate``,
+      ``real, reconstruction, real_heldout, reconstruction_heldout, noise``: ``mixed_rate`` {"0.1", ...}, ``mixed_rate_se``, ``excess_mixed_rate``,
       ``excess_mixed_rate_se``, ``between_modes_rate``, ``between_modes_se``, ``off_support_rate``, ``copies``,
       ``fid``, ``precision``, ``recall``, ``density``, ``coverage``, ``low_confidence``, ``class_kl``,
       ``class_histogram``, ``sw_latent``, ``samples_per_s`` (None for floors), ``near_singular_fraction`` (OT);
@@ -456,7 +467,11 @@ def _answer(m) -> list:
                 f"{NAMES[k]} {a - g[k]['mixed_rate'][t]:+.3f} ± {difference_se(a, g[k]['mixed_rate'][t], n):.3f}"
                 for k in DIFFUSION_ROWS if k in g and k != "ddpm") + ".",
             f"- The decoder's floor: AE reconstructions {fmt(m['floors']['reconstruction']['mixed_rate'][t])}, real digits "
-            f"{fmt(m['floors']['real']['mixed_rate'][t])}; OT (plain) returns training codes (copies "
+            f"{fmt(m['floors']['real']['mixed_rate'][t])} (training digits: the classifier has seen them); on held-out "
+            f"digits, which neither the classifier nor the autoencoder has seen: real "
+            f"{fmt(m['floors']['real_heldout']['mixed_rate'][t])} ± {fmt(m['floors']['real_heldout']['mixed_rate_se'][t])}, "
+            f"reconstructions {fmt(m['floors']['reconstruction_heldout']['mixed_rate'][t])} ± "
+            f"{fmt(m['floors']['reconstruction_heldout']['mixed_rate_se'][t])}. OT (plain) returns training codes (copies "
             f"{fmt(g['ot_plain']['copies'])}), so it sits at the reconstruction floor by construction."]
 
 

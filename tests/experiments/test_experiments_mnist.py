@@ -36,7 +36,7 @@ def test_writes_report_and_metrics(runs):
     with open(first.paths["metrics"]) as f:
         m = json.load(f)
     assert set(m["generators"]) == {"ot_extended", "ot_plain", "ddpm", "ddim", "dpm_solver", "gaussian"}
-    assert set(m["floors"]) == {"real", "reconstruction", "noise"}
+    assert set(m["floors"]) == {"real", "reconstruction", "real_heldout", "reconstruction_heldout", "noise"}
     for key in ("settings", "latent", "detectors", "classifier_test_accuracy", "ot", "diffusion", "timings",
                 "cache_hits"):
         assert key in m
@@ -60,10 +60,14 @@ def test_values_are_sane(runs):
         rates = list(r["mixed_rate"].values())
         assert all(0 <= v <= 1 for v in rates)
         assert rates == sorted(rates, reverse=True), name        # fewer ambiguous samples at a higher tau
-        for key in ("low_confidence", "precision", "recall", "coverage", "copies", "between_modes_rate",
-                    "off_support_rate"):
+        for key in ("low_confidence", "copies", "between_modes_rate", "off_support_rate"):
             assert 0 <= r[key] <= 1, (name, key)
-        assert r["fid"] >= 0 and r["sw_latent"] >= 0 and r["class_kl"] >= 0
+        assert r["sw_latent"] >= 0 and r["class_kl"] >= 0
+        if name == "real_heldout":        # the reference set itself: no distribution metrics against it
+            assert all(r[key] is None for key in mnist.REFERENCE_METRICS)
+            continue
+        assert all(0 <= r[key] <= 1 for key in ("precision", "recall", "coverage")), name
+        assert r["fid"] >= 0
         assert abs(sum(r["class_histogram"]) - 1) < 1e-9
     assert rows["reconstruction"]["excess_mixed_rate"]["0.2"] == 0.0
     assert 0.5 < m["classifier_test_accuracy"] <= 1
@@ -73,6 +77,7 @@ def test_values_are_sane(runs):
     assert rows["real"]["off_support_rate"] < rows["noise"]["off_support_rate"]
     # plain OT outputs training codes only; real digits are training codes
     assert rows["ot_plain"]["copies"] == 1.0 and rows["real"]["copies"] == 1.0
+    assert rows["real_heldout"]["copies"] < 1.0      # held-out digits' codes are not training codes
     assert rows["ot_plain"]["off_support_rate"] == 0.0
     assert rows["gaussian"]["copies"] < 0.05
     for name in mnist.GENERATORS:
