@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from otgen._base import BaseEstimator, check_seed, clone, like_input, part_from_state, part_state, spawn_seed, torch_generator
 from otgen._validation import as_tensor, check_choice, check_positive_float, check_positive_int, resolve_device
+from otgen.autoencoder.augment import augment_digits
 from otgen.autoencoder.contrastive import ContrastiveCNN, train_contrastive
 from otgen.autoencoder.image import ImageAutoencoder, check_images
 from otgen.autoencoder.neighbours import fuzzy_graph, knn_graph, train_neighbour_embedding
@@ -39,6 +40,7 @@ _BATCH = 1024          # images per inference chunk
 _HIDDEN = 256          # width of the embedding and decoding MLPs (small inputs: 128-D features, d-D codes)
 _DECODER_BATCH = 256   # pairs (embedding, code) per step of the decoding MLP
 _EMBED_LR = 3e-3       # neighbour-embedding Adam rate: 1e-3 lost 4 points of 10-NN agreement in 1,500 steps
+_VIEW_STRENGTH = 1.0   # deformation strength of the embedding's extra views: the autoencoder's (1.5 blurs digits)
 
 
 def _mlp(n_in: int, n_out: int) -> nn.Sequential:
@@ -73,6 +75,12 @@ class SeparatedLatent(BaseEstimator):
     embed_steps : int, default 1500
         Optimiser steps of the neighbour embedding (batches of ``embed_batch`` edges).
     embed_batch : int, default 1024
+    embed_views : int, default 4
+        Deformed copies of each training digit (:func:`~otgen.autoencoder.augment.augment_digits`
+        at strength 1) whose features the neighbour embedding also learns from: each end of
+        an edge reads the digit or one of its copies, so that the embedding maps a digit's
+        neighbourhood, not only the digit, into its cluster, and held-out digits land with
+        their neighbours. ``0``: the training features only.
     embed_loss : {"infonce", "umap"}, default "infonce"
         Neighbour-contrastive loss with the Cauchy kernel (t-SNE-like), or UMAP's
         negative-sampling cross-entropy with ``min_dist`` 0.
@@ -121,7 +129,7 @@ class SeparatedLatent(BaseEstimator):
 
     def __init__(self, latent_dim: int = 10, epochs: int = 20, batch_size: int = 256, lr: float = 2e-3,
                  temperature: float = 0.5, strength: float = 1.5, width: int = 32, feature_dim: int = 128,
-                 n_neighbors: int = 15, embed_steps: int = 1500, embed_batch: int = 1024,
+                 n_neighbors: int = 15, embed_steps: int = 1500, embed_batch: int = 1024, embed_views: int = 4,
                  embed_loss: str = "infonce", decoder_epochs: int = 100, autoencoder=None, device=None,
                  seed: int = 0, verbose: bool = False):
         self.latent_dim = latent_dim
@@ -135,6 +143,7 @@ class SeparatedLatent(BaseEstimator):
         self.n_neighbors = n_neighbors
         self.embed_steps = embed_steps
         self.embed_batch = embed_batch
+        self.embed_views = embed_views
         self.embed_loss = embed_loss
         self.decoder_epochs = decoder_epochs
         self.autoencoder = autoencoder
@@ -150,6 +159,7 @@ class SeparatedLatent(BaseEstimator):
         for name in ("lr", "temperature"):
             check_positive_float(getattr(self, name), name)
         check_positive_float(self.strength, "strength", allow_zero=True)
+        check_positive_int(self.embed_views, "embed_views", minimum=0)
         check_choice(self.embed_loss, "embed_loss", EMBEDDING_LOSSES)
         if self.autoencoder is not None and not isinstance(self.autoencoder, ImageAutoencoder):
             raise TypeError(f"autoencoder must be an ImageAutoencoder or None, got {type(self.autoencoder).__name__}")
@@ -164,7 +174,8 @@ class SeparatedLatent(BaseEstimator):
         dev = resolve_device(self.device)
         encoder, enc_hist = self._fit_encoder(x, seed, dev)
         feats = batched_apply(encoder.features, x, batch_size=_BATCH, device=dev)          # (n, F)
-        embedder, emb_hist, emb_time = self._fit_embedder(feats, seed, dev)
+        views = self._view_features(encoder, x, seed, dev)                                 # (V, n, F) or None
+        embedder, emb_hist, emb_time = self._fit_embedder(feats, views, seed, dev)
         emb = batched_apply(embedder, feats, batch_size=_BATCH, device=dev)               # (n, d)
         ae = clone(self.autoencoder) if self.autoencoder is not None else ImageAutoencoder(latent_dim=32, epochs=20)
         ae.set_params(device=self.device, seed=spawn_seed(seed, "autoencoder") % 2**31, verbose=self.verbose).fit(x)
@@ -186,7 +197,15 @@ class SeparatedLatent(BaseEstimator):
                                  generator=torch_generator(spawn_seed(seed, "contrastive")), device=dev)
         return encoder, hist
 
-    def _fit_embedder(self, feats: torch.Tensor, seed: int, dev):
+    def _view_features(self, encoder, x: torch.Tensor, seed: int, dev):
+        """Features of ``embed_views`` deformed copies of the digits -> (V, n, F), or None for V = 0."""
+        if self.embed_views == 0:
+            return None
+        gen = torch_generator(spawn_seed(seed, "embedding views"))
+        return torch.stack([batched_apply(encoder.features, augment_digits(x, gen, _VIEW_STRENGTH), batch_size=_BATCH,
+                                          device=dev) for _ in range(self.embed_views)])
+
+    def _fit_embedder(self, feats: torch.Tensor, views, seed: int, dev):
         idx, dist = knn_graph(feats, self.n_neighbors)
         edges, weights = fuzzy_graph(idx, dist)
         with torch.random.fork_rng(devices=[]):
@@ -196,7 +215,7 @@ class SeparatedLatent(BaseEstimator):
         hist = train_neighbour_embedding(embedder, feats, edges, weights, steps=self.embed_steps,
                                          batch_size=min(self.embed_batch, edges.shape[0]), lr=_EMBED_LR,
                                          generator=torch_generator(spawn_seed(seed, "embedding")), device=dev,
-                                         loss_kind=self.embed_loss)
+                                         loss_kind=self.embed_loss, views=views)
         return embedder, hist, time.perf_counter() - start
 
     def _fit_code_mlp(self, emb: torch.Tensor, target: torch.Tensor, seed: int, dev):

@@ -116,30 +116,40 @@ def fuzzy_graph(indices, distances) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(edges).long(), torch.from_numpy(w).float()
 
 
-def _umap_loss(net, inputs, e, neg, negatives: int, a: float, b: float, dev) -> torch.Tensor:
-    """UMAP's cross-entropy on edges e (B, 2) and negatives neg (B M,)."""
+def _umap_loss(net, read, e, neg, negatives: int, a: float, b: float, dev) -> torch.Tensor:
+    """UMAP's cross-entropy on edges e (B, 2) and negatives neg (B M,); ``read(ids)`` gives the points' inputs."""
     batch = e.shape[0]
-    ids = torch.cat([e[:, 0], e[:, 1], neg])
-    uniq, inv = torch.unique(ids, return_inverse=True)
-    emb = net(inputs[uniq].to(dev))[inv]                                      # (2B + BM, d)
+    emb = net(read(torch.cat([e[:, 0], e[:, 1], neg])).to(dev))             # (2B + BM, d)
     ei, ej, en = emb[:batch], emb[batch:2 * batch], emb[2 * batch:]
     q_pos = 1 / (1 + a * (ei - ej).pow(2).sum(1).clamp_min(1e-12).pow(b))
     q_neg = 1 / (1 + a * (ei.repeat(negatives, 1) - en).pow(2).sum(1).clamp_min(1e-12).pow(b))
     return -(torch.log(q_pos + _EPS).mean() + negatives * torch.log(1 - q_neg + _EPS).mean())
 
 
-def _infonce_loss(net, inputs, e, dev) -> torch.Tensor:
+def _infonce_loss(net, read, e, dev) -> torch.Tensor:
     """Neighbour-contrastive loss with the Cauchy kernel on edges e (B, 2): the batch's other ends are negatives."""
     batch = e.shape[0]
-    emb = net(inputs[e.reshape(-1)].to(dev)).reshape(batch, 2, -1)             # (B, 2, d)
+    emb = net(read(e.reshape(-1)).to(dev)).reshape(batch, 2, -1)               # (B, 2, d)
     logq = -torch.log1p(torch.cdist(emb[:, 0], emb[:, 1]).pow(2))              # (B, B)
     return torch.nn.functional.cross_entropy(logq, torch.arange(batch, device=dev))
+
+
+def _reader(inputs: torch.Tensor, views: torch.Tensor | None, generator: torch.Generator):
+    """``read(ids)`` -> the inputs of points ``ids`` (m,): ``inputs[ids]``, or with ``views`` (V, n, ...) each
+    row from ``inputs`` or one of the views, chosen uniformly at random."""
+    if views is None:
+        return lambda ids: inputs[ids]
+    if views.ndim != inputs.ndim + 1 or views.shape[1:] != inputs.shape:
+        raise ValueError(f"views must have shape (V, *{tuple(inputs.shape)}), got {tuple(views.shape)}")
+    table = torch.cat([inputs[None], views.to(inputs.dtype)])                    # (V + 1, n, ...)
+    return lambda ids: table[torch.randint(0, table.shape[0], (ids.shape[0],), generator=generator), ids]
 
 
 def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges: torch.Tensor,
                               weights: torch.Tensor, *, steps: int, batch_size: int = 1024, negatives: int = 5,
                               lr: float = 1e-3, a: float = UMAP_A, b: float = UMAP_B,
-                              generator: torch.Generator, device=None, loss_kind: str = "umap") -> list:
+                              generator: torch.Generator, device=None, loss_kind: str = "umap",
+                              views: torch.Tensor | None = None) -> list:
     r"""Train ``net`` (inputs (n, ...) -> embeddings (n, d)) on UMAP's cross-entropy.
 
     Each step draws ``batch_size`` edges with probability :math:`\propto w_{ij}` and
@@ -176,6 +186,12 @@ def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges:
         \sum_s q_{i_r j_s}\big)` with the Cauchy kernel :math:`q = (1 + d^2)^{-1}`:
         every other point of the batch is a negative, which gives t-SNE-like,
         well separated clusters in few steps.
+    views : torch.Tensor of shape (V, n, ...), optional
+        Other versions of the same points (e.g. features of augmented images). Each end
+        of each edge, and each negative, then reads ``inputs`` or one of the V views at
+        random (uniformly, V + 1 choices), so that :math:`f` maps a point's neighbourhood,
+        not only the point itself, into its cluster: new points land where their
+        training neighbours are. The graph stays that of ``inputs``.
 
     References
     ----------
@@ -192,6 +208,7 @@ def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges:
     net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+    read = _reader(inputs, views, generator)
     probs = weights.double() / weights.double().sum()
     losses, running, count = [], 0.0, 0
     for step in range(steps):
@@ -199,9 +216,9 @@ def train_neighbour_embedding(net: torch.nn.Module, inputs: torch.Tensor, edges:
         e = edges[pick]                                                           # (B, 2)
         neg = torch.randint(0, n, (batch_size * negatives,), generator=generator) if loss_kind == "umap" else None
         if loss_kind == "infonce":
-            loss = _infonce_loss(net, inputs, e, dev)
+            loss = _infonce_loss(net, read, e, dev)
         else:
-            loss = _umap_loss(net, inputs, e, neg, negatives, a, b, dev)
+            loss = _umap_loss(net, read, e, neg, negatives, a, b, dev)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -6,7 +6,7 @@ from sklearn.base import clone
 from otgen import NotFittedError
 from otgen.autoencoder import ImageAutoencoder
 from otgen.autoencoder.embedding import SeparatedLatent
-from otgen.autoencoder.neighbours import fuzzy_graph, knn_graph
+from otgen.autoencoder.neighbours import _reader, fuzzy_graph, knn_graph, train_neighbour_embedding
 
 
 def _two_classes(n=120, seed=0):
@@ -61,6 +61,36 @@ def test_fuzzy_graph_is_symmetric_union():
     assert float(w[(edges[:, 0] == 0) & (edges[:, 1] == 1)]) == pytest.approx(1.0)
 
 
+def test_views_reader_draws_each_row_from_the_point_or_one_of_its_views():
+    inputs = torch.arange(6.0)[:, None].repeat(1, 3)                          # (6, 3): row i holds i
+    views = torch.stack([inputs + 100, inputs + 200])                         # (2, 6, 3)
+    read = _reader(inputs, views, torch.Generator().manual_seed(0))
+    ids = torch.arange(6).repeat(200)
+    rows = read(ids)                                                          # (1200, 3)
+    offset = rows[:, 0] - ids.float()
+    assert set(offset.unique().tolist()) == {0.0, 100.0, 200.0}               # every version is read
+    assert torch.equal(rows, rows[:, :1].expand(-1, 3))                       # whole rows, never mixed
+    assert torch.equal(_reader(inputs, None, None)(ids), inputs[ids])
+    with pytest.raises(ValueError, match="views must have shape"):
+        _reader(inputs, views[:, :5], torch.Generator())
+
+
+def test_embedding_with_views_keeps_neighbours_together():
+    """Two groups of 3-D features; views jitter them. The views-trained embedding keeps the groups apart."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.cat([torch.randn(60, 3, generator=g) * 0.1, torch.randn(60, 3, generator=g) * 0.1 + 3])
+    views = feats[None] + 0.1 * torch.randn(3, 120, 3, generator=g)
+    edges, w = fuzzy_graph(*knn_graph(feats, 5))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    train_neighbour_embedding(net, feats, edges, w, steps=150, batch_size=64, lr=3e-3, generator=g,
+                              loss_kind="infonce", views=views)
+    with torch.no_grad():
+        e = net(feats).numpy()
+    y = np.repeat([0, 1], 60)
+    assert _agreement(e, y, e, y, k=5) > 0.95
+
+
 def test_separates_two_image_classes(fitted):
     x, y = _two_classes()
     xt, yt = _two_classes(40, seed=1)
@@ -107,3 +137,5 @@ def test_bad_settings():
         SeparatedLatent(autoencoder="ae").fit(x)
     with pytest.raises(ValueError, match="n_neighbors"):
         SeparatedLatent(n_neighbors=30).fit(x)
+    with pytest.raises(ValueError, match="embed_views"):
+        SeparatedLatent(embed_views=-1).fit(x)
