@@ -55,8 +55,10 @@ class SeparatedLatent(BaseEstimator):
     ----------
     latent_dim : int, default 10
         Dimension d of the embedding (``2`` for figures).
-    epochs : int, default 20
-        Epochs of the contrastive encoder (NT-Xent).
+    epochs : int, default 60
+        Epochs of the contrastive encoder (NT-Xent). On the 4,000 embedded training digits
+        (15 steps an epoch) the held-out 10-NN label agreement of the features is 0.932 after
+        20 epochs and 0.958 after 60; the encoder is most of the latent's cost.
     batch_size : int, default 256
         Digits per contrastive step (2 x 256 views; each view has 510 negatives).
     lr : float, default 2e-3
@@ -112,7 +114,8 @@ class SeparatedLatent(BaseEstimator):
 
     Notes
     -----
-    Training at the defaults on 4,000 digits takes about 4 minutes on 2 CPU cores.
+    Training at the defaults on 4,000 digits takes about 8 minutes on 2 otherwise idle CPU cores
+    (most of it the contrastive encoder).
     The k-NN graph is computed by chunks (memory O(n k)), so 60,000 digits fit.
 
     References
@@ -127,7 +130,7 @@ class SeparatedLatent(BaseEstimator):
     _FITTED_ATTR = "embedder_"
     _SAVE_VERSION = 1
 
-    def __init__(self, latent_dim: int = 10, epochs: int = 20, batch_size: int = 256, lr: float = 2e-3,
+    def __init__(self, latent_dim: int = 10, epochs: int = 60, batch_size: int = 256, lr: float = 2e-3,
                  temperature: float = 0.5, strength: float = 1.5, width: int = 32, feature_dim: int = 128,
                  n_neighbors: int = 15, embed_steps: int = 1500, embed_batch: int = 1024, embed_views: int = 4,
                  embed_loss: str = "infonce", decoder_epochs: int = 100, autoencoder=None, device=None,
