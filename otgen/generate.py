@@ -325,7 +325,7 @@ class OTGenerator(Generator):
     # ------------------------------------------------------------------ sampling
     def _draw(self, n, seed) -> torch.Tensor:
         Y = self.ot_.targets_
-        return sample_source(self.ot_.source, n, Y.shape[1], seed=seed, dtype=Y.dtype, device=Y.device)
+        return sample_source(self.ot_.source_, n, Y.shape[1], seed=seed, dtype=Y.dtype, device=Y.device)
 
     def _may_blend(self, idx: torch.Tensor) -> torch.Tensor:
         """The blend rule on rows of top-k cells (m, k) -> (m,) bool tensor on idx's device."""
