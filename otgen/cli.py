@@ -40,7 +40,7 @@ from otgen.figures import mode_mixture_2d, singular_set
 from otgen.figures import video_critical_states as video_figures
 from otgen.figures.convergence import history_figure
 from otgen.figures.demo import demo_figure
-from otgen.transport import SemiDiscreteOT, power2d
+from otgen.transport import SOURCES, SemiDiscreteOT, power2d
 
 EXIT_OK, EXIT_UNCONVERGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -333,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("codes", help="(N, d) array in a .npy file")
     f.add_argument("--out", required=True, help="where to save the fitted potential (.pt; not the input, not a folder)")
     f.add_argument("--weights", help="optional (N,) .npy file of target masses")
-    f.add_argument("--source", choices=["uniform", "ball", "gaussian"], default="uniform",
-                   help="uniform on [-1, 1]^d, uniform on the unit ball, or N(0, I) (default: %(default)s)")
+    f.add_argument("--source", choices=SOURCES, default="uniform",
+                   help="uniform on [-1, 1]^d, ball (unif_ball) on the unit ball, gaussian (normal) N(0, I), or POT's "
+                   "unif (unif_cube) on [0, 1]^d (default: %(default)s)")
     f.add_argument("--tol", type=float, default=0.01, help="total-variation tolerance (default: %(default)s)")
     f.add_argument("--max-iter", type=int, default=100, help="Newton iterations (default: %(default)s)")
     f.add_argument("--max-samples", type=int, default=2**26, help="cap on source points per iteration (default: %(default)s)")

@@ -241,7 +241,8 @@ class OTGenerator(Generator):
     -----
     ``info`` of ``sample(n, return_info=True)`` (numpy): ``source`` (n, d) source points,
     ``cells`` (n,) int64 best cells, ``near_singular`` (n,) bool (the blend rule refused the
-    point's top-k cells; for ``extension="none"``, ``detector_.predict``), ``blended`` (n,) bool
+    point's top-k cells; for ``extension="none"``, ``detector_.predict``, which costs about three
+    times the map itself and so is run only for ``return_info``), ``blended`` (n,) bool
     (the extension was applied), ``n_resampled`` (int), ``temperature`` (float or None).
     ``save`` writes the latent space, the solver and the detector with their settings in one file.
     """
@@ -325,7 +326,7 @@ class OTGenerator(Generator):
     # ------------------------------------------------------------------ sampling
     def _draw(self, n, seed) -> torch.Tensor:
         Y = self.ot_.targets_
-        return sample_source(self.ot_.source, n, Y.shape[1], seed=seed, dtype=Y.dtype, device=Y.device)
+        return sample_source(self.ot_.source_, n, Y.shape[1], seed=seed, dtype=Y.dtype, device=Y.device)
 
     def _may_blend(self, idx: torch.Tensor) -> torch.Tensor:
         """The blend rule on rows of top-k cells (m, k) -> (m,) bool tensor on idx's device."""
@@ -333,12 +334,14 @@ class OTGenerator(Generator):
             return self.detector_.no_singular_pair(idx)
         return self.detector_.same_component(idx)
 
-    def _map(self, X):
-        """Map source points X (m, d) -> (points, best cells, near_singular, blended), torch on X's device."""
+    def _map(self, X, flag=True):
+        """Map source points X (m, d) -> (points, best cells, near_singular, blended), torch on X's device.
+
+        Without ``extension``, ``near_singular`` is the detector's test, run only when ``flag`` (else all False)."""
         Y = self.ot_.targets_
         if self.extension == "none":
             cells = self.ot_.assign(X)
-            near = self.detector_.predict(X).to(Y.device)
+            near = self.detector_.predict(X).to(Y.device) if flag else torch.zeros_like(cells, dtype=torch.bool)
             return Y[cells], cells, near, torch.zeros_like(near)
         vals, idx = self.ot_.topk(X, min(self.k, Y.shape[0]))                           # (m, k) descending
         ok = self._may_blend(idx).to(Y.device)
@@ -351,7 +354,7 @@ class OTGenerator(Generator):
         check_choice(self.boundary, "boundary", BOUNDARY_RULES)
         check_positive_int(self.max_resample, "max_resample", minimum=0)
         X = self._draw(n, seed)
-        points, cells, near, blended = self._map(X)
+        points, cells, near, blended = self._map(X, flag=want_info)
         n_resampled = 0
         if self.extension != "none" and self.boundary == "resample":
             for r in range(1, self.max_resample + 1):
@@ -361,6 +364,8 @@ class OTGenerator(Generator):
                 n_resampled += len(bad)
                 Xr = self._draw(len(bad), spawn_seed(seed, "resample", r))
                 X[bad], points[bad], cells[bad], near[bad], blended[bad] = (Xr,) + self._map(Xr)
+        if not want_info:
+            return self._codes(points), None
         info = dict(source=X.cpu().numpy(), cells=cells.cpu().numpy().astype(np.int64),
                     near_singular=near.cpu().numpy(), blended=blended.cpu().numpy(), n_resampled=int(n_resampled),
                     temperature=self.temperature_)

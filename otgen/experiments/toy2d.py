@@ -326,6 +326,7 @@ class DetectorPRSettings:
     separation, std : float, default 4.0, 0.5
         Of :func:`~otgen.data.two_blobs`.
     source : str, default "uniform"
+        A source name of :mod:`otgen.transport.sources` (otgen's or POT's).
     n_graph_samples : int, default 65536
         Source points of the detector's dual graph.
     seed : int, default 0
@@ -340,7 +341,7 @@ class DetectorPRSettings:
     tol: float = field(default=0.05, metadata={"check": "float", "help": "total-variation tolerance of the OT solve"})
     separation: float = field(default=4.0, metadata={"check": "float", "help": "distance between the blob centres"})   # two_blobs' default: 8 std between centres
     std: float = field(default=0.5, metadata={"check": "float", "help": "standard deviation of a blob"})          # two_blobs' default
-    source: str = field(default="uniform", metadata={"check": SOURCES, "help": "the OT source: uniform, ball or gaussian"})
+    source: str = field(default="uniform", metadata={"check": SOURCES, "help": "the OT source: uniform, ball, gaussian or a POT name (unif = [0, 1]^2, normal, unif_ball)"})
     n_graph_samples: int = field(default=2**16, metadata={"check": "int", "help": "source points of the detector's dual graph"})  # the detector's default dual-graph sample
     seed: int = field(default=0, metadata={"check": "seed"})
 
@@ -443,7 +444,7 @@ def run_detector_pr(settings: DetectorPRSettings = DetectorPRSettings()) -> Dete
     ot = SemiDiscreteOT(source=s.source, tol=s.tol, seed=spawn_seed(s.seed, "ot"), device=DEVICE,
                         verbose=False).fit(Y)
     detector = SingularSetDetector(k=s.k, n_samples=s.n_graph_samples, seed=spawn_seed(s.seed, "detector")).fit(ot)
-    X = sample_source(s.source, s.n_test, 2, seed=spawn_seed(s.seed, "test"))        # (n_test, 2) tensor
+    X = sample_source(ot.source_, s.n_test, 2, seed=spawn_seed(s.seed, "test"))        # (n_test, 2) tensor
     truth = _near_other_blob(X, ot, labels) <= detector.band * detector.cell_width_
     X = X.numpy()
     flagged = np.asarray(detector.predict(X), dtype=bool)

@@ -48,7 +48,7 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
                     batch: int = 2**16) -> dict:
     """Source points on the singular set and the two boundary targets each one touches.
 
-    Draws source points of ``ot.source`` in batches of ``batch`` (batch ``b`` from the stream
+    Draws source points of ``ot.source_`` in batches of ``batch`` (batch ``b`` from the stream
     ``spawn_seed(seed, "critical", b)``, at most ``max_draw`` points in all) and keeps those that
     ``detector.predict`` flags (a singular facet of their cell within the detector's band, in
     source distance) *and* whose cell has a facet within the band to a cell of another mode
@@ -90,7 +90,7 @@ def critical_states(ot, detector, n_points: int, *, seed: int = 0, max_draw: int
     Xs, I, J = [], [], []
     drawn = n_flag = n_kept = b = 0
     while n_kept < n_points and drawn < max_draw:
-        X = sample_source(ot.source, batch, d, seed=spawn_seed(seed, "critical", b), dtype=ot.targets_.dtype,
+        X = sample_source(ot.source_, batch, d, seed=spawn_seed(seed, "critical", b), dtype=ot.targets_.dtype,
                           device=ot.targets_.device)
         drawn, b = drawn + batch, b + 1
         flag = det.predict(X)

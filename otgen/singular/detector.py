@@ -523,7 +523,9 @@ def dual_graph(ot, n_samples=2**16, seed=0):
       radius :math:`\\min_j \\delta_{bj}` about x lies in :math:`W_b` and touches its boundary at the
       foot p of the perpendicular on the minimising hyperplane, a point of the facet
       :math:`W_b \\cap W_{j^*}`. The pair is kept when p lies in the support of the source (a facet
-      outside it is not part of the map).
+      outside it is not part of the map; :meth:`~otgen.transport.sources.Source.contains` of
+      ``ot.source_``). The Gaussian's support is :math:`\\mathbb R^d`, and a callable source's is
+      unknown and taken as :math:`\\mathbb R^d` too: every facet its points see is kept.
 
     So every sampled pair is a true neighbour pair; facets of tiny area may be missed. The top-2
     pairs alone favour facets between close targets: the order-2 region of (b, j) is the set where
@@ -539,7 +541,7 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     ot : SemiDiscreteOT
         Fitted solver.
     n_samples : int, default 65536
-        Source points drawn (``ot.source``, pseudo-random), in batches of 65536; batch ``b`` uses
+        Source points drawn (``ot.source_``, pseudo-random; a callable source's own points), in batches of 65536; batch ``b`` uses
         the stream ``spawn_seed(seed, "dual-graph", b)``.
     seed : int, default 0
 
@@ -559,7 +561,7 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     top2, nearest = [], []
     for b, start in enumerate(range(0, n_samples, _DRAW_ROWS)):
         m = min(_DRAW_ROWS, n_samples - start)
-        X = sample_source(ot.source, m, d, seed=spawn_seed(seed, "dual-graph", b), dtype=ot.targets_.dtype,
+        X = sample_source(ot.source_, m, d, seed=spawn_seed(seed, "dual-graph", b), dtype=ot.targets_.dtype,
                           device=ot.targets_.device)
         cell, second, other, _, inside = _nearest_facets(ot, X)
         top2.append(np.minimum(cell, second) * N + np.maximum(cell, second))
@@ -571,28 +573,6 @@ def dual_graph(ot, n_samples=2**16, seed=0):
     full = np.zeros(len(codes), np.int64)
     full[np.searchsorted(codes, u)] = counts
     return np.stack([codes // N, codes % N], axis=1), full
-
-
-def _in_support(P: torch.Tensor, source: str) -> torch.Tensor:
-    """(M,) bool: rows of P (M, d) in the support of the source (cube, ball; the Gaussian's is R^d)."""
-    if source == "uniform":
-        return P.abs().amax(1) <= 1.0 + _SUPPORT_TOL
-    if source == "ball":
-        return (P * P).sum(1) <= (1.0 + _SUPPORT_TOL) ** 2
-    return torch.ones(len(P), dtype=torch.bool, device=P.device)
-
-
-def _support_depth(X: torch.Tensor, source: str) -> np.ndarray:
-    """(M,) float64: distance from the rows of X (M, d) to the boundary of the source's support (cube, ball;
-    inf for the Gaussian)."""
-    Xd = X.detach().double()
-    if source == "uniform":
-        depth = 1.0 - Xd.abs().amax(1)
-    elif source == "ball":
-        depth = 1.0 - Xd.norm(dim=1)
-    else:
-        depth = torch.full((len(Xd),), math.inf, dtype=torch.float64)
-    return depth.cpu().numpy()
 
 
 def _nearest_facets(ot, X: torch.Tensor) -> tuple:
@@ -617,7 +597,7 @@ def _nearest_facets(ot, X: torch.Tensor) -> tuple:
         u = Y[other] - Y[best]
         foot = Xc + dmin.clamp(max=1e300)[:, None] * u / u.norm(dim=1, keepdim=True).clamp_min(1e-300)
         finite = torch.isfinite(dmin)
-        for lst, v in zip(out, (best, idx[:, 1], other, dmin, finite & _in_support(foot, ot.source))):
+        for lst, v in zip(out, (best, idx[:, 1], other, dmin, finite & ot.source_.contains(foot, _SUPPORT_TOL))):
             lst.append(v.cpu().numpy())
     cat = [np.concatenate(v) if v else np.zeros(0) for v in out]
     return (cat[0].astype(np.int64), cat[1].astype(np.int64), cat[2].astype(np.int64), cat[3].astype(np.float64),
@@ -723,11 +703,11 @@ def _cell_width(ot, n_points: int, seed: int) -> float:
     """Median cell width of ``ot`` in source units, from ``n_points`` source points (see
     ``SingularSetDetector.cell_width_``); ``inf`` when there is one cell."""
     d = ot.targets_.shape[1]
-    X = sample_source(ot.source, n_points, d, seed=spawn_seed(seed, "cell-width"), dtype=ot.targets_.dtype,
+    X = sample_source(ot.source_, n_points, d, seed=spawn_seed(seed, "cell-width"), dtype=ot.targets_.dtype,
                       device=ot.targets_.device)
     if ot.targets_.shape[0] < 2:
         return math.inf
-    inner = np.minimum(_nearest_facets(ot, X)[3], _support_depth(X, ot.source))
+    inner = np.minimum(_nearest_facets(ot, X)[3], ot.source_.depth(X).cpu().numpy())
     inner = inner[np.isfinite(inner)]
     if not len(inner):
         return math.inf
@@ -849,7 +829,7 @@ class SingularSetDetector(BaseEstimator):
         Median width of the cells in source units: :math:`2 m / (1 - 2^{-1/d})`, where m is the
         median over ``4096`` source points of their distance to the boundary of their own cell (its
         nearest facet, :math:`\\min_j \\delta_{bj}` over all cells j, see :func:`dual_graph`, or the
-        boundary of the source's support). For cells that are cubes of side w or balls of diameter w
+        boundary of the source's support; none for the Gaussian or a callable source). For cells that are cubes of side w or balls of diameter w
         (any polytope circumscribed about a ball of diameter w), the distance to the boundary is
         below t with probability :math:`1 - (1 - 2t/w)^d`, so the formula returns w exactly;
         ``inf`` when there is one cell.

@@ -78,8 +78,8 @@ from otgen.transport._frame import (Frame, check_cast, close_pairs, fingerprint,
 from otgen.transport._multiscale import kmeans, refine_heights
 from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
 from otgen.transport._scoring import Scorer
-from otgen.transport.power2d import cell_areas, disc_domain, solve_power2d, square_domain
-from otgen.transport.sources import SourceSampler, check_source, source_std
+from otgen.transport.power2d import cell_areas, solve_power2d
+from otgen.transport.sources import CallableSource, SourceSampler, as_source
 
 # ----------------------------------------------------------------------------- tuning constants
 # Points per pass
@@ -118,7 +118,6 @@ _MS_MAX_SAMPLES = 1 << 22       # points per iteration of the coarse solve
 _MS_PROBE_MIN = 1 << 16         # least points that measure the barycentre and spread of each coarse cell
 _MS_PROBE_PER_CELL = 64         # ... and per coarse cell
 # Targets of zero weight
-_GAUSSIAN_RADIUS = 10.0         # N(0, I) mass beyond radius 10 + sqrt(d) is < 1e-20: "practically" empty
 _EMPTY_MARGIN = 1.0             # score margin by which a zero-weight cell loses everywhere on the source
 # Splitting merged near-duplicates back
 _SPLIT_POINTS_MAX = 1 << 22     # points drawn to split merged cells (the last iteration's M, at most this)
@@ -206,7 +205,8 @@ def _full_heights(h_active, idx_active, Y, source):
     """Heights of all N targets, mean zero: zero-weight targets get heights that empty their cells.
 
     A zero-weight target y_k loses to every active y_i on the source when h_k is below
-    h_i − R |y_k − y_i| for all i, R the source's radius (√d for the cube, 1 for the ball,
+    h_i − R |y_k − y_i| for all i, R the source's radius about the origin
+    (:meth:`otgen.transport.sources.Source.radius`: √d for the cubes, 1 for the ball,
     10 + √d for the Gaussian, beyond which it has no practical mass).
     """
     N = Y.shape[0]
@@ -218,7 +218,7 @@ def _full_heights(h_active, idx_active, Y, source):
         inactive = torch.ones(N, dtype=torch.bool, device=h.device)
         inactive[idx_active] = False
         d = Y.shape[1]
-        radius = {"uniform": math.sqrt(d), "ball": 1.0, "gaussian": _GAUSSIAN_RADIUS + math.sqrt(d)}[source]
+        radius = source.radius(d)
         dist = torch.cdist(Y[inactive].double(), Y[idx_active].double())  # (N0, Na)
         h[inactive] = (h_active[None, :] - radius * dist).min(1).values - _EMPTY_MARGIN
     return h - h.mean()
@@ -294,8 +294,14 @@ class SemiDiscreteOT(BaseEstimator):
 
     Parameters
     ----------
-    source : {"uniform", "ball", "gaussian"}, default "uniform"
-        The source μ: uniform on the cube [-1, 1]^d, uniform on the unit ball, or N(0, I).
+    source : str or callable, default "uniform"
+        The source μ (:mod:`otgen.transport.sources`): ``"uniform"`` on the cube
+        [-1, 1]^d, ``"ball"`` (``"unif_ball"``) on the unit ball, ``"gaussian"``
+        (``"normal"``) N(0, I), or POT's ``"unif"`` (``"unif_cube"``) on the cube
+        [0, 1]^d -- a distinct measure from ``"uniform"``. Or, as in POT, a sampler
+        ``f(n) -> (n, d)`` array: its own pseudo-random points (``seed`` and ``qmc`` do not
+        apply; reproducible only when ``f`` is seeded), no exact 2-D solve, no
+        ``checkpoint``, no ``parallel``, and no :meth:`save` (keep :meth:`to_pot`).
     tol : float, default 1e-2
         Target total-variation error ½ Σ_i |μ(W_i) − ν_i|.
     max_iter : int, default 100
@@ -318,7 +324,8 @@ class SemiDiscreteOT(BaseEstimator):
         cell ([2]_, :mod:`otgen.transport._multiscale`), which places each cluster's mass
         before the fine solve. "linear" uses the Brenier potential of the affine map
         matching the source's and the targets' means and covariances,
-        :math:`h_i = -\\tfrac12 (y_i - m)^T A^{-1} (y_i - m)`,
+        :math:`h_i = -\\tfrac12 (y_i - m)^T A^{-1} (y_i - m) - \\langle c, y_i - m \\rangle`,
+        c the source's mean,
         :math:`A = \\Sigma_Y^{1/2} / \\sigma_\\mu`, which makes nearly all cells non-empty;
         "zero" starts from h = 0.
     device : str or torch.device, optional
@@ -360,12 +367,12 @@ class SemiDiscreteOT(BaseEstimator):
         Hessian, reviving empty cells, the multiscale start).
     method : {"auto", "stochastic", "exact2d"}, default "auto"
         ``"stochastic"``: the sampled damped Newton method of the module docstring, any
-        d and source. ``"exact2d"`` (d = 2, uniform or ball source): the damped Newton
+        d and source. ``"exact2d"`` (d = 2, a cube or ball source): the damped Newton
         method of [1]_ on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`;
         the ball is a 512-gon, area error 3e-5), so ``tol`` is met to round-off in
         about ten iterations, with no sampling noise (no checkpoints: it is quick).
-        ``"auto"``: ``"exact2d"`` for 2-D targets on a uniform or ball source in one
-        process (``parallel=None``), ``"stochastic"`` otherwise.
+        ``"auto"``: ``"exact2d"`` for 2-D targets on a cube or ball source in one
+        process (``parallel=None``), ``"stochastic"`` otherwise (Gaussian, callable).
 
     Attributes
     ----------
@@ -379,6 +386,10 @@ class SemiDiscreteOT(BaseEstimator):
         reached), ``step`` (step length), ``time`` (seconds since ``fit`` was called,
         the warm start included)
     result_ : :class:`SemiDiscreteResult`
+    source_ : :class:`~otgen.transport.sources.Source`
+        The measure ``source`` names (aliases resolved; a callable wrapped in a
+        :class:`~otgen.transport.sources.CallableSource`): what every draw and support
+        test of the solver, the detector and the generators reads.
     center_ : (d,) float64 tensor
         Centre c of the solve's frame (the mean of the targets of positive weight).
     scale_ : float
@@ -448,7 +459,13 @@ class SemiDiscreteOT(BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _check_settings(self) -> torch.device:
-        check_source(self.source)
+        self.source_ = source = as_source(self.source)    # canonical once: every draw and test reads source_
+        if isinstance(source, CallableSource) and self.parallel is not None:
+            raise ValueError("parallel needs a named source: the ranks must share one stream of source points, "
+                             "which a callable sampler cannot split")
+        if isinstance(source, CallableSource) and self.checkpoint is not None:
+            raise ValueError("checkpoint needs a named source: a checkpoint file holds no code, so a callable "
+                             "sampler could not be checked on resume")
         check_positive_float(self.tol, "tol")
         check_positive_int(self.max_iter, "max_iter")
         if self.n_samples is not None:
@@ -520,22 +537,23 @@ class SemiDiscreteOT(BaseEstimator):
 
     # ------------------------------------------------------------------ initial heights
     def _linear_init(self, Yc: torch.Tensor) -> torch.Tensor:
-        """h_i = -½ (y_i - m)ᵀ A⁻¹ (y_i - m) with A = Σ^{1/2}/σ_μ (Yc already centred)."""
+        """h_i = -½ (y_i - m)ᵀ A⁻¹ (y_i - m) - ⟨c, y_i - m⟩ with A = Σ^{1/2}/σ_μ, c the source's mean (Yc
+        already centred): the cells of the affine map x ↦ m + A (x - c)."""
         Y64 = Yc.double()
         d = Y64.shape[1]
         cov = Y64.T @ Y64 / Y64.shape[0]                    # (d, d)
         evals, evecs = torch.linalg.eigh(cov)
         evals = evals.clamp_min(_COV_FLOOR * float(evals.max().clamp_min(1e-30)))
         inv_sqrt = (evecs * evals.rsqrt()) @ evecs.T         # Σ^{-1/2}
-        sigma = source_std(self.source, d)
-        h = -0.5 * sigma * ((Y64 @ inv_sqrt) * Y64).sum(1)
+        sigma = self.source_.std(d)
+        h = -0.5 * sigma * ((Y64 @ inv_sqrt) * Y64).sum(1) - Y64 @ self.source_.mean(d).to(Y64.device)
         return h - h.mean()
 
     def _multiscale_init(self, Yc: torch.Tensor, nu: torch.Tensor, device) -> torch.Tensor:
         """Heights from a solved k-means-coarsened problem (see otgen.transport._multiscale)."""
         labels, C = kmeans(Yc, max(2, Yc.shape[0] // _MS_FACTOR), nu, seed=spawn_seed(self.seed, "kmeans"))
         W = torch.zeros(C.shape[0], dtype=torch.float64, device=Yc.device).index_add_(0, labels, nu)
-        coarse = SemiDiscreteOT(self.source, tol=max(self.tol, _MS_TOL), max_iter=_MS_MAX_ITER,
+        coarse = SemiDiscreteOT(self.source_, tol=max(self.tol, _MS_TOL), max_iter=_MS_MAX_ITER,
                                 max_samples=min(self.max_samples, _MS_MAX_SAMPLES), max_memory=self.max_memory,
                                 qmc=self.qmc, init="multiscale", device=device, dtype=self._dtype,
                                 seed=spawn_seed(self.seed, "coarse"), method="stochastic")
@@ -544,7 +562,7 @@ class SemiDiscreteOT(BaseEstimator):
             coarse.fit(C, W / W.sum())
         # barycentre and spread of each coarse cell in the source, from fresh points
         K = C.shape[0]
-        X = SourceSampler(self.source, Yc.shape[1], spawn_seed(self.seed, "coarse-cells"), qmc=self.qmc,
+        X = SourceSampler(self.source_, Yc.shape[1], spawn_seed(self.seed, "coarse-cells"), qmc=self.qmc,
                           dtype=self._dtype, device=device).draw(max(_MS_PROBE_MIN, _MS_PROBE_PER_CELL * K))
         cell = coarse.assign(X)
         cnt = torch.bincount(cell, minlength=K).double().clamp_min(1)[:, None]
@@ -587,7 +605,7 @@ class SemiDiscreteOT(BaseEstimator):
         v2, i2, pos, vk, ik, xs = [], [], [], [], [], []
         offset = block = 0          # global position of the next point, index of the next block
         for r in range(2):
-            sampler = SourceSampler(self.source, scorer.d, spawn_seed(self.seed, "iteration", it, r), qmc=self.qmc,
+            sampler = SourceSampler(self.source_, scorer.d, spawn_seed(self.seed, "iteration", it, r), qmc=self.qmc,
                                     dtype=self._dtype, device=device)
             left = M // 2
             while left > 0:
@@ -709,7 +727,8 @@ class SemiDiscreteOT(BaseEstimator):
             Continue from ``self.checkpoint`` if that file exists. The checkpoint is read
             before any warm start and must come from a fit of the same problem: the same
             targets and weights (SHA-256 of their float64 bytes) with the same source,
-            dtype, method, seed and qmc. Otherwise, or when the file is unreadable,
+            dtype, method, seed and qmc (the source by its canonical name: a fit with
+            ``"normal"`` resumes one with ``"gaussian"``). Otherwise, or when the file is unreadable,
             ``ValueError`` names the file and what differs; start afresh with
             ``resume=False`` (``otgen fit-ot --restart``). ``tol``, ``max_iter`` and
             ``max_samples`` may change. ``method="exact2d"`` writes no checkpoint.
@@ -725,6 +744,7 @@ class SemiDiscreteOT(BaseEstimator):
         device = self._check_settings()
         comm = make_comm(self.parallel, device)
         Y64, nu, init_heights = self._check_on_all_ranks(comm, Y, weights, init_heights, callback, device)
+        self.source_.check_dim(Y64.shape[1])      # a callable sampler is probed once, here
         setup = self._setup(Y64, nu)
         Yd = self._stored_targets(Y64, setup.frame.scale)
         h0 = None if init_heights is None else init_heights[setup.active] / setup.frame.scale
@@ -752,11 +772,11 @@ class SemiDiscreteOT(BaseEstimator):
         return self
 
     def _method(self, d: int) -> str:
-        """The method that runs: ``"auto"`` is the exact 2-D solver for 2-D targets on a bounded source
-        in one process, the stochastic Newton method otherwise."""
+        """The method that runs: ``"auto"`` is the exact 2-D solver for 2-D targets on a source with a polygon
+        (a cube or the ball) in one process, the stochastic Newton method otherwise (a Gaussian or a callable)."""
         if self.method != "auto":
             return self.method
-        exact = d == 2 and self.source != "gaussian" and self.parallel is None
+        exact = d == 2 and self.source_.domain2d() is not None and self.parallel is None
         return "exact2d" if exact else "stochastic"
 
     def _setup(self, Y64, nu) -> _Setup:
@@ -783,6 +803,7 @@ class SemiDiscreteOT(BaseEstimator):
         """What defines the problem and its answer: the data's SHA-256 and the solution-changing settings."""
         settings = {k: v for k, v in self._saved_params().items() if k in _RESUME_SETTINGS}
         settings["method"] = self._method(Y64.shape[1])
+        settings["source"] = self.source_.name     # aliases ("normal", "gaussian") are one problem
         return dict(data=fingerprint(Y64, nu), shape=list(Y64.shape), **settings)
 
     def _finish(self, Yd, nu, setup: _Setup, state: SolverState, scorer) -> None:
@@ -790,7 +811,7 @@ class SemiDiscreteOT(BaseEstimator):
         gm = state.accepted_heights
         if setup.grouped:
             M = min(int((state.last or {}).get("n_samples", state.n_samples)), _SPLIT_POINTS_MAX)
-            sampler = SourceSampler(self.source, Yd.shape[1], spawn_seed(self.seed, "split"), qmc=self.qmc,
+            sampler = SourceSampler(self.source_, Yd.shape[1], spawn_seed(self.seed, "split"), qmc=self.qmc,
                                     dtype=self._dtype, device=gm.device)
             g = _split_heights(setup, gm, scorer, sampler, M)
         else:
@@ -823,7 +844,7 @@ class SemiDiscreteOT(BaseEstimator):
                 bar.set_postfix(tv=f"{entry['tv']:.4f}", noise=f"{entry['noise']:.4f}", M=entry["n_samples"])
                 if callback is not None:   # members of a merged group share its height until the split
                     g = state.accepted_heights[setup.labels]
-                    callback(state.it, setup.frame.scale * _full_heights(g, setup.active, setup.frame.Z, self.source),
+                    callback(state.it, setup.frame.scale * _full_heights(g, setup.active, setup.frame.Z, self.source_),
                              entry)
                 if entry["accepted"] and entry["tv"] <= self.tol and entry["noise"] <= _CERTIFY_NOISE * self.tol:
                     self.converged_ = True
@@ -842,7 +863,7 @@ class SemiDiscreteOT(BaseEstimator):
         self._scorer_cache = None
         self.targets_ = Yd
         self.weights_ = nu
-        self.heights_ = frame.scale * _full_heights(g_active, setup.active, frame.Z, self.source)
+        self.heights_ = frame.scale * _full_heights(g_active, setup.active, frame.Z, self.source_)
         # the cells are scored in the frame of the solve; in float64 when near-duplicates were merged,
         # as the working dtype cannot separate them
         self.center_, self.scale_ = frame.center, frame.scale
@@ -854,10 +875,11 @@ class SemiDiscreteOT(BaseEstimator):
     def _fit_exact2d(self, Yd, nu, setup: _Setup, h0):
         """d = 2: damped Newton on exact power diagrams (:func:`otgen.transport.power2d.solve_power2d`), float64."""
         Za = setup.frame.Z[setup.active]
-        if Za.shape[1] != 2 or self.source == "gaussian":
-            raise ValueError(f"method='exact2d' needs 2-D targets and a 'uniform' or 'ball' source, got "
-                             f"d = {Za.shape[1]} and source={self.source!r}")
-        D = square_domain() if self.source == "uniform" else disc_domain()
+        D = self.source_.domain2d()
+        if Za.shape[1] != 2 or D is None:
+            raise ValueError(f"method='exact2d' needs 2-D targets and a source with a polygon ('unif', 'uniform' or "
+                             f"'ball'; not a Gaussian or a callable sampler), got d = {Za.shape[1]} and "
+                             f"source={self.source!r}")
         Z = Za.cpu().numpy()
         if h0 is not None:
             h0 = h0.cpu().numpy()
@@ -885,6 +907,13 @@ class SemiDiscreteOT(BaseEstimator):
 
     def _saved_params(self) -> dict:
         params = super()._saved_params()
+        source = as_source(self.source)
+        if isinstance(source, CallableSource):
+            raise ValueError("a SemiDiscreteOT with a callable source cannot be saved: a file holds no code. Keep "
+                             "the potential instead (g = ot.to_pot(), with ot.targets_ and ot.weights_) and rebuild "
+                             "it with SemiDiscreteOT.from_pot(targets, g, weights, source=sampler)")
+        if not isinstance(params["source"], str):    # a Source object: its name
+            params["source"] = source.name
         params["dtype"] = str(self._dtype).replace("torch.", "")      # one spelling in files and fingerprints
         if params.get("checkpoint") is not None:     # a Path is not readable with weights_only
             params["checkpoint"] = os.fspath(params["checkpoint"])
@@ -899,6 +928,7 @@ class SemiDiscreteOT(BaseEstimator):
     def _set_state(self, state: dict, device=None) -> None:
         """The fitted attributes from a saved fit, or from the last accepted heights of a checkpoint."""
         dev = resolve_device(device)
+        self.source_ = as_source(self.source)
         if state.get("kind") == "checkpoint":
             self._set_from_checkpoint(state, dev)
             return
@@ -989,10 +1019,9 @@ class SemiDiscreteOT(BaseEstimator):
         ``ot.semidiscrete`` (squared Euclidean cost) puts x in the cell argmin_j
         |x − y_j|² − g_j = argmax_j ⟨x, y_j⟩ + (g_j − |y_j|²) / 2, so
         :math:`g_j = 2 h_j + |y_j|^2` up to a constant, y the stored ``targets_``. The source must
-        be the same measure:
-        POT's ``'ball'`` / ``'normal'`` are this ``"ball"`` / ``"gaussian"``, but POT's
-        ``'unif'`` is the cube [0, 1]^d, not [-1, 1]^d (pass POT a callable sampler of
-        [-1, 1]^d for ``"uniform"``).
+        be the same measure: POT's names mean the same measures here (``'unif'`` is the cube
+        [0, 1]^d, ``'ball'`` the unit ball, ``'normal'`` N(0, I)); otgen's ``"uniform"``,
+        the cube [-1, 1]^d, has no POT name (pass POT a callable sampler of [-1, 1]^d).
         """
         self._check_fitted()
         y = self.targets_.double()
@@ -1024,6 +1053,7 @@ class SemiDiscreteOT(BaseEstimator):
         g = as_tensor(g, "g", ndim=1, dtype=torch.float64, device=device)
         if g.shape[0] != Y64.shape[0]:
             raise ValueError(f"g must have length {Y64.shape[0]} (one per target), got {g.shape[0]}")
+        ot.source_.check_dim(Y64.shape[1])
         setup = ot._setup(Y64, nu)
         h = 0.5 * (g - (Y64 * Y64).sum(1))
         ot.converged_ = False
@@ -1092,7 +1122,7 @@ class SemiDiscreteOT(BaseEstimator):
         self._check_fitted()
         n_samples = check_positive_int(n_samples, "n_samples")
         seed = self.seed if seed is None else check_seed(seed)
-        sampler = SourceSampler(self.source, self.targets_.shape[1], spawn_seed(seed, "cell-masses"), qmc=self.qmc,
+        sampler = SourceSampler(self.source_, self.targets_.shape[1], spawn_seed(seed, "cell-masses"), qmc=self.qmc,
                                 dtype=self.targets_.dtype, device=self.targets_.device)
         counts = torch.zeros(self.targets_.shape[0], dtype=torch.float64, device=self.targets_.device)
         left = n_samples
@@ -1121,7 +1151,7 @@ class SemiDiscreteOT(BaseEstimator):
         self._check_fitted()
         n = check_positive_int(n, "n")
         seed = self.seed if seed is None else check_seed(seed)
-        X = SourceSampler(self.source, self.targets_.shape[1], spawn_seed(seed, "sample"), qmc=False,
+        X = SourceSampler(self.source_, self.targets_.shape[1], spawn_seed(seed, "sample"), qmc=False,
                           dtype=self.targets_.dtype, device=self.targets_.device).draw(n)
         idx = self._assign(X)
         points = self.targets_[idx].cpu().numpy().astype(np.float32, copy=False)

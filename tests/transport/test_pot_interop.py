@@ -66,3 +66,32 @@ def test_numpy_and_string_dtypes_are_accepted(dtype):
 def test_other_dtypes_are_refused(dtype):
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         SemiDiscreteOT(dtype=dtype).fit(np.random.default_rng(6).normal(size=(30, 3)))
+
+
+def test_pots_unif_source_is_otgens_unif():
+    """``source="unif"`` solves the problem POT solves with ``sampler_source='unif'`` (the cube [0, 1]^d);
+    the same potential on otgen's ``"uniform"`` cube [-1, 1]^d is another map."""
+    backend = pytest.importorskip("ot.backend")
+    rng = np.random.default_rng(3)
+    Y = rng.normal(size=(8, 2))
+    nu = rng.uniform(0.5, 1.5, size=8)
+    nu /= nu.sum()
+    backend.get_backend(Y).seed(0)                               # POT's built-in samplers draw from its backend
+    g = ot_sd.solve_semidiscrete(Y, "unif", a_target=nu, max_iter=5000, batch_size=64)
+    ours = SemiDiscreteOT(source="unif", tol=1e-4).fit(Y, nu)   # exact 2-D on [0, 1]^2
+    pot = SemiDiscreteOT.from_pot(Y, g, nu, source="unif")
+    m_ours, m_pot = ours.cell_masses(2**18, seed=5), pot.cell_masses(2**18, seed=5)
+    assert 0.5 * np.abs(m_ours - nu).sum() < 0.01
+    assert 0.5 * np.abs(m_pot - m_ours).sum() < 0.05             # POT's SGD after 5000 steps: ~0.02
+    on_uniform = SemiDiscreteOT.from_pot(Y, g, nu, source="uniform").cell_masses(2**18, seed=5)
+    assert 0.5 * np.abs(on_uniform - nu).sum() > 0.3             # measured 0.55
+
+
+def test_pots_callable_convention_is_accepted():
+    """The callable POT takes, ``f(batch_size) -> (batch_size, d)``, is a source here too."""
+    Y = np.random.default_rng(6).normal(size=(10, 3))
+    rng = np.random.default_rng(7)
+    ours = SemiDiscreteOT(source=lambda n: rng.standard_normal((n, 3)), tol=0.05).fit(Y)
+    ref = SemiDiscreteOT(source="normal", tol=0.05).fit(Y)
+    assert 0.5 * np.abs(SemiDiscreteOT.from_pot(Y, ours.to_pot(), source="normal").cell_masses(2**17) - 0.1).sum() < 0.07
+    assert 0.5 * np.abs(ref.cell_masses(2**17) - 0.1).sum() < 0.07
