@@ -27,6 +27,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from otgen.autoencoder.augment import augment_digits
 
@@ -75,11 +76,13 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torc
 
 
 def train_contrastive(model: ContrastiveCNN, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-                      temperature: float, strength: float, generator: torch.Generator, device=None) -> dict:
+                      temperature: float, strength: float, generator: torch.Generator, device=None,
+                      verbose: bool = False) -> dict:
     """Train ``model`` on digits ``x`` (n, 1, 28, 28) with NT-Xent (Adam, cosine decay).
 
     The two views of each digit are :func:`augment_digits` at ``strength``. Returns
-    ``{"loss": per-epoch mean loss, "time": seconds at the end of each epoch}``.
+    ``{"loss": per-epoch mean loss, "time": seconds at the end of each epoch}``; ``verbose`` shows
+    a progress bar with the running loss.
     """
     dev = torch.device("cpu") if device is None else device
     n = x.shape[0]
@@ -90,7 +93,8 @@ def train_contrastive(model: ContrastiveCNN, x: torch.Tensor, *, epochs: int, ba
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
     history, t0 = {"loss": [], "time": []}, time.perf_counter()
-    for _ in range(epochs):
+    bar = tqdm(range(epochs), desc="fit contrastive encoder", disable=not verbose, leave=False)
+    for _ in bar:
         perm = torch.randperm(n, generator=generator)
         running = 0.0
         for s in range(steps):
@@ -103,6 +107,7 @@ def train_contrastive(model: ContrastiveCNN, x: torch.Tensor, *, epochs: int, ba
             sched.step()
             running += loss.item()
         history["loss"].append(running / steps)
+        bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
         history["time"].append(time.perf_counter() - t0)
     model.eval()
     return history

@@ -97,7 +97,7 @@ class SeparatedLatent(BaseEstimator):
     seed : int, default 0
         Seeds every stage (spawned streams).
     verbose : bool, default False
-        Show the autoencoder's progress bar.
+        Show the contrastive encoder's and the autoencoder's progress bars.
 
     Attributes
     ----------
@@ -197,7 +197,8 @@ class SeparatedLatent(BaseEstimator):
             encoder = ContrastiveCNN(self.width, self.feature_dim)
         hist = train_contrastive(encoder, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                  temperature=self.temperature, strength=self.strength,
-                                 generator=torch_generator(spawn_seed(seed, "contrastive")), device=dev)
+                                 generator=torch_generator(spawn_seed(seed, "contrastive")), device=dev,
+                                 verbose=self.verbose)
         return encoder, hist
 
     def _view_features(self, encoder, x: torch.Tensor, seed: int, dev):
