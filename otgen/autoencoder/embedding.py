@@ -114,8 +114,10 @@ class SeparatedLatent(BaseEstimator):
 
     Notes
     -----
-    Training at the defaults on 4,000 digits takes about 8 minutes on 2 otherwise idle CPU cores
-    (most of it the contrastive encoder).
+    At the defaults on the 4,000 embedded training digits, ``otgen compare mnist --latent separated``
+    measured a held-out 10-NN label agreement of 0.961 (10-D); its fit took 1,659 s on a 2-core
+    machine shared with other jobs (load 4-12): contrastive encoder 1,269 s, embedding 157 s,
+    autoencoder 220 s, decoding MLP 13 s.
     The k-NN graph is computed by chunks (memory O(n k)), so 60,000 digits fit.
 
     References
