@@ -28,7 +28,8 @@ Then, in the same process:
 Writes ``NAME.json`` and ``NAME.md`` under ``--out`` (default ``benchmarks/results``, NAME
 ``floor``). While the fit runs, ``NAME.json`` holds the history so far (estimated TV, its
 noise and M against time, ``"status": "running"``), rewritten after every iteration, so a
-run stopped from outside still leaves its TV against time.
+run stopped from outside still leaves its TV against time
+(``python benchmarks/bench_floor.py --partial-table results/NAME.json`` writes its table).
 """
 
 from __future__ import annotations
@@ -228,5 +229,26 @@ def write_table(r, out, name="floor"):
     print("\n".join(lines))
 
 
+def partial_table(path):
+    """The markdown of a run stopped from outside, from its running NAME.json (history so far)."""
+    r = json.loads(Path(path).read_text())
+    m = r["machine"]
+    lines = [f"{r['N']} × {r['d']} to TV ≤ {r['tol']}, {m['threads']} torch thread(s), {m['cpu_count']} CPU cores, "
+             f"torch {m['torch']}, started {m['date']}, load average {m['loadavg_start'][0]:.1f} at the start. "
+             "**Stopped from outside before the end** (status running): no independent TV evaluation; the TV "
+             "below is the solver's own estimate (fresh points each iteration) with its noise.", "",
+             f"Floor (GEMM + bias over M = {r['floor_points']:.3g} points, timed before the fit): {r['floor_s']:.1f} s.",
+             "", "| iteration | seconds since the fit began | / floor | M | estimated TV (noise) | accepted | step |",
+             "|---|---|---|---|---|---|---|"]
+    for h in r["history"]:
+        lines.append(f"| {h['iter']} | {h['wall']:.0f} | {h['wall'] / r['floor_s']:.2f} | 2^{h['n_samples'].bit_length() - 1}"
+                     f" | {h['tv']:.3f} ({h['noise']:.3f}) | {'yes' if h['accepted'] else 'no'} | {h['step']:.3g} |")
+    Path(path).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--partial-table":
+        partial_table(sys.argv[2])
+    else:
+        main()
