@@ -22,8 +22,14 @@ Then, in the same process:
 
     python benchmarks/bench_floor.py                           # 10000 x 16 to TV 0.02
     python benchmarks/bench_floor.py --size 2000x8 --tol 0.02 --max-seconds 120
+    python benchmarks/bench_floor.py --size 20000x32 --tol 0.05 --eval-points 8388608 --name floor_20000x32
+    python benchmarks/bench_floor.py --size 60000x16 --tol 0.05 --eval-points 8388608 --name floor_60000x16
 
-Writes ``floor.json`` and ``floor.md`` under ``--out`` (default ``benchmarks/results``).
+Writes ``NAME.json`` and ``NAME.md`` under ``--out`` (default ``benchmarks/results``, NAME
+``floor``). While the fit runs, ``NAME.json`` holds the history so far (estimated TV, its
+noise and M against time, ``"status": "running"``), rewritten after every iteration, so a
+run stopped from outside still leaves its TV against time
+(``python benchmarks/bench_floor.py --partial-table results/NAME.json`` writes its table).
 """
 
 from __future__ import annotations
@@ -137,6 +143,7 @@ def main(argv=None):
     p.add_argument("--eval-points", type=int, default=1 << 22, help="independent evaluation points")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    p.add_argument("--name", default="floor", help="stem of the JSON and markdown files (default %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     N, d = (int(float(x)) for x in args.size.lower().split("x"))
@@ -153,8 +160,12 @@ def main(argv=None):
           flush=True)
     snaps, t0, entries = [], time.perf_counter(), []
 
+    partial = out / f"{args.name}.json"
+
     def cb(it, h, info):
-        entries.append(dict(info))
+        entries.append(dict(info, wall=time.perf_counter() - t0))
+        partial.write_text(json.dumps(dict(status="running", machine=machine, N=N, d=d, tol=args.tol,
+                                           floor_points=M_floor, floor_s=floor_s, history=entries), indent=1))
         if info["accepted"]:
             snaps.append(h.clone())
         if time.perf_counter() - t0 > args.max_seconds:
@@ -184,13 +195,13 @@ def main(argv=None):
                seconds_by_M={str(k): sum(v) for k, v in by_m.items()},
                iterations_by_M={str(k): len(v) for k, v in by_m.items()},
                tv=tv, eval_floor=tv_floor, eval_points=args.eval_points,
-               ratio=wall / statistics.mean([floor_s, t2]), reuse=reuse)
+               ratio=wall / statistics.mean([floor_s, t2]), reuse=reuse, status="done", history=hist)
     machine["loadavg_end"] = list(os.getloadavg())
-    (out / "floor.json").write_text(json.dumps(res, indent=2))
-    write_table(res, out)
+    (out / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float))
+    write_table(res, out, args.name)
 
 
-def write_table(r, out):
+def write_table(r, out, name="floor"):
     m = r["machine"]
     floor = statistics.mean([r["floor_s"], r["floor_after_s"]])
     fit = f"stopped at {r['fit_s']:.0f} s" if r["stopped_at_budget"] else f"{r['fit_s']:.1f} s"
@@ -214,9 +225,30 @@ def write_table(r, out):
              "|---|---|---|---|"]
     for i, q in enumerate(r["reuse"]):
         lines.append(f"| {i + 1} | {q['certified']:.3f} | {q['reuse_over_full']:.2f} | {q['agree']:.6f} |")
-    (Path(out) / "floor.md").write_text("\n".join(lines) + "\n")
+    (Path(out) / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def partial_table(path):
+    """The markdown of a run stopped from outside, from its running NAME.json (history so far)."""
+    r = json.loads(Path(path).read_text())
+    m = r["machine"]
+    lines = [f"{r['N']} × {r['d']} to TV ≤ {r['tol']}, {m['threads']} torch thread(s), {m['cpu_count']} CPU cores, "
+             f"torch {m['torch']}, started {m['date']}, load average {m['loadavg_start'][0]:.1f} at the start. "
+             "**Stopped from outside before the end** (status running): no independent TV evaluation; the TV "
+             "below is the solver's own estimate (fresh points each iteration) with its noise.", "",
+             f"Floor (GEMM + bias over M = {r['floor_points']:.3g} points, timed before the fit): {r['floor_s']:.1f} s.",
+             "", "| iteration | seconds since the fit began | / floor | M | estimated TV (noise) | accepted | step |",
+             "|---|---|---|---|---|---|---|"]
+    for h in r["history"]:
+        lines.append(f"| {h['iter']} | {h['wall']:.0f} | {h['wall'] / r['floor_s']:.2f} | 2^{h['n_samples'].bit_length() - 1}"
+                     f" | {h['tv']:.3f} ({h['noise']:.3f}) | {'yes' if h['accepted'] else 'no'} | {h['step']:.3g} |")
+    Path(path).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--partial-table":
+        partial_table(sys.argv[2])
+    else:
+        main()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -160,7 +161,9 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = dict(machine=dict(python=sys.version.split()[0], torch=torch.__version__, cpu=platform.processor(),
-                                threads=torch.get_num_threads()), problems=[])
+                                threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+                                loadavg_start=list(os.getloadavg()), date=time.strftime("%Y-%m-%d %H:%M")),
+                   problems=[])
     for size in args.sizes:
         N, d = map(int, size.lower().split("x"))
         target = TARGETS.get(N, 0.02)
@@ -195,6 +198,7 @@ def main(argv=None):
         results["problems"].append(prob)
         print(f"[{size}] iteration: ours {it_time['ours_s']:.3f}s vs bare mm {it_time['bare_mm_s']:.3f}s "
               f"(ratio {it_time['ratio']:.2f})", flush=True)
+        results["machine"]["loadavg_end"] = list(os.getloadavg())
         (out / "semidiscrete.json").write_text(json.dumps(results, indent=2))
     write_table(results, out)
 

@@ -223,6 +223,52 @@ def line_search(vals: torch.Tensor, idx: torch.Tensor, direction: torch.Tensor, 
     return best_alpha
 
 
+def check_step(cells, first: torch.Tensor, direction: torch.Tensor, rescue: torch.Tensor, weights: torch.Tensor,
+               alpha: float, min_alpha: float, halvings: int = 3, *, comm: Local = _LOCAL) -> float:
+    """The line-searched step length, checked on exactly rescored points and halved while that helps.
+
+    :func:`line_search` predicts each point's cell from its k best cells before the step;
+    a long step lets cells from outside that list win (measured at 10,000 × 16 from the
+    multiscale start: at α = 1 the prediction agreed with a full rescore on 44–90 % of the
+    points, predicted TV 0.18 where it was 0.63), and the solver then rejects the step after
+    a whole pass over fresh points. Here the same points are scored *exactly* after the step
+    αΔ + rescue (``cells``; rows whose candidates certify their cell are not rescored,
+    :func:`otgen.transport._scoring.candidate_best`), and α is halved while the exact error
+    on these points falls (ranked as in :func:`line_search`: new empty cells first, then TV),
+    at most ``halvings`` times and not below ``min_alpha``.
+
+    Parameters
+    ----------
+    cells : callable, ``cells(step) -> (m,)`` the exact cell of each point after heights += step
+    first : (m,) each point's cell before the step
+    direction, rescue : (N,) the Newton direction and the revival of empty cells (not scaled by α)
+    weights : (N,) target masses.  alpha : the line search's step length.
+    min_alpha : the shortest step length.  halvings : the most halvings tried.
+    comm : the communicator of a distributed solve (the counts are summed over ranks)
+
+    Returns
+    -------
+    float, the checked step length (≤ alpha).
+    """
+    n = weights.shape[0]
+    m = max(1, comm.count(first.shape[0]))
+    n_empty0 = int((comm.sum_(torch.bincount(first, minlength=n).double()) == 0).sum())
+
+    def key(a):
+        cnt = comm.sum_(torch.bincount(cells(a * direction + rescue), minlength=n).double())
+        return max(0, int((cnt == 0).sum()) - n_empty0), 0.5 * float((cnt / m - weights).abs().sum())
+
+    best_a, best_key = alpha, key(alpha)
+    for _ in range(halvings):
+        if best_a / 2 < min_alpha:
+            break
+        k = key(best_a / 2)
+        if k >= best_key:
+            break
+        best_a, best_key = best_a / 2, k
+    return best_a
+
+
 def rescue_empty(X: torch.Tensor, best: torch.Tensor, Y: torch.Tensor, h: torch.Tensor, empty: torch.Tensor,
                  weights: torch.Tensor, chunk: int = 256, *, comm: Local = _LOCAL) -> torch.Tensor:
     """Height increases that give empty cells back some mass.

@@ -102,6 +102,39 @@ def certify_candidates(cand_vals: torch.Tensor, cand_idx: torch.Tensor, dh: torc
     return top2[:, 0], cand_idx.gather(1, j[:, :1]).squeeze(1), ok
 
 
+def score_margin(X: torch.Tensor, Y: torch.Tensor, h: torch.Tensor) -> float:
+    """Rounding allowance of one score ⟨x, y_j⟩ + h_j of the rows of X (m, d) against Y (N, d) at
+    heights h (N,): 2 (d + 2) eps times the largest term (see ``_CERT_ULPS``)."""
+    big = float(X.abs().max()) * float(Y.abs().sum(1).max()) + float(h.abs().max()) if X.numel() else 0.0
+    return _CERT_ULPS * (Y.shape[1] + 2) * torch.finfo(X.dtype).eps * big
+
+
+def candidate_best(best, X: torch.Tensor, h: torch.Tensor, cand_vals: torch.Tensor, cand_idx: torch.Tensor,
+                   h_old: torch.Tensor, margin: float):
+    """Each row's best cell at heights h, from its k best cells at ``h_old`` where they certify it.
+
+    Parameters
+    ----------
+    best : callable
+        ``best(X, h) -> (values, cells)`` over all targets (:meth:`Scorer.best` or a sharded one;
+        a sharded one is a collective: every rank certifies the same rows, so every rank calls it
+        with the same rows).
+    X : (m, d) the points.  h, h_old : (N,) new and old heights, in the scores' dtype.
+    cand_vals, cand_idx : (m, k) the k best scores at ``h_old`` (descending) and their cells.
+    margin : float, the rounding allowance (:func:`score_margin`).
+
+    Returns
+    -------
+    best value (m,), best cell (m,) int64 — the cells of ``best(X, h)`` — and the number of
+    rows that had to be rescored.
+    """
+    v, idx, ok = certify_candidates(cand_vals, cand_idx, h - h_old, margin)
+    redo = torch.nonzero(~ok).squeeze(1)
+    if redo.numel():
+        v[redo], idx[redo] = best(X[redo], h)
+    return v, idx, int(redo.numel())
+
+
 class Scorer:
     """Scores of points against fixed targets, chunked so memory stays under ``max_memory``.
 
@@ -186,8 +219,7 @@ class Scorer:
 
     def margin(self, X: torch.Tensor, h: torch.Tensor) -> float:
         """Rounding allowance of one score of X against these targets at heights h (see ``_CERT_ULPS``)."""
-        big = float(X.abs().max()) * float(self.Yt.abs().sum(0).max()) + float(h.abs().max())
-        return _CERT_ULPS * (self.d + 2) * torch.finfo(X.dtype).eps * big
+        return score_margin(X, self.Yt.T, h)
 
     def best_from_candidates(self, X: torch.Tensor, h: torch.Tensor, cand_vals: torch.Tensor,
                              cand_idx: torch.Tensor, h_old: torch.Tensor):
@@ -195,12 +227,8 @@ class Scorer:
         candidates (:func:`certify_candidates`), the others are rescored. Returns value (M,),
         index (M,) and the number of rescored points; the indices equal ``best(X, h)``'s
         (the values up to rounding)."""
-        dh = h - h_old
-        v, idx, ok = certify_candidates(cand_vals, cand_idx, dh, self.margin(X, torch.maximum(h.abs(), h_old.abs())))
-        redo = torch.nonzero(~ok).squeeze(1)
-        if redo.numel():
-            v[redo], idx[redo] = self.best(X[redo], h)
-        return v, idx, int(redo.numel())
+        margin = self.margin(X, torch.maximum(h.abs(), h_old.abs()))
+        return candidate_best(self.best, X, h, cand_vals, cand_idx, h_old, margin)
 
     def topk(self, X: torch.Tensor, h: torch.Tensor, k: int):
         """Top-k (values, indices) for every row of X (M, d), processed in row blocks."""

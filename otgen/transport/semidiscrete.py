@@ -76,8 +76,8 @@ from otgen.transport._dist import Local, ShardedScorer, make_comm
 from otgen.transport._frame import (Frame, check_cast, close_pairs, fingerprint, group_labels, make_frame, merge,
                                     merge_threshold, split_group)
 from otgen.transport._multiscale import kmeans, refine_heights
-from otgen.transport._newton import estimate_laplacian, line_search, lm_step, rescue_empty
-from otgen.transport._scoring import Scorer
+from otgen.transport._newton import check_step, estimate_laplacian, line_search, lm_step, rescue_empty
+from otgen.transport._scoring import Scorer, candidate_best, score_margin
 from otgen.transport.power2d import cell_areas, solve_power2d
 from otgen.transport.sources import CallableSource, SourceSampler, as_source
 
@@ -94,6 +94,10 @@ _HESSIAN_POINTS_MAX = 1 << 22   # cap on the Hessian points: more no longer impr
 _HESSIAN_BAND_FRACTION = 0.05   # share of the Hessian points inside the finite-difference band of the facets
 _HESSIAN_BAND_PER_CELL = 64.0   # ... but at most this many per cell: a narrower band, less bias, at large M
 _TOPK = 6                       # candidate cells kept per point for the line search (a step rarely moves further)
+_ALPHAS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)   # step lengths the line search compares
+_CHECK_POINTS_MIN = 1 << 16     # line-search points rescored exactly to check the step (see check_step) ...
+_CHECK_POINTS_PER_TARGET = 8    # ... or 8 per target when more: enough that the TV ranks step lengths
+_CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line search's (then rejection takes over)
 _STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
 _NEWTON_BELOW = 0.1             # TV below which (and with no empty cell) the full Newton step is used
@@ -654,14 +658,29 @@ class SemiDiscreteOT(BaseEstimator):
         empty = torch.nonzero(ev.masses == 0).squeeze(1)
         full = tv <= _NEWTON_BELOW and empty.numel() == 0
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
-        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, comm=comm)
+        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, _ALPHAS, comm=comm)
         # cells no point reached get their own full step (no Hessian row to scale)
         rescue = torch.zeros_like(direction)
         if empty.numel():
             rescue[empty] = rescue_empty(ev.points, ev.topk_vals[:, 0], Yc, state.heights.to(Yc.dtype), empty, nua,
                                          comm=comm)
+        if _CHECK_HALVINGS > 0:
+            alpha = self._checked_alpha(problem, ev, state.heights, direction, rescue, alpha)
         return replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=direction,
                        rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv])
+
+    def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha) -> float:
+        """:func:`check_step` on the first line-search points: their exact cells after the step."""
+        n_check = max(_CHECK_POINTS_MIN, _CHECK_POINTS_PER_TARGET * problem.targets.shape[0])
+        X, vals, idx = ev.points[:n_check], ev.topk_vals[:n_check], ev.topk_idx[:n_check]
+        h_old = h.to(self._dtype)
+        margin = score_margin(X, problem.targets, h_old.abs() + (direction + rescue).abs().to(self._dtype))
+
+        def cells(step):
+            return candidate_best(problem.scorer.best, X, (h + step).to(self._dtype), vals, idx, h_old, margin)[1]
+
+        return check_step(cells, idx[:, 0], direction, rescue, problem.weights, alpha, _ALPHAS[-1],
+                          _CHECK_HALVINGS, comm=problem.comm)
 
     def _more_points(self, state: SolverState) -> bool:
         """The sample-growth rule: more points when the estimate is mostly noise, steps fail or progress stalls."""

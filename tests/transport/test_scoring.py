@@ -4,7 +4,7 @@ cells at old heights, checked against a full rescore of every point."""
 import pytest
 import torch
 
-from otgen.transport._scoring import Scorer, certify_candidates
+from otgen.transport._scoring import Scorer, candidate_best, certify_candidates, score_margin
 
 
 @pytest.fixture
@@ -60,3 +60,15 @@ def test_the_certificate_needs_a_lead_over_the_runner_up():
     assert certify_candidates(vals, idx, dh, margin=1e-3)[2].tolist() == [True, False]
     dh[3] = 2.5                                            # ... or 3.5 > 3: not certain any more
     assert certify_candidates(vals, idx, dh, margin=1e-3)[2].tolist() == [False, False]
+
+
+def test_candidate_best_with_a_column_chunked_rescore_gives_the_full_rescores_cells(scored):
+    scorer, X, h, vals, idx, g = scored
+    chunked = Scorer(scorer.Yt.T.contiguous(), 64 * 4 * 16)     # another scorer, in column chunks of 256
+    assert chunked.col_chunk < scorer.N
+    h_new = h + 0.3 * torch.randn(500, generator=g)
+    margin = score_margin(X, scorer.Yt.T, torch.maximum(h.abs(), h_new.abs()))
+    assert margin == scorer.margin(X, torch.maximum(h.abs(), h_new.abs()))
+    _, best, n_redo = candidate_best(chunked.best, X, h_new, vals, idx, h, margin)
+    full, clear = _full(scorer, X, h_new)
+    assert 0 < n_redo < len(X) and torch.equal(best[clear], full[clear])
