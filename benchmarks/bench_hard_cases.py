@@ -45,7 +45,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +54,8 @@ if str(REPO) not in sys.path:          # benchmark this checkout even without an
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _budget import fit_within  # noqa: E402
+
 from otgen._base import spawn_seed  # noqa: E402
 from otgen.data.toy2d import gaussian_grid, gaussian_mixture, gaussian_ring  # noqa: E402
 from otgen.transport import SemiDiscreteOT, SourceSampler, power2d  # noqa: E402
@@ -63,10 +64,6 @@ from otgen.transport._scoring import Scorer  # noqa: E402
 TWIN_GAP = 1e-6          # distance of a near-duplicate from its twin (the stall of issue 15)
 N_TWINS = 10
 EVAL_MAX = 1 << 22       # independent evaluation points (float64 scoring)
-
-
-class _Budget(Exception):
-    """The fit ran past --max-seconds."""
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -145,20 +142,14 @@ def run_case(name, Y, nu, settings, target, max_seconds, eval_max, device="cpu")
         seen.update(h=h, it=it, info=info)
         if info["accepted"] and info["tv"] <= target and "first_s" not in seen:
             seen["first_s"] = time.perf_counter() - t0
-        if time.perf_counter() - t0 > max_seconds:
-            raise _Budget
 
     sd = SemiDiscreteOT(tol=target, seed=0, device=device, **settings)
-    stopped = False
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            sd.fit(Y, nu, callback=budget)
-        except _Budget:
-            stopped = True
-        except ValueError as e:            # an input the dtype cannot hold: the message is the result
-            return dict(case=name, N=N, d=d, target_tv=target, method=sd._method(d), error=str(e),
-                        fit_wall_s=time.perf_counter() - t0, stopped_at_budget=False)
+    try:
+        stopped, caught = fit_within(sd, Y, nu, callback=budget, max_seconds=max_seconds, start=t0,
+                                     record_warnings=True)
+    except ValueError as e:                # an input the dtype cannot hold: the message is the result
+        return dict(case=name, N=N, d=d, target_tv=target, method=sd._method(d), error=str(e),
+                    fit_wall_s=time.perf_counter() - t0, stopped_at_budget=False)
     wall = time.perf_counter() - t0
     row = dict(case=name, N=N, d=d, target_tv=target, method=sd._method(d), fit_wall_s=wall, stopped_at_budget=stopped,
                warnings=sorted({str(w.message)[:160] for w in caught}))

@@ -62,6 +62,8 @@ if str(REPO) not in sys.path:          # benchmark this checkout even without an
 
 import torch  # noqa: E402
 
+from _budget import fit_within  # noqa: E402
+
 from otgen._base import spawn_seed  # noqa: E402
 from otgen.data.toy2d import gaussian_mixture  # noqa: E402
 from otgen.transport import SemiDiscreteOT, SourceSampler  # noqa: E402
@@ -223,10 +225,6 @@ def worker_iteration(spec):
     )
 
 
-class _Budget(Exception):
-    """Raised from the fit's callback when the time budget is spent."""
-
-
 def tv_error(Y, h, n_points, device, seed=0, chunk=None):
     """Independent QMC estimate of ½ Σ |μ(W_i) − ν_i| (uniform ν) with two replicates of n_points / 2.
 
@@ -267,17 +265,9 @@ def worker_tv(spec):
         if not snap:
             snap["init_s"] = now - info["time"]     # history_ times start after the warm start
         snap.update(h=h, it=it, t=now, info=dict(info))
-        if now > spec["max_seconds"]:
-            raise _Budget
 
     sd = SemiDiscreteOT(tol=target, max_iter=spec["max_iter"], device=device, seed=0)
-    stopped = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sd.fit(Y, callback=cb)
-    except _Budget:
-        stopped = True
+    stopped, _ = fit_within(sd, Y, callback=cb, max_seconds=spec["max_seconds"], start=t0)
     wall = time.perf_counter() - t0
     rss_peak = _rss_mb()
     gpu_peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None

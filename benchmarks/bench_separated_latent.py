@@ -30,15 +30,11 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from otgen._base import spawn_seed, torch_generator  # noqa: E402
-from otgen.autoencoder import ContrastiveCNN, SeparatedLatent, augment_digits, fuzzy_graph, knn_graph  # noqa: E402
-from otgen.autoencoder import train_contrastive, train_neighbour_embedding  # noqa: E402
+from otgen.autoencoder import ContrastiveCNN, SeparatedLatent, fit_embedding, train_contrastive, view_features  # noqa: E402
 from otgen.data import load_mnist  # noqa: E402
 from otgen.metrics.latent import knn_label_agreement  # noqa: E402
 
 DEFAULTS = SeparatedLatent().get_params()   # every setting not swept here is the estimator's
-VIEW_STRENGTH = 1.0                         # the embedding's views: SeparatedLatent's deformation strength
-EMBED_LR = 3e-3                             # SeparatedLatent's neighbour-embedding rate
-HIDDEN = 256                                # SeparatedLatent's MLP width
 
 
 def images(split, data_dir, seed):
@@ -62,14 +58,9 @@ def fit_encoder(x, epochs, seed, quick):
 
 
 def embedding_agreement(f_train, y_train, f_test, y_test, views, dim, steps, seed):
-    """Held-out 10-NN agreement of a neighbour embedding of the features (views: (V, n, F) or None)."""
-    edges, w = fuzzy_graph(*knn_graph(f_train, DEFAULTS["n_neighbors"]))
-    torch.manual_seed(spawn_seed(seed, "embedder init"))
-    net = torch.nn.Sequential(torch.nn.Linear(f_train.shape[1], HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN),
-                              torch.nn.ReLU(), torch.nn.Linear(HIDDEN, dim))
-    train_neighbour_embedding(net, f_train, edges, w, steps=steps, batch_size=DEFAULTS["embed_batch"], lr=EMBED_LR,
-                              generator=torch_generator(spawn_seed(seed, "embedding")), loss_kind="infonce",
-                              views=views)
+    """Held-out 10-NN agreement of SeparatedLatent's neighbour embedding of the features (views: (V, n, F) or None)."""
+    net, _, _ = fit_embedding(f_train, dim, views=views, n_neighbors=DEFAULTS["n_neighbors"], steps=steps,
+                              batch_size=DEFAULTS["embed_batch"], loss=DEFAULTS["embed_loss"], seed=seed)
     with torch.no_grad():
         return knn_label_agreement(net(f_test), y_test, net(f_train), y_train)
 
@@ -94,9 +85,8 @@ def main():
         enc, secs = fit_encoder(x, epochs, args.seed, args.quick)
         f_train, f_test = features(enc, x), features(enc, xt)
         row = dict(epochs=epochs, encoder_seconds=secs, features=knn_label_agreement(f_test, yt, f_train, y))
-        gen = torch_generator(spawn_seed(args.seed, "embedding views"))
         for v in args.views:
-            views = torch.stack([features(enc, augment_digits(x, gen, VIEW_STRENGTH)) for _ in range(v)]) if v else None
+            views = view_features(enc, x, v, args.seed)
             for dim in args.dims:
                 row[f"embedding_{dim}d_views{v}"] = embedding_agreement(f_train, y, f_test, yt, views, dim, steps,
                                                                         args.seed)

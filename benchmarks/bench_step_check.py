@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,15 +35,12 @@ for p in (HERE.parent, HERE):           # this checkout, and bench_floor next to
 import torch  # noqa: E402
 
 import otgen.transport.semidiscrete as semidiscrete  # noqa: E402
+from _budget import fit_within  # noqa: E402
 from bench_floor import FLOOR_POINTS_PER_TARGET, floor_gemm, tv_error  # noqa: E402
 from otgen.data.toy2d import gaussian_mixture  # noqa: E402
 from otgen.transport import SemiDiscreteOT  # noqa: E402
 
 DEFAULT_HALVINGS = semidiscrete._CHECK_HALVINGS
-
-
-class _Budget(Exception):
-    """The fit ran past --max-seconds."""
 
 
 def fit(Y, tol, halvings, max_seconds):
@@ -57,17 +53,10 @@ def fit(Y, tol, halvings, max_seconds):
         entries.append(dict(info))
         if info["accepted"]:
             snaps.append(h.clone())
-        if time.perf_counter() - t0 > max_seconds:
-            raise _Budget
 
     sd = SemiDiscreteOT(tol=tol, seed=0, max_iter=200)
-    stopped = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sd.fit(Y, callback=cb)
-    except _Budget:
-        stopped = True
+        stopped, _ = fit_within(sd, Y, callback=cb, max_seconds=max_seconds, start=t0)
     finally:
         semidiscrete._CHECK_HALVINGS = DEFAULT_HALVINGS
     wall = time.perf_counter() - t0

@@ -2,7 +2,7 @@
 
 from otgen.autoencoder.augment import augment_digits
 from otgen.autoencoder.contrastive import ContrastiveCNN, train_contrastive
-from otgen.autoencoder.embedding import SeparatedLatent
+from otgen.autoencoder.embedding import SeparatedLatent, fit_embedding, view_features
 from otgen.autoencoder.image import ConvAutoencoder, ImageAutoencoder
 from otgen.autoencoder.neighbours import fuzzy_graph, knn_graph, train_neighbour_embedding
 from otgen.autoencoder.training import batched_apply, reconstruction_loss, train_autoencoder
@@ -12,4 +12,4 @@ from otgen.autoencoder.video_grid import ConvGridAutoencoder, GridVideoAutoencod
 __all__ = ["ConvAutoencoder", "ImageAutoencoder", "SeparatedLatent", "ContrastiveCNN", "augment_digits",
            "batched_apply", "fuzzy_graph", "knn_graph", "reconstruction_loss", "train_autoencoder",
            "train_contrastive", "train_neighbour_embedding", "SpaceTimeAutoencoder", "VideoAutoencoder",
-           "ConvGridAutoencoder", "GridVideoAutoencoder"]
+           "ConvGridAutoencoder", "GridVideoAutoencoder", "fit_embedding", "view_features"]
