@@ -139,3 +139,21 @@ def test_bad_settings():
         SeparatedLatent(n_neighbors=30).fit(x)
     with pytest.raises(ValueError, match="embed_views"):
         SeparatedLatent(embed_views=-1).fit(x)
+
+
+def test_embedding_stage_functions_check_their_input():
+    from otgen.autoencoder import ContrastiveCNN, fit_embedding, view_features
+    feats = torch.randn(40, 4)
+    with pytest.raises(ValueError, match="loss"):
+        fit_embedding(feats, 2, loss="pca")
+    with pytest.raises(ValueError, match="latent_dim"):
+        fit_embedding(feats, 0)
+    with pytest.raises(ValueError, match="features"):
+        fit_embedding(feats[0], 2)
+    with pytest.raises(ValueError, match="n_views"):
+        view_features(ContrastiveCNN(4, 8), torch.rand(5, 28, 28), -1, seed=0)
+    assert view_features(ContrastiveCNN(4, 8), torch.rand(5, 28, 28), 0, seed=0) is None
+    views = view_features(ContrastiveCNN(4, 8), torch.rand(5, 28, 28), 2, seed=0)
+    assert views.shape == (2, 5, 8)
+    net, hist, secs = fit_embedding(feats, 2, views=feats[None] + 0.01, n_neighbors=5, steps=20, batch_size=32)
+    assert net(feats).shape == (40, 2) and len(hist) == 1 and secs > 0
