@@ -203,6 +203,9 @@ class VideoSettings:
     long_frames: int = field(default=64, metadata=dict(check="int", minimum=17, help="bistable: frames of a long clip"))
     n_critical: int = field(default=250, metadata=dict(
         check="int", help="bistable: source points on the singular set for critical-state generation"))
+    critical_batch: int = field(default=2**16, metadata=dict(
+        check="int", help="bistable: source points drawn and scored at a time in the critical-state search (the "
+        "search costs at least one batch; smaller batches suit tiny runs)"))
     detect_rule: str = field(default="minor-mode", metadata=dict(
         check=DETECT_RULES, help="bistable: the primary boundary-cell rule of the detection (all are reported)"))
     seed: int = field(default=0, metadata=dict(check="seed", help="the one seed every random stream is spawned from"))
@@ -460,7 +463,8 @@ def localisation(settings: VideoSettings, art: VideoArtifacts, det, n_long: int 
 def critical(settings: VideoSettings, art: VideoArtifacts, det, target_index, n_points: int | None = None) -> dict:
     """Bistable: source points on the singular set, their two boundary targets decoded, and their midpoints."""
     s = settings
-    cs = critical_states(art.ot, det, n_points or s.n_critical, seed=spawn_seed(s.seed, "critical"))
+    cs = critical_states(art.ot, det, n_points or s.n_critical, seed=spawn_seed(s.seed, "critical"),
+                         batch=s.critical_batch)
     Y = art.ot.targets_.detach().cpu().numpy()
     out = dict(n_points=int(len(cs["i"])), drawn=cs["drawn"], flagged_fraction=cs["flagged_fraction"],
                kept_fraction=cs["kept_fraction"], seconds=cs["seconds"], i=cs["i"], j=cs["j"], sets={},

@@ -12,7 +12,8 @@ from otgen.experiments import video
 from otgen.experiments.video import DATASETS, VideoSettings, plausibility, video_data
 
 TINY = dict(n_train=240, n_test=60, ae_epochs=2, diffusion_steps=60, dit_steps=30, n_samples=24, ddpm_steps=10,
-            ddim_steps=4, ot_tol=0.3, ot_max_iter=5, n_long=4, n_critical=12)
+            ddim_steps=4, ot_tol=0.3, ot_max_iter=5, n_long=4, n_critical=12,
+            critical_batch=4096)
 GEN_ROWS = video.GENERATORS + video.FLOORS + (video.PCA_FLOOR,)
 
 

@@ -14,7 +14,7 @@ from otgen.figures.video_critical_states import filmstrip, pca_2d
 
 TINY = ["--n-train", "200", "--ae-epochs", "1", "--dit-steps", "20", "--diffusion-steps", "40", "--n-points", "8",
         "--ddpm-steps", "8", "--ot-tol", "0.3", "--ot-max-iter", "5", "--n-long", "3", "--device", "cpu",
-        "--angle-threshold", "0.05", "--quiet"]
+        "--angle-threshold", "0.05", "--critical-batch", "4096", "--quiet"]
 
 
 def test_cli_figure_tiny(tmp_path):
