@@ -52,8 +52,8 @@ from otgen.experiments._common import (binomial_se, check_out_dir, check_setting
                                        latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, GaussianCodeGenerator, OTGenerator
 from otgen.latent import LatentSpace
-from otgen.metrics import (MNISTClassifier, angle_separation, between_modes_rate, digit_metrics, knn_label_agreement,
-                           loss_plateau, mode_recovery, nn_median, off_support_rate, roc_auc)
+from otgen.metrics import (MNISTClassifier, angle_separation, between_modes_rate, classifier_outputs, digit_metrics,
+                           knn_label_agreement, loss_plateau, mode_recovery, nn_median, off_support_rate, roc_auc)
 from otgen.singular import SingularSetDetector
 from otgen.transport import SemiDiscreteOT
 
@@ -294,8 +294,9 @@ def score(settings: MNISTSettings, art: MNISTArtifacts, samples: dict) -> dict:
     z_test = art.latent.transform(np.asarray(art.ae.encode(art.test[0]), np.float32))
     radius = COPY_RADIUS * nn_median(art.z)
     rows = {}
+    real = classifier_outputs(art.clf, art.test[0])          # the reference set's outputs, once for every row
     for key, r in samples.items():
-        m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu")
+        m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu", real_outputs=real)
         n = len(r["z"])
         m["mixed_rate"] = m.pop("mode_mixture")
         m["mixed_rate_se"] = {t: binomial_se(v, n) for t, v in m["mixed_rate"].items()}

@@ -21,7 +21,7 @@ from otgen._validation import as_tensor, check_positive_float, check_positive_in
 
 __all__ = ["mode_mixture_rate", "low_confidence_rate", "class_histogram", "coverage_kl", "gaussian_frechet_distance",
            "frechet_distance", "precision_recall", "density_coverage", "sliced_wasserstein", "copy_rate",
-           "nn_median", "loss_plateau", "detection_scores", "digit_metrics"]
+           "nn_median", "loss_plateau", "detection_scores", "digit_metrics", "classifier_outputs"]
 
 _NN_CHUNK = 1024       # rows per block of exact nearest-neighbour distances: memory ~ 1024 x N, never N x N
 _PLATEAU_FRACTION = 10  # loss_plateau compares the mean of the last tenth of the steps with the tenth before
@@ -549,8 +549,17 @@ def detection_scores(flags, truth) -> dict:
 
 # -- everything at once for digits ---------------------------------------------------
 
+def classifier_outputs(classifier, images) -> tuple:
+    """``(probabilities (n, 10), features (n, F))`` of ``images`` (n, 28, 28) under a fitted MNISTClassifier."""
+    for name in ("predict_proba", "features"):
+        if not hasattr(classifier, name):
+            raise TypeError(f"classifier must be a fitted MNISTClassifier, got {type(classifier).__name__}")
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+    return classifier.predict_proba(x), classifier.features(x)
+
+
 def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1, 0.2, 0.3, 0.4),
-                  device=None) -> dict:
+                  device=None, real_outputs=None) -> dict:
     r"""All digit-generation scores of ``fake_images`` against ``real_images`` in one dict.
 
     Uses a fitted :class:`~otgen.metrics.MNISTClassifier` for class probabilities and
@@ -571,6 +580,9 @@ def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1
         Thresholds of the mode-mixture rate.
     device : str or torch.device, optional
         Where the k-NN distances are computed.
+    real_outputs : tuple of ndarray, optional
+        ``classifier_outputs(classifier, real_images)``, computed once when several samples
+        are scored against the same real images (``real_images`` is then not read).
 
     Returns
     -------
@@ -579,13 +591,13 @@ def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1
         10 floats), ``class_kl``, ``fid``, ``precision``, ``recall``, ``density``,
         ``coverage`` — plain Python numbers, JSON-serialisable (tau keys as strings).
     """
-    for name in ("predict_proba", "features"):
-        if not hasattr(classifier, name):
-            raise TypeError(f"classifier must be a fitted MNISTClassifier, got {type(classifier).__name__}")
-    fake = fake_images.detach().cpu().numpy() if isinstance(fake_images, torch.Tensor) else fake_images
-    real = real_images.detach().cpu().numpy() if isinstance(real_images, torch.Tensor) else real_images
-    p_fake, p_real = classifier.predict_proba(fake), classifier.predict_proba(real)  # (m, 10), (n, 10)
-    f_fake, f_real = classifier.features(fake), classifier.features(real)  # (m, F), (n, F)
+    p_fake, f_fake = classifier_outputs(classifier, fake_images)                    # (m, 10), (m, F)
+    if real_outputs is None:
+        real_outputs = classifier_outputs(classifier, real_images)
+    p_real, f_real = real_outputs                                                     # (n, 10), (n, F)
+    if p_real.shape[0] != f_real.shape[0]:
+        raise ValueError(f"real_outputs must be (probabilities, features) of the same images, got "
+                         f"{p_real.shape[0]} and {f_real.shape[0]} rows")
     hist = class_histogram(p_fake, n_classes=p_fake.shape[1])
     out = {"mode_mixture": {str(t): v for t, v in mode_mixture_rate(p_fake, taus).items()},
            "low_confidence": low_confidence_rate(p_fake),

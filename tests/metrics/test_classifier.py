@@ -148,6 +148,21 @@ def test_digit_metrics(fitted):
         digit_metrics(object(), x, x)
 
 
+def test_digit_metrics_with_the_real_outputs_computed_once(fitted):
+    """Passing classifier_outputs(real) gives exactly the scores computed from the real images."""
+    from otgen.metrics import classifier_outputs, digit_metrics
+    x, _ = _blocks(40, seed=3)
+    fake = x[::3]
+    real = classifier_outputs(fitted, x)
+    assert real[0].shape == (len(x), 10) and real[1].shape[0] == len(x)
+    assert digit_metrics(fitted, fake, None, k=3, device="cpu", real_outputs=real) == \
+        digit_metrics(fitted, fake, x, k=3, device="cpu")
+    with pytest.raises(ValueError, match="same images"):
+        digit_metrics(fitted, fake, None, k=3, real_outputs=(real[0], real[1][:5]))
+    with pytest.raises(TypeError, match="MNISTClassifier"):
+        classifier_outputs(object(), x)
+
+
 
 def test_load_rejects_a_file_that_is_not_a_saved_model(tmp_path):
     import torch
