@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("bench_scaling.py", "bench_generation.py", "bench_hard_cases.py")
+SCRIPTS = ("bench_scaling.py", "bench_generation.py", "bench_hard_cases.py", "bench_video_grid.py")
 
 
 def _positive(x, what):
@@ -99,3 +99,17 @@ def test_hard_cases_quick(quick_runs):
     assert {r["case"]: r["method"] for r in res["cases"]}["ring-2d"] == "exact2d"
     assert "exact_tv" in next(r for r in res["cases"] if r["d"] == 2)
     assert (out / "hard_cases.md").read_text().count("\n| ") == 4      # header + 3 cases
+
+
+def test_video_grid_quick(quick_runs):
+    """One row per (dataset, channels), the PCA row only where it compresses, rates in [0, 1]."""
+    res = json.loads((quick_runs["bench_video_grid.py"] / "video_grid.json").read_text())
+    assert res["meta"]["quick"] and {(r["dataset"], r["channels"]) for r in res["results"]} == \
+        {(d, c) for d in ("moving-digits", "permanence") for c in (1, 2, 4)}
+    for r in res["results"]:
+        assert r["code_dim"] == 512 * r["channels"] and r["rows"][0]["dim"] == r["code_dim"]
+        assert [row["dim"] for row in r["rows"][1:]] == ([] if r["code_dim"] <= 512 or r["n_train"] <= 512 else [512])
+        for row in r["rows"]:
+            assert 0 <= row["implausible"] <= 1 and row["implausible_se"] >= 0
+            _positive(row["mse"], "mse")
+    assert "| moving-digits | 4 | grid (2048) | 2048 |" in (quick_runs["bench_video_grid.py"] / "video_grid.md").read_text()
