@@ -2,7 +2,8 @@
 
 A :class:`~otgen.autoencoder.video_grid.GridVideoAutoencoder` encodes clips with known physics
 (:mod:`otgen.data.video`) to a *latent video*: a grid of T' x H' x W' space-time latent patches of C'
-channels (8 x 8 x 8 x 1 = 512 numbers for a 16 x 32 x 32 clip), as Sora's video compressor does [4]_.
+channels (8 x 8 x 8 x C' = 512 C' numbers for a 16 x 32 x 32 clip; C' = 1 by default, ``grid_channels``), as
+Sora's video compressor does [4]_.
 Every generator works on that flattened grid, standardised by one :class:`~otgen.latent.LatentSpace`:
 
 * semi-discrete OT from the uniform cube with its :class:`~otgen.singular.SingularSetDetector`,
@@ -64,6 +65,7 @@ References
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -113,14 +115,14 @@ AE_DEFAULTS = dict(latent_tokens=4, token_dim=4, tubelet=(4, 8, 8), width=64, de
 AE_DATASET = {"bistable": {}, "moving-digits": dict(readout="conv", symmetries=("time",)),
               "permanence": dict(latent_tokens=8, symmetries=("time", "hflip", "vflip", "transpose"))}
 AE_EPOCHS = {"bistable": 24, "moving-digits": 24, "permanence": 48}
-#: The grid autoencoder (the latent of every generator): tubelets of 2 frames x 4 x 4 pixels, 1 channel per
-#: latent cell, so a 16 x 32 x 32 clip becomes a latent video 8 x 1 x 8 x 8 (512 numbers). Its reconstructions
-#: of 1,000 held-out clips: permanence 3.5 % implausible, moving digits 7.5 %, bistable 0. With 4 channels
-#: (2,048 numbers, seed 0, 2,000 clips, 10 epochs) its reconstructions change the object count in 3.4 % of
-#: 1,000 held-out permanence clips and 2.8 % of moving-digit clips are implausible; the top 512 principal
-#: components of that code keep 3.2 % (256: 6.2 %, 128: 28 %, 32: 97 %) (scratch runs, not a repo command), and the
-#: OT solve in 2,048 dimensions costs about 4x more per Newton step (an estimate), so every generator works on 512
-#: numbers.
+#: The grid autoencoder (the latent of every generator): tubelets of 2 frames x 4 x 4 pixels, C' channels per
+#: latent cell (the ``grid_channels`` setting, default 1), so a 16 x 32 x 32 clip becomes a latent video
+#: 8 x C' x 8 x 8 (512 C' numbers).
+#: Its reconstructions of 1,000 held-out clips with 1 channel: permanence 3.5 % implausible, moving digits 7.5 %,
+#: bistable 0 (``otgen compare video``). With 4 channels moving digits fall to 2.8 %, and the top 512 principal
+#: components of that 2,048-number code keep 3.0 % (``python benchmarks/bench_video_grid.py``); the generators
+#: read the grid itself, whose layout the diffusion transformer needs.
+CLIP_THW = (16, 32, 32)   # frames, height, width of every dataset's clips (otgen.data.video)
 GRID_DEFAULTS = dict(tubelet=(2, 4, 4), channels=1, width=32, depth=1, batch_size=32, lr=2e-3, loss="bce")
 GRID_EPOCHS = {"bistable": 8, "moving-digits": 10, "permanence": 10}
 #: Diffusion transformer over the latent video: tokens of 2 x 4 x 4 latent cells (4 x 2 x 2 = 16 space-time
@@ -172,6 +174,11 @@ class VideoSettings:
     ae_extra: int | None = field(default=None, metadata=dict(
         check="int0", optional=True, help="bistable: extra transition clips for the autoencoder only (default "
         "n_train / 4: at the data's 5%% rate it reconstructs most held-out transitions as teleports)"))
+    grid_channels: int = field(default=1, metadata=dict(
+        check="int", help="channels C' per latent cell of the grid autoencoder (512 C' numbers per clip); the "
+        "diffusion models widen with the code. Moving digits: 1 channel leaves 7.5 %% of held-out reconstructions "
+        "implausible, 4 channels 2.8 %% (benchmarks/bench_video_grid.py), but every model then costs more: the OT "
+        "solve and the detector work in 2,048 dimensions, the MLP DDPM is 2,048 wide"))
     diffusion_steps: int = field(default=2000, metadata=dict(
         check="int", help="training steps of the MLP DDPM (width 512, permanence: loss 0.33 at 2,000 steps, where the "
         "old 128-wide MLP stayed at 0.78)"))
@@ -227,7 +234,20 @@ class VideoSettings:
 
     def ae_config(self) -> dict:
         """The grid autoencoder's settings."""
-        return dict(GRID_DEFAULTS, epochs=self.epochs())
+        return dict(GRID_DEFAULTS, channels=self.grid_channels, epochs=self.epochs())
+
+    def code_dim(self) -> int:
+        """Numbers per clip in the latent video: T' x C' x H' x W' for 16 x 32 x 32 clips."""
+        return self.grid_channels * math.prod(n // t for n, t in zip(CLIP_THW, GRID_DEFAULTS["tubelet"]))
+
+    def dit_config(self) -> dict:
+        """The diffusion transformer's settings: at least as wide as one token (``DIT_PATCH`` cells x C')."""
+        token = self.grid_channels * math.prod(DIT_PATCH)
+        return dict(DIT_DEFAULTS, hidden=max(DIT_DEFAULTS["hidden"], token))
+
+    def mlp_config(self) -> dict:
+        """The MLP DDPM's settings: at least as wide as the code (see ``MLP_DEFAULTS``)."""
+        return dict(MLP_DEFAULTS, hidden=max(MLP_DEFAULTS["hidden"], self.code_dim()))
 
     def old_ae_config(self) -> dict:
         """The old global-token autoencoder's settings (the ``old_floor`` row)."""
@@ -339,14 +359,14 @@ def fit(settings: VideoSettings, cache: Cache | None = None, *, device=None, ver
     ot = cache.get_or_fit("video-ot", dict(s.ae_key(), tol=s.ot_tol, max_iter=s.ot_max_iter), lambda: OTGenerator(
         latent=latent, ot=SemiDiscreteOT(tol=s.ot_tol, max_iter=s.ot_max_iter, device=dev, seed=s.seed,
                                          verbose=verbose)).fit(codes).ot_, SemiDiscreteOT, dev)
-    dit = cache.get_or_fit("video-dit", dict(s.ae_key(), n_steps=s.dit_steps, dit=DIT_DEFAULTS, patch=DIT_PATCH),
+    dit = cache.get_or_fit("video-dit", dict(s.ae_key(), n_steps=s.dit_steps, dit=s.dit_config(), patch=DIT_PATCH),
                            lambda: GridLatentDiffusion(
                                latent_shape=ae.latent_shape_, patch=DIT_PATCH, n_steps=s.dit_steps, latent=latent,
-                               device=dev, seed=s.seed, verbose=verbose, **DIT_DEFAULTS).fit(codes),
+                               device=dev, seed=s.seed, verbose=verbose, **s.dit_config()).fit(codes),
                            GridLatentDiffusion, dev)
-    mlp = cache.get_or_fit("video-mlp", dict(s.ae_key(), n_steps=s.diffusion_steps, mlp=MLP_DEFAULTS),
+    mlp = cache.get_or_fit("video-mlp", dict(s.ae_key(), n_steps=s.diffusion_steps, mlp=s.mlp_config()),
                            lambda: LatentDiffusion(denoiser="mlp", n_steps=s.diffusion_steps, latent=latent, device=dev,
-                                                   seed=s.seed, verbose=verbose, **MLP_DEFAULTS).fit(codes),
+                                                   seed=s.seed, verbose=verbose, **s.mlp_config()).fit(codes),
                            LatentDiffusion, dev)
     return VideoArtifacts(train, test, ae, latent, ot, dit, mlp, codes, latent.transform(codes), cache, old_ae)
 
@@ -517,8 +537,8 @@ def _differences(rows, n) -> dict:
 
 def _summary(settings, art, det, rows, extras, seconds) -> dict:
     s, ot, hist = settings, art.ot, art.ot.history_
-    m = {"dataset": s.dataset, "settings": dict(asdict(s), ae=s.ae_config(), dit=dict(DIT_DEFAULTS, patch=DIT_PATCH),
-                                                mlp=MLP_DEFAULTS, clip_shape=list(art.train[0].shape[1:])),
+    m = {"dataset": s.dataset, "settings": dict(asdict(s), ae=s.ae_config(), dit=dict(s.dit_config(), patch=DIT_PATCH),
+                                                mlp=s.mlp_config(), clip_shape=list(art.train[0].shape[1:])),
          **_headline(rows, s.dataset), "differences": _differences(rows, s.n_samples), "latent": extras.get("modes"),
          "rows": rows, "data": {"train_label_counts": np.bincount(art.train[2]).tolist()},
          "ae": dict(test_mse=art.ae.reconstruction_error(art.test[0]),

@@ -118,6 +118,7 @@ def test_other_datasets(tmp_path, ds, key, rule):
         assert m["detector"]["blend_rule"] == "facet" and m["detector"]["rule"] == "quantile 0.7"
         assert 0.2 <= m["detector"]["n_singular_pairs"] / m["detector"]["n_pairs"] <= 0.4
     assert "detection" not in m and "localisation" not in m and "critical" not in m
+    assert m["ae"]["latent_dim"] == VideoSettings(dataset=ds).code_dim()
     assert set(m["rows"]) == set(GEN_ROWS) | ({video.OLD_FLOOR} if rule else set())
     if rule:      # permanence: the old latent's floor on the same clips, the modes against the object count
         assert m["floors"]["old_reconstruction"]["implausible"] == m["rows"][video.OLD_FLOOR]["implausible_rate"]
@@ -164,9 +165,13 @@ def test_per_dataset_defaults():
 def test_mlp_denoiser_is_as_wide_as_the_code():
     """The MLP DDPM's noise prediction must not pass a layer narrower than the code (the 128-wide default on the
     512-number grid left 384 noise directions unpredictable: loss 0.78, every sample decoded to noise)."""
-    clip, tubelet, channels = (16, 32, 32), video.GRID_DEFAULTS["tubelet"], video.GRID_DEFAULTS["channels"]
-    dim = channels * int(np.prod([n // t for n, t in zip(clip, tubelet)]))
-    assert dim == 512 and video.MLP_DEFAULTS["hidden"] >= dim
+    for ds, channels in zip(DATASETS, (1, 2, 4)):
+        s = VideoSettings(dataset=ds, grid_channels=channels)
+        assert s.ae_config()["channels"] == channels
+        assert s.code_dim() == 512 * channels == channels * int(np.prod([8, 8, 8]))
+        assert s.mlp_config()["hidden"] >= s.code_dim()
+        assert s.dit_config()["hidden"] >= channels * int(np.prod(video.DIT_PATCH))   # one token's numbers
+    assert VideoSettings().code_dim() == 512 and VideoSettings().dit_config() == video.DIT_DEFAULTS
 
 
 def test_instruments_on_real_clips():
