@@ -100,7 +100,9 @@ _CHECK_POINTS_PER_TARGET = 8    # ... or 8 per target when more: enough that the
 _CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line search's (then rejection takes over)
 _STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
-_NEWTON_BELOW = 0.1             # TV below which (and with no empty cell) the full Newton step is used
+_NEWTON_BELOW = 0.1             # TV below which (and with few empty cells) the full Newton step is used
+_NEWTON_EMPTY_SHARE = 0.0       # share of cells that may be empty for the full step (0: none; empty cells are
+                                # singleton components of the sampled graph, moved by the revival alone)
 # Accepting a step
 _ACCEPT_NOISE = 0.5             # a step is kept unless TV grew by more than the mean noise of the two estimates
 _REJECT_SHRINK = 0.25           # a rejected step is retried from the last accepted heights 4x shorter
@@ -656,7 +658,7 @@ class SemiDiscreteOT(BaseEstimator):
                                             pos=ev.pos if comm.world > 1 else None,
                                             band_fraction=_HESSIAN_BAND_FRACTION, band_per_cell=_HESSIAN_BAND_PER_CELL)
         empty = torch.nonzero(ev.masses == 0).squeeze(1)
-        full = tv <= _NEWTON_BELOW and empty.numel() == 0
+        full = tv <= _NEWTON_BELOW and empty.numel() <= _NEWTON_EMPTY_SHARE * nua.shape[0]
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
         alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, _ALPHAS, comm=comm)
         # cells no point reached get their own full step (no Hessian row to scale)
@@ -681,6 +683,10 @@ class SemiDiscreteOT(BaseEstimator):
 
         return check_step(cells, idx[:, 0], direction, rescue, problem.weights, alpha, _ALPHAS[-1],
                           _CHECK_HALVINGS, comm=problem.comm)
+
+    def _certified(self, tv: float, noise: float) -> bool:
+        """Converged: the estimated TV error is below ``tol`` and its noise below ``tol / 2``."""
+        return tv <= self.tol and noise <= _CERTIFY_NOISE * self.tol
 
     def _more_points(self, state: SolverState) -> bool:
         """The sample-growth rule: more points when the estimate is mostly noise, steps fail or progress stalls."""
@@ -714,7 +720,11 @@ class SemiDiscreteOT(BaseEstimator):
         tv = 0.5 * float(grad.abs().sum())
         # 2. accept unless the error grew by more than the estimates' noise
         accepted = state.accepted_heights is None or tv <= state.tv + _ACCEPT_NOISE * (ev.noise + state.noise)
-        if accepted:   # 3. Newton direction + line search + revival of empty cells
+        if accepted and self._certified(tv, ev.noise):   # the answer: no step to prepare (fit stops here)
+            zero = torch.zeros_like(state.heights)
+            state = replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=zero,
+                            rescue=zero, alpha=0.0, rejects=0, recent_tv=state.recent_tv + [tv])
+        elif accepted:   # 3. Newton direction + line search + revival of empty cells
             state = self._newton_update(state, problem, ev, grad, tv)
         else:          # the predicted decrease did not happen: shorter step from the last accepted point
             state = replace(state, alpha=state.alpha * _REJECT_SHRINK, rescue=state.rescue * _RESCUE_SHRINK,
@@ -865,7 +875,7 @@ class SemiDiscreteOT(BaseEstimator):
                     g = state.accepted_heights[setup.labels]
                     callback(state.it, setup.frame.scale * _full_heights(g, setup.active, setup.frame.Z, self.source_),
                              entry)
-                if entry["accepted"] and entry["tv"] <= self.tol and entry["noise"] <= _CERTIFY_NOISE * self.tol:
+                if entry["accepted"] and self._certified(entry["tv"], entry["noise"]):
                     self.converged_ = True
                     break
                 state.elapsed = time.perf_counter() - t_start
