@@ -95,6 +95,8 @@ _HESSIAN_BAND_FRACTION = 0.05   # share of the Hessian points inside the finite-
 _HESSIAN_BAND_PER_CELL = 64.0   # ... but at most this many per cell: a narrower band, less bias, at large M
 _TOPK = 6                       # candidate cells kept per point for the line search (a step rarely moves further)
 _ALPHAS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)   # step lengths the line search compares
+_DIAGONAL_ALPHAS = _ALPHAS      # ... for the diagonal step (a Jacobi step: beyond 1/2 it may amplify the
+                                # highest-frequency error mode of the graph Laplacian)
 _CHECK_POINTS_MIN = 1 << 16     # line-search points rescored exactly to check the step (see check_step) ...
 _CHECK_POINTS_PER_TARGET = 8    # ... or 8 per target when more: enough that the TV ranks step lengths
 _CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line search's (then rejection takes over)
@@ -660,18 +662,20 @@ class SemiDiscreteOT(BaseEstimator):
         empty = torch.nonzero(ev.masses == 0).squeeze(1)
         full = tv <= _NEWTON_BELOW and empty.numel() <= _NEWTON_EMPTY_SHARE * nua.shape[0]
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
-        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, _ALPHAS, comm=comm)
+        alphas = _ALPHAS if full else _DIAGONAL_ALPHAS
+        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, alphas, comm=comm)
         # cells no point reached get their own full step (no Hessian row to scale)
         rescue = torch.zeros_like(direction)
         if empty.numel():
             rescue[empty] = rescue_empty(ev.points, ev.topk_vals[:, 0], Yc, state.heights.to(Yc.dtype), empty, nua,
                                          comm=comm)
         if _CHECK_HALVINGS > 0:
-            alpha = self._checked_alpha(problem, ev, state.heights, direction, rescue, alpha)
+            alpha = self._checked_alpha(problem, ev, state.heights, direction, rescue, alpha, alphas[-1])
         return replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=direction,
                        rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv])
 
-    def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha) -> float:
+    def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha,
+                       min_alpha: float) -> float:
         """:func:`check_step` on the first line-search points: their exact cells after the step."""
         n_check = max(_CHECK_POINTS_MIN, _CHECK_POINTS_PER_TARGET * problem.targets.shape[0])
         X, vals, idx = ev.points[:n_check], ev.topk_vals[:n_check], ev.topk_idx[:n_check]
@@ -681,7 +685,7 @@ class SemiDiscreteOT(BaseEstimator):
         def cells(step):
             return candidate_best(problem.scorer.best, X, (h + step).to(self._dtype), vals, idx, h_old, margin)[1]
 
-        return check_step(cells, idx[:, 0], direction, rescue, problem.weights, alpha, _ALPHAS[-1],
+        return check_step(cells, idx[:, 0], direction, rescue, problem.weights, alpha, min_alpha,
                           _CHECK_HALVINGS, comm=problem.comm)
 
     def _certified(self, tv: float, noise: float) -> bool:
