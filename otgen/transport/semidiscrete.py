@@ -24,7 +24,8 @@ mass; then every iteration, :meth:`SemiDiscreteOT.step`, does:
    then a row-wise argmax). The TV error ½ Σ |μ(W_i) − ν_i| is estimated from their
    mean, its noise from their difference.
 2. **Accept or reject** h: it is kept unless its error grew, over the last accepted
-   heights', by more than the two estimates' noise.
+   heights', by more than the two estimates' noise. Accepted heights that are certified
+   (see below) end the fit: no step is prepared from them.
 3. On acceptance, a **Newton direction**: the Hessian (the Laplacian of the power
    diagram) is estimated from the same points' two best cells. Far from the solution
    (TV > 0.1, or while some cell gets no point) only its diagonal is used — every cell
