@@ -29,6 +29,7 @@ Then, in the same process:
     python benchmarks/bench_floor.py --size 2000x8 --tol 0.02 --max-seconds 120
     python benchmarks/bench_floor.py --size 20000x32 --tol 0.05 --eval-points 8388608 --name floor_20000x32
     python benchmarks/bench_floor.py --size 60000x16 --tol 0.05 --eval-points 8388608 --name floor_60000x16
+    python benchmarks/bench_floor.py --passes-only --name passes_10000x16    # the scoring passes alone (~1 min)
 
 Writes ``NAME.json`` and ``NAME.md`` under ``--out`` (default ``benchmarks/results``, NAME
 ``floor``). While the fit runs, ``NAME.json`` holds the history so far (estimated TV, its
@@ -206,6 +207,8 @@ def main(argv=None):
     p.add_argument("--floor-points", type=int, default=1 << 19, help="points the floor GEMM is timed on")
     p.add_argument("--eval-points", type=int, default=1 << 22, help="independent evaluation points")
     p.add_argument("--pass-points", type=int, default=1 << 17, help="points of the scoring-pass comparison")
+    p.add_argument("--passes-only", action="store_true",
+                   help="only the scoring-pass comparison, at the heights of the linear warm start (writes NAME.json/md)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
     p.add_argument("--name", default="floor", help="stem of the JSON and markdown files (default %(default)s)")
@@ -219,6 +222,13 @@ def main(argv=None):
                    cpu_count=os.cpu_count(), threads=args.threads, loadavg_start=list(os.getloadavg()),
                    date=time.strftime("%Y-%m-%d %H:%M"))
     M_floor = FLOOR_POINTS_PER_TARGET * N / args.tol ** 2
+    if args.passes_only:
+        h0 = _linear_heights(Y)
+        res = dict(machine=machine, N=N, d=d, passes=scoring_passes(Y, h0, args.pass_points), heights="linear start")
+        machine["loadavg_end"] = list(os.getloadavg())
+        (out / f"{args.name}.json").write_text(json.dumps(res, indent=2, default=float))
+        write_passes(res, out, args.name)
+        return
     t_sample = floor_gemm(Y - Y.mean(0), args.floor_points)
     floor_s = t_sample * M_floor / args.floor_points
     print(f"floor: {floor_s:.1f} s (GEMM + bias over M = {M_floor:.3g} points, timed on {args.floor_points})",
@@ -286,17 +296,36 @@ def write_table(r, out, name="floor"):
              "|---|---|---|---|"]
     for i, q in enumerate(r["reuse"]):
         lines.append(f"| {i + 1} | {q['certified']:.3f} | {q['reuse_over_full']:.2f} | {q['agree']:.6f} |")
-    q = r.get("passes")
-    if q:
-        lines += ["", f"Scoring passes at the final heights over the same {q['points']} points, interleaved, median of "
-                  f"{PASS_REPS} (bare GEMM + bias: {q['gemm_us_per_point']:.2f} µs per point; the top-2 without "
-                  f"torch.topk {'equals' if q['top2_maxmask_equal'] else 'DIFFERS FROM'} Scorer.topk(·, 2)):", "",
-                  "| pass | time / bare GEMM |", "|---|---|"]
-        names = dict(gemm="bare GEMM + bias", best="Scorer.best (block argmax)", topk2="Scorer.topk, k = 2",
-                     topk6="Scorer.topk, k = 6", top2_maxmask="top-2 by max and mask (top2_maxmask)")
-        lines += [f"| {names[k]} | {v:.2f} |" for k, v in q["over_gemm"].items()]
+    if r.get("passes"):
+        lines += [""] + _passes_lines(r["passes"], "the final heights")
     (Path(out) / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _passes_lines(q, where):
+    lines = [f"Scoring passes at {where} over the same {q['points']} points, interleaved, median of "
+             f"{PASS_REPS} (bare GEMM + bias: {q['gemm_us_per_point']:.2f} µs per point; the top-2 without "
+             f"torch.topk {'equals' if q['top2_maxmask_equal'] else 'DIFFERS FROM'} Scorer.topk(·, 2)):", "",
+             "| pass | time / bare GEMM |", "|---|---|"]
+    names = dict(gemm="bare GEMM + bias", best="Scorer.best (block argmax)", topk2="Scorer.topk, k = 2",
+                 topk6="Scorer.topk, k = 6", top2_maxmask="top-2 by max and mask (top2_maxmask)")
+    return lines + [f"| {names[k]} | {v:.2f} |" for k, v in q["over_gemm"].items()]
+
+
+def write_passes(r, out, name):
+    m = r["machine"]
+    lines = [f"{r['N']} × {r['d']}, {m['threads']} torch thread(s), {m['cpu_count']} CPU cores, torch {m['torch']}, "
+             f"{m['date']}; load average {m['loadavg_start'][0]:.1f} at the start, {m['loadavg_end'][0]:.1f} at the "
+             "end.", ""] + _passes_lines(r["passes"], "the heights of the linear warm start")
+    (Path(out) / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _linear_heights(Y):
+    """Heights of the affine map matching the targets' mean and covariance (the solver's linear start)."""
+    sd = SemiDiscreteOT()
+    sd._check_settings()                       # sets source_ (the default uniform cube)
+    return sd._linear_init(Y.double() - Y.double().mean(0))
 
 
 def partial_table(path):
