@@ -48,6 +48,8 @@ VARIANTS = {
     "newton-below-0.3": (dict(_NEWTON_EMPTY_SHARE=0.01, _NEWTON_BELOW=0.3),
                          "full Newton step below TV 0.3, up to 1 % of the cells empty"),
     "fewer-first-points": (dict(_M0_PER_TARGET=16), "first iterations at 16 N points instead of 64 N"),
+    "newton-below-0.3+fewer-first-points": (dict(_NEWTON_EMPTY_SHARE=0.01, _NEWTON_BELOW=0.3, _M0_PER_TARGET=16),
+                                            "both"),
     "diagonal-half-steps": (dict(_DIAGONAL_ALPHAS=(0.5, 0.25, 0.125, 0.0625, 0.03125)),
                             "the diagonal (Jacobi) step at most half its length"),
 }
