@@ -50,6 +50,7 @@ VARIANTS = {
     "fewer-first-points": (dict(_M0_PER_TARGET=16), "first iterations at 16 N points instead of 64 N"),
     "newton-below-0.3+fewer-first-points": (dict(_NEWTON_EMPTY_SHARE=0.01, _NEWTON_BELOW=0.3, _M0_PER_TARGET=16),
                                             "both"),
+    "band-0.05": (dict(_HESSIAN_BAND_FRACTION=0.05), "Hessian band of 5 % of its points (the default before 2026-12-02)"),
     "band-0.2": (dict(_HESSIAN_BAND_FRACTION=0.2), "Hessian from 20 % of its points (the facet band 4x wider)"),
     "band-0.2+newton-below-0.3": (dict(_HESSIAN_BAND_FRACTION=0.2, _NEWTON_EMPTY_SHARE=0.01, _NEWTON_BELOW=0.3),
                                   "both"),

@@ -92,7 +92,9 @@ _HESSIAN_POINTS_MIN = 1 << 18   # least points whose top-2 estimate the Hessian 
 _HESSIAN_POINTS_PER_TARGET = 256  # Hessian points per target: every cell's facets get samples in the band
 _HESSIAN_POINTS_MAX = 1 << 22   # cap on the Hessian points: more no longer improves the step, only costs
 # The Newton step
-_HESSIAN_BAND_FRACTION = 0.05   # share of the Hessian points inside the finite-difference band of the facets
+_HESSIAN_BAND_FRACTION = 0.5    # share of the Hessian points inside the finite-difference band of the facets:
+                                # at ~100 points per cell a 5 % band left ~5 samples per cell and a noisy step
+                                # (10000 x 16 to TV 0.02: 10 iterations, 7 with 50 %; benchmarks/bench_schedule.py)
 _HESSIAN_BAND_PER_CELL = 64.0   # ... but at most this many per cell: a narrower band, less bias, at large M
 _TOPK = 6                       # candidate cells kept per point for the line search (a step rarely moves further)
 _ALPHAS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)   # step lengths the line search compares
