@@ -24,7 +24,8 @@ mass; then every iteration, :meth:`SemiDiscreteOT.step`, does:
    then a row-wise argmax). The TV error ½ Σ |μ(W_i) − ν_i| is estimated from their
    mean, its noise from their difference.
 2. **Accept or reject** h: it is kept unless its error grew, over the last accepted
-   heights', by more than the two estimates' noise.
+   heights', by more than the two estimates' noise. Accepted heights that are certified
+   (see below) end the fit: no step is prepared from them.
 3. On acceptance, a **Newton direction**: the Hessian (the Laplacian of the power
    diagram) is estimated from the same points' two best cells. Far from the solution
    (TV > 0.1, or while some cell gets no point) only its diagonal is used — every cell
@@ -91,16 +92,22 @@ _HESSIAN_POINTS_MIN = 1 << 18   # least points whose top-2 estimate the Hessian 
 _HESSIAN_POINTS_PER_TARGET = 256  # Hessian points per target: every cell's facets get samples in the band
 _HESSIAN_POINTS_MAX = 1 << 22   # cap on the Hessian points: more no longer improves the step, only costs
 # The Newton step
-_HESSIAN_BAND_FRACTION = 0.05   # share of the Hessian points inside the finite-difference band of the facets
+_HESSIAN_BAND_FRACTION = 0.5    # share of the Hessian points inside the finite-difference band of the facets:
+                                # at ~100 points per cell a 5 % band left ~5 samples per cell and a noisy step
+                                # (10000 x 16 to TV 0.02: 10 iterations, 7 with 50 %; benchmarks/bench_schedule.py)
 _HESSIAN_BAND_PER_CELL = 64.0   # ... but at most this many per cell: a narrower band, less bias, at large M
 _TOPK = 6                       # candidate cells kept per point for the line search (a step rarely moves further)
 _ALPHAS = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)   # step lengths the line search compares
+_DIAGONAL_ALPHAS = _ALPHAS      # ... for the diagonal step (a Jacobi step: beyond 1/2 it may amplify the
+                                # highest-frequency error mode of the graph Laplacian)
 _CHECK_POINTS_MIN = 1 << 16     # line-search points rescored exactly to check the step (see check_step) ...
 _CHECK_POINTS_PER_TARGET = 8    # ... or 8 per target when more: enough that the TV ranks step lengths
 _CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line search's (then rejection takes over)
 _STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
-_NEWTON_BELOW = 0.1             # TV below which (and with no empty cell) the full Newton step is used
+_NEWTON_BELOW = 0.1             # TV below which (and with few empty cells) the full Newton step is used
+_NEWTON_EMPTY_SHARE = 0.0       # share of cells that may be empty for the full step (0: none; empty cells are
+                                # singleton components of the sampled graph, moved by the revival alone)
 # Accepting a step
 _ACCEPT_NOISE = 0.5             # a step is kept unless TV grew by more than the mean noise of the two estimates
 _REJECT_SHRINK = 0.25           # a rejected step is retried from the last accepted heights 4x shorter
@@ -656,20 +663,22 @@ class SemiDiscreteOT(BaseEstimator):
                                             pos=ev.pos if comm.world > 1 else None,
                                             band_fraction=_HESSIAN_BAND_FRACTION, band_per_cell=_HESSIAN_BAND_PER_CELL)
         empty = torch.nonzero(ev.masses == 0).squeeze(1)
-        full = tv <= _NEWTON_BELOW and empty.numel() == 0
+        full = tv <= _NEWTON_BELOW and empty.numel() <= _NEWTON_EMPTY_SHARE * nua.shape[0]
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
-        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, _ALPHAS, comm=comm)
+        alphas = _ALPHAS if full else _DIAGONAL_ALPHAS
+        alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, alphas, comm=comm)
         # cells no point reached get their own full step (no Hessian row to scale)
         rescue = torch.zeros_like(direction)
         if empty.numel():
             rescue[empty] = rescue_empty(ev.points, ev.topk_vals[:, 0], Yc, state.heights.to(Yc.dtype), empty, nua,
                                          comm=comm)
         if _CHECK_HALVINGS > 0:
-            alpha = self._checked_alpha(problem, ev, state.heights, direction, rescue, alpha)
+            alpha = self._checked_alpha(problem, ev, state.heights, direction, rescue, alpha, alphas[-1])
         return replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=direction,
                        rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv])
 
-    def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha) -> float:
+    def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha,
+                       min_alpha: float) -> float:
         """:func:`check_step` on the first line-search points: their exact cells after the step."""
         n_check = max(_CHECK_POINTS_MIN, _CHECK_POINTS_PER_TARGET * problem.targets.shape[0])
         X, vals, idx = ev.points[:n_check], ev.topk_vals[:n_check], ev.topk_idx[:n_check]
@@ -679,8 +688,12 @@ class SemiDiscreteOT(BaseEstimator):
         def cells(step):
             return candidate_best(problem.scorer.best, X, (h + step).to(self._dtype), vals, idx, h_old, margin)[1]
 
-        return check_step(cells, idx[:, 0], direction, rescue, problem.weights, alpha, _ALPHAS[-1],
+        return check_step(cells, idx[:, 0], direction, rescue, problem.weights, alpha, min_alpha,
                           _CHECK_HALVINGS, comm=problem.comm)
+
+    def _certified(self, tv: float, noise: float) -> bool:
+        """Converged: the estimated TV error is below ``tol`` and its noise below ``tol / 2``."""
+        return tv <= self.tol and noise <= _CERTIFY_NOISE * self.tol
 
     def _more_points(self, state: SolverState) -> bool:
         """The sample-growth rule: more points when the estimate is mostly noise, steps fail or progress stalls."""
@@ -714,7 +727,11 @@ class SemiDiscreteOT(BaseEstimator):
         tv = 0.5 * float(grad.abs().sum())
         # 2. accept unless the error grew by more than the estimates' noise
         accepted = state.accepted_heights is None or tv <= state.tv + _ACCEPT_NOISE * (ev.noise + state.noise)
-        if accepted:   # 3. Newton direction + line search + revival of empty cells
+        if accepted and self._certified(tv, ev.noise):   # the answer: no step to prepare (fit stops here)
+            zero = torch.zeros_like(state.heights)
+            state = replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=zero,
+                            rescue=zero, alpha=0.0, rejects=0, recent_tv=state.recent_tv + [tv])
+        elif accepted:   # 3. Newton direction + line search + revival of empty cells
             state = self._newton_update(state, problem, ev, grad, tv)
         else:          # the predicted decrease did not happen: shorter step from the last accepted point
             state = replace(state, alpha=state.alpha * _REJECT_SHRINK, rescue=state.rescue * _RESCUE_SHRINK,
@@ -865,7 +882,7 @@ class SemiDiscreteOT(BaseEstimator):
                     g = state.accepted_heights[setup.labels]
                     callback(state.it, setup.frame.scale * _full_heights(g, setup.active, setup.frame.Z, self.source_),
                              entry)
-                if entry["accepted"] and entry["tv"] <= self.tol and entry["noise"] <= _CERTIFY_NOISE * self.tol:
+                if entry["accepted"] and self._certified(entry["tv"], entry["noise"]):
                     self.converged_ = True
                     break
                 state.elapsed = time.perf_counter() - t_start

@@ -113,3 +113,33 @@ def test_video_grid_quick(quick_runs):
             assert 0 <= row["implausible"] <= 1 and row["implausible_se"] >= 0
             _positive(row["mse"], "mse")
     assert "| moving-digits | 4 | grid (2048) | 2048 |" in (quick_runs["bench_video_grid.py"] / "video_grid.md").read_text()
+
+
+def _run(args, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, *args, "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+
+
+def test_schedule_variants_side_by_side(tmp_path):
+    _run([str(REPO / "benchmarks" / "bench_schedule.py"), "--size", "300x4", "--tol", "0.1", "--eval-points",
+          "65536", "--variants", "default", "band-0.05", "--name", "s"], tmp_path)
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert [r["variant"] for r in res["runs"]] == ["default", "band-0.05"]
+    for r in res["runs"]:
+        for key in ("fit_s", "floor_s", "ratio", "points", "points_over_floor", "tv", "eval_floor", "iterations"):
+            _positive(r[key], key)
+        assert r["points"] == sum(e["n_samples"] for e in r["history"]) and len(r["history"]) == r["iterations"]
+    assert res["runs"][1]["constants"] == {"_HESSIAN_BAND_FRACTION": 0.05}
+    assert "| band-0.05 |" in (tmp_path / "s.md").read_text()
+
+
+def test_floor_scoring_passes(tmp_path):
+    _run([str(REPO / "benchmarks" / "bench_floor.py"), "--size", "1500x8", "--passes-only", "--pass-points", "4096",
+          "--name", "p"], tmp_path)
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert res["passes"]["top2_maxmask_equal"] is True
+    assert set(res["passes"]["over_gemm"]) == {"gemm", "best", "topk2", "topk6", "top2_maxmask"}
+    for k, v in res["passes"]["over_gemm"].items():
+        _positive(v, k)

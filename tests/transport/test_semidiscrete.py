@@ -123,6 +123,28 @@ def test_cell_masses_and_history(rng):
     assert sd.result_.converged and sd.result_.heights is sd.heights_
 
 
+
+def test_the_certifying_iteration_prepares_no_step(rng, monkeypatch):
+    """The iteration that certifies the answer stops the fit: no Newton update (Hessian, line search,
+    step check) is computed for it, and the answer is the heights it evaluated."""
+    Y = rng.normal(size=(200, 4))
+    updates, seen = [], []
+    real = SemiDiscreteOT._newton_update
+
+    def counted(self, state, *args):
+        if self is sd:                                 # not the coarse fits of the multiscale start
+            updates.append(state.it)
+        return real(self, state, *args)
+
+    monkeypatch.setattr(SemiDiscreteOT, "_newton_update", counted)
+    sd = SemiDiscreteOT(tol=0.03)
+    sd.fit(Y, callback=lambda it, h, info: seen.append((info["accepted"], h.clone())))
+    assert sd.converged_
+    accepted = [i for i, (a, _) in enumerate(seen) if a]
+    assert updates == accepted[:-1]                    # every accepted iteration but the last prepared a step
+    assert sd.history_[-1]["step"] == 0.0
+    torch.testing.assert_close(sd.heights_, seen[-1][1], atol=0, rtol=0)
+
 def test_zero_weight_targets_get_empty_cells(rng):
     Y = rng.normal(size=(30, 2))
     nu = np.full(30, 1 / 25)
