@@ -71,15 +71,15 @@ def view_features(encoder: ContrastiveCNN, images: torch.Tensor, n_views: int, s
 
 
 def fit_embedding(features: torch.Tensor, latent_dim: int, *, views=None, n_neighbors: int = 15, steps: int = 1500,
-                  batch_size: int = 1024, loss: str = "infonce", alpha: float = 1.0, graph=None, seed: int = 0,
-                  device=None):
+                  batch_size: int = 1024, loss: str = "infonce", alpha: float = 1.0, exaggeration: float = 1.0,
+                  graph=None, seed: int = 0, device=None):
     """The neighbour embedding of :class:`SeparatedLatent`: an MLP ``features`` (n, F) -> (n, latent_dim).
 
     The k-NN graph of ``graph`` (n, G) (default: of ``features``; UMAP's fuzzy weights) is kept by
     :func:`~otgen.autoencoder.neighbours.train_neighbour_embedding` with ``loss`` ("infonce" or
     "umap") and, for "infonce", the kernel tail ``alpha`` (1: Cauchy; see
-    :func:`~otgen.autoencoder.neighbours.log_kernel`), each edge end reading the point or one of
-    its ``views`` (V, n, F). The MLP always reads ``features``: ``graph`` only says who is
+    :func:`~otgen.autoencoder.neighbours.log_kernel`) and attraction factor ``exaggeration``,
+    each edge end reading the point or one of its ``views`` (V, n, F). The MLP always reads ``features``: ``graph`` only says who is
     whose neighbour (e.g. a higher-dimensional embedding of the same points, whose neighbours
     are cleaner than the features'). Returns ``(mlp, per-100-step losses, seconds)``.
     """
@@ -97,7 +97,8 @@ def fit_embedding(features: torch.Tensor, latent_dim: int, *, views=None, n_neig
     hist = train_neighbour_embedding(embedder, feats, edges, weights, steps=check_positive_int(steps, "steps"),
                                      batch_size=min(check_positive_int(batch_size, "batch_size"), edges.shape[0]),
                                      lr=_EMBED_LR, generator=torch_generator(spawn_seed(seed, "embedding")),
-                                     device=device, loss_kind=loss, views=views, alpha=alpha)
+                                     device=device, loss_kind=loss, views=views, alpha=alpha,
+                                     exaggeration=exaggeration)
     return embedder, hist, time.perf_counter() - start
 
 

@@ -179,6 +179,11 @@ def test_infonce_loss_at_alpha_one_is_the_cauchy_loss():
     torch.testing.assert_close(got, want)
     assert not torch.isclose(_infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 0.3),
                              want)
+    # exaggeration 1 is the cross-entropy itself; rho multiplies the attraction term -log q_ii only
+    one = _infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 1.0, 1.0 + 1e-12)
+    torch.testing.assert_close(one, want)
+    three = _infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 1.0, 3.0)
+    torch.testing.assert_close(three, want - 2 * logq.diagonal().mean())
 
 
 def test_embedding_keeps_the_graph_it_is_given_not_the_features():
@@ -219,5 +224,7 @@ def test_embedding_settings_defaults_and_bad_values():
     feats = torch.randn(40, 4)
     with pytest.raises(ValueError, match="alpha"):
         fit_embedding(feats, 2, alpha=-1.0)
+    with pytest.raises(ValueError, match="exaggeration"):
+        fit_embedding(feats, 2, exaggeration=0.0)
     with pytest.raises(ValueError, match="graph"):
         fit_embedding(feats, 2, graph=torch.randn(39, 3))
