@@ -205,18 +205,20 @@ def test_two_stage_heavy_tailed_latent_separates_two_image_classes():
     xt, yt = _two_classes(40, seed=1)
     lat = SeparatedLatent(**dict(TINY, embed_alpha=0.5, embed_graph_dim=4)).fit(x)
     assert _agreement(lat.encode(xt), yt, lat.encode(x), y) == 1.0
-    assert lat._embedding_settings() == (0.5, 4)
+    assert lat._embedding_settings() == (4.0, 0.5, 4)
 
 
 def test_embedding_settings_defaults_and_bad_values():
     from otgen.autoencoder import fit_embedding
-    from otgen.autoencoder.embedding import _AUTO_ALPHA, _AUTO_GRAPH_DIM
-    assert SeparatedLatent(latent_dim=10)._embedding_settings() == (_AUTO_ALPHA["high"], _AUTO_GRAPH_DIM["high"])
-    assert SeparatedLatent(latent_dim=2)._embedding_settings() == (_AUTO_ALPHA["low"], _AUTO_GRAPH_DIM["low"])
-    assert SeparatedLatent(latent_dim=2, embed_alpha=0.7, embed_graph_dim=0)._embedding_settings() == (0.7, 0)
+    from otgen.autoencoder.embedding import _LOW_DIM_EXAGGERATION
+    assert SeparatedLatent(latent_dim=10)._embedding_settings() == (1.0, 1.0, 0)     # 10-D: as in the README runs
+    assert SeparatedLatent(latent_dim=2)._embedding_settings() == (_LOW_DIM_EXAGGERATION, 1.0, 0)
+    assert SeparatedLatent(latent_dim=2, embed_exaggeration=1, embed_alpha=0.7)._embedding_settings() == (1.0, 0.7, 0)
     x, _ = _two_classes(20)
     with pytest.raises(ValueError, match="embed_alpha"):
         SeparatedLatent(embed_alpha=0.0).fit(x)
+    with pytest.raises(ValueError, match="embed_exaggeration"):
+        SeparatedLatent(embed_exaggeration=-2.0).fit(x)
     with pytest.raises(ValueError, match="embed_graph_dim"):
         SeparatedLatent(latent_dim=2, embed_graph_dim=2).fit(x)
     with pytest.raises(ValueError, match="embed_graph_dim"):
