@@ -19,9 +19,12 @@ Honest selection: each variant is scored twice.
 No labels are used in training; the encoder saw the validation digits (unlabelled), not the test digits.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_embedding_2d.py \\
-        [--variants cauchy alpha0.5 ...] [--splits validation test] [--cache FILE] [--out benchmarks/results]
+        [--variants cauchy alpha0.5 ...] [--splits validation test] [--cache FILE] [--out benchmarks/results] \\
+        [--seed S] [--dim D] [--name STEM]
 
-Writes ``embedding_2d.{json,md}`` (rows already there for other variants are kept).
+Writes ``embedding_2d.{json,md}`` (``--name``; rows already there for other variants are kept).
+``--seed`` changes the embedded digits' train/test split, the encoder and every stream, so a
+second seed checks that the choice is not one split's; ``--dim 10`` measures the variants in 10-D.
 """
 
 import argparse
@@ -139,18 +142,19 @@ def run_variant(c, name, split, seed, quick, dim=2):
     return score, time.perf_counter() - start
 
 
-def write(results, out):
+def write(results, out, name="embedding_2d"):
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "embedding_2d.json"), "w") as fh:
+    with open(os.path.join(out, name + ".json"), "w") as fh:
         json.dump(results, fh, indent=2)
     rows = results["rows"]
     lines = ["| variant | settings | validation agreement | test agreement | seconds (val + test) |", "|---|---|---|---|---|"]
-    for name, r in rows.items():
+    for variant, r in rows.items():
         val, test = r.get("validation"), r.get("test")
-        lines.append(f"| {name}{' (chosen)' if name == results.get('chosen') else ''} | {VARIANTS[name]} | "
+        lines.append(f"| {variant}{' (chosen)' if variant == results.get('chosen') else ''} | {VARIANTS[variant]} | "
                      f"{'-' if val is None else f'{val:.3f}'} | {'-' if test is None else f'{test:.3f}'} | "
                      f"{r.get('seconds', 0):.0f} |")
-    head = ("2-D neighbour embedding of cached contrastive features (60 epochs, SeparatedLatent's settings). "
+    head = (f"{results['dim']}-D neighbour embedding of cached contrastive features (60 epochs, SeparatedLatent's "
+            f"settings; seed {results['seed']}, {results['n_train']} training / {results['n_test']} test digits). "
             "Held-out 10-NN label agreement; no labels in training. The variant is chosen by the VALIDATION "
             f"column only ({VALIDATION_SHARE:.0%} of the training digits left out of the embedding, queried "
             "against the rest); the test column (held-out test digits against all training digits) is reported, "
@@ -158,7 +162,7 @@ def write(results, out):
     ref = results.get("features_reference", {})
     tail = ("\n\nReference, the 128-D contrastive features themselves (no embedding): validation "
             f"{ref.get('validation', float('nan')):.3f}, test {ref.get('test', float('nan')):.3f}.\n")
-    with open(os.path.join(out, "embedding_2d.md"), "w") as fh:
+    with open(os.path.join(out, name + ".md"), "w") as fh:
         fh.write(head + "\n".join(lines) + tail)
     print("\n".join(lines), flush=True)
 
@@ -172,14 +176,17 @@ def main():
     p.add_argument("--data-dir", default=None, help="folder of MNIST IDX files (default: the embedded digits)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run, not a measurement)")
+    p.add_argument("--dim", type=int, default=2, help="embedding dimension (default 2)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--name", default=None, help="file stem of the outputs (default: embedding_{dim}d)")
     args = p.parse_args()
+    name = args.name or f"embedding_{args.dim}d"
     torch.set_num_threads(1)
     c = cached_features(args.cache, args.data_dir, args.seed, args.quick)
-    path = os.path.join(args.out, "embedding_2d.json")
+    path = os.path.join(args.out, name + ".json")
     results = json.load(open(path)) if os.path.exists(path) and not args.quick else {}
     results.update(n_train=len(c["train"]), n_test=len(c["test"]), data_dir=args.data_dir, seed=args.seed,
-                   encoder_seconds=c["encoder_seconds"], validation_share=VALIDATION_SHARE)
+                   encoder_seconds=c["encoder_seconds"], validation_share=VALIDATION_SHARE, dim=args.dim)
     rows = results.setdefault("rows", {})
     ref = results.setdefault("features_reference", {})      # the features themselves, no embedding (a reference)
     for split in args.splits:
@@ -190,14 +197,14 @@ def main():
         else:
             ref[split] = knn_label_agreement(c["test"], c["y_test"].numpy(), f, y.numpy())
     for split in args.splits:
-        for name in args.variants:
-            score, secs = run_variant(c, name, split, args.seed, args.quick)
-            row = rows.setdefault(name, {})
+        for variant in args.variants:
+            score, secs = run_variant(c, variant, split, args.seed, args.quick, args.dim)
+            row = rows.setdefault(variant, {})
             row[split], row["seconds"] = score, row.get("seconds", 0) + secs
-            print(name, split, f"{score:.4f}", f"{secs:.0f} s", flush=True)
+            print(variant, split, f"{score:.4f}", f"{secs:.0f} s", flush=True)
             scored = {k: r["validation"] for k, r in rows.items() if "validation" in r}
             results["chosen"] = max(scored, key=scored.get) if scored else None
-            write(results, args.out)
+            write(results, args.out, name)
 
 
 if __name__ == "__main__":
