@@ -147,7 +147,8 @@ def write(results, out, name="embedding_2d"):
     with open(os.path.join(out, name + ".json"), "w") as fh:
         json.dump(results, fh, indent=2)
     rows = results["rows"]
-    lines = ["| variant | settings | validation agreement | test agreement | seconds (val + test) |", "|---|---|---|---|---|"]
+    lines = ["| variant | settings | validation agreement | test agreement | seconds (val + test) |",
+             "|---|---|---|---|---|"]
     for variant, r in rows.items():
         val, test = r.get("validation"), r.get("test")
         lines.append(f"| {variant}{' (chosen)' if variant == results.get('chosen') else ''} | {VARIANTS[variant]} | "

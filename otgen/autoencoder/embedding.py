@@ -74,11 +74,12 @@ def fit_embedding(features: torch.Tensor, latent_dim: int, *, views=None, n_neig
 
     The k-NN graph of ``graph`` (n, G) (default: of ``features``; UMAP's fuzzy weights) is kept by
     :func:`~otgen.autoencoder.neighbours.train_neighbour_embedding` with ``loss`` ("infonce" or
-    "umap") and, for "infonce", the kernel tail ``alpha`` (1: Cauchy; see
-    :func:`~otgen.autoencoder.neighbours.log_kernel`) and attraction factor ``exaggeration``,
-    each edge end reading the point or one of its ``views`` (V, n, F). The MLP always reads ``features``: ``graph`` only says who is
-    whose neighbour (e.g. a higher-dimensional embedding of the same points, whose neighbours
-    are cleaner than the features'). Returns ``(mlp, per-100-step losses, seconds)``.
+    "umap") and, for "infonce" only, the kernel tail ``alpha`` (1: Cauchy; see
+    :func:`~otgen.autoencoder.neighbours.log_kernel`) and the attraction factor ``exaggeration``
+    (1: none), each edge end reading the point or one of its ``views`` (V, n, F). The MLP always
+    reads ``features``: ``graph`` only says who is whose neighbour (e.g. a higher-dimensional
+    embedding of the same points: ``SeparatedLatent(embed_graph_dim=m)``). Returns
+    ``(mlp, per-100-step losses, seconds)``.
     """
     feats = as_tensor(features, "features", ndim=2)
     check_choice(loss, "loss", EMBEDDING_LOSSES)
@@ -209,7 +210,8 @@ class SeparatedLatent(BaseEstimator):
                  temperature: float = 0.5, strength: float = 1.5, width: int = 32, feature_dim: int = 128,
                  n_neighbors: int = 15, embed_steps: int = 1500, embed_batch: int = 1024, embed_views: int = 4,
                  embed_loss: str = "infonce", embed_exaggeration: float | None = None, embed_alpha: float = 1.0,
-                 embed_graph_dim: int = 0, decoder_epochs: int = 100, autoencoder=None, device=None, seed: int = 0, verbose: bool = False):
+                 embed_graph_dim: int = 0, decoder_epochs: int = 100, autoencoder=None, device=None, seed: int = 0,
+                 verbose: bool = False):
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
