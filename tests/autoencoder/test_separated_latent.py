@@ -157,3 +157,76 @@ def test_embedding_stage_functions_check_their_input():
     assert views.shape == (2, 5, 8)
     net, hist, secs = fit_embedding(feats, 2, views=feats[None] + 0.01, n_neighbors=5, steps=20, batch_size=32)
     assert net(feats).shape == (40, 2) and len(hist) == 1 and secs > 0
+
+
+def test_heavy_tailed_kernel_is_cauchy_at_alpha_one_and_heavier_below():
+    from otgen.autoencoder.neighbours import log_kernel
+    d2 = torch.tensor([0.0, 0.5, 4.0, 100.0])
+    torch.testing.assert_close(log_kernel(d2, 1.0), -torch.log1p(d2))                   # t-SNE's Cauchy kernel
+    torch.testing.assert_close(log_kernel(d2, 1e6), -d2, rtol=1e-3, atol=1e-4)           # alpha -> inf: Gaussian
+    assert float(log_kernel(d2, 0.5)[0]) == 0.0                                          # q(0) = 1 for every alpha
+    assert bool((log_kernel(d2[1:], 0.5) > log_kernel(d2[1:], 1.0)).all())               # heavier tail below 1
+
+
+def test_infonce_loss_at_alpha_one_is_the_cauchy_loss():
+    from otgen.autoencoder.neighbours import _infonce_loss
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(10, 2, generator=g)
+    e = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]])
+    got = _infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 1.0)
+    logq = -torch.log1p(torch.cdist(pts[e[:, 0]], pts[e[:, 1]]).pow(2))
+    want = torch.nn.functional.cross_entropy(logq, torch.arange(5))
+    torch.testing.assert_close(got, want)
+    assert not torch.isclose(_infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 0.3),
+                             want)
+    # exaggeration 1 is the cross-entropy itself; rho multiplies the attraction term -log q_ii only
+    one = _infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 1.0, 1.0 + 1e-12)
+    torch.testing.assert_close(one, want)
+    three = _infonce_loss(torch.nn.Identity(), lambda ids: pts[ids], e, torch.device("cpu"), 1.0, 3.0)
+    torch.testing.assert_close(three, want - 2 * logq.diagonal().mean())
+
+
+def test_embedding_keeps_the_graph_it_is_given_not_the_features():
+    """Structureless features; the graph's points form two far groups. The embedding follows the graph."""
+    from otgen.autoencoder import fit_embedding
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(120, 8, generator=g)
+    y = np.repeat([0, 1], 60)
+    graph = torch.randn(120, 3, generator=g) * 0.1 + torch.as_tensor(y, dtype=torch.float32)[:, None] * 5
+    with_graph, _, _ = fit_embedding(feats, 2, graph=graph, n_neighbors=5, steps=300, batch_size=64, alpha=0.5)
+    own, _, _ = fit_embedding(feats, 2, n_neighbors=5, steps=300, batch_size=64, alpha=0.5)
+    with torch.no_grad():
+        e, e_own = with_graph(feats).numpy(), own(feats).numpy()
+    assert _agreement(e, y, e, y, k=5) > 0.8 > 0.7 > _agreement(e_own, y, e_own, y, k=5)   # measured 0.88, 0.61
+
+
+def test_two_stage_heavy_tailed_latent_separates_two_image_classes():
+    x, y = _two_classes()
+    xt, yt = _two_classes(40, seed=1)
+    lat = SeparatedLatent(**dict(TINY, embed_alpha=0.5, embed_graph_dim=4)).fit(x)
+    assert _agreement(lat.encode(xt), yt, lat.encode(x), y) == 1.0
+    assert lat._embedding_settings() == (4.0, 0.5, 4)
+
+
+def test_embedding_settings_defaults_and_bad_values():
+    from otgen.autoencoder import fit_embedding
+    from otgen.autoencoder.embedding import _LOW_DIM_EXAGGERATION
+    assert SeparatedLatent(latent_dim=10)._embedding_settings() == (1.0, 1.0, 0)     # 10-D: as in the README runs
+    assert SeparatedLatent(latent_dim=2)._embedding_settings() == (_LOW_DIM_EXAGGERATION, 1.0, 0)
+    assert SeparatedLatent(latent_dim=2, embed_exaggeration=1, embed_alpha=0.7)._embedding_settings() == (1.0, 0.7, 0)
+    x, _ = _two_classes(20)
+    with pytest.raises(ValueError, match="embed_alpha"):
+        SeparatedLatent(embed_alpha=0.0).fit(x)
+    with pytest.raises(ValueError, match="embed_exaggeration"):
+        SeparatedLatent(embed_exaggeration=-2.0).fit(x)
+    with pytest.raises(ValueError, match="embed_graph_dim"):
+        SeparatedLatent(latent_dim=2, embed_graph_dim=2).fit(x)
+    with pytest.raises(ValueError, match="embed_graph_dim"):
+        SeparatedLatent(embed_graph_dim=-1).fit(x)
+    feats = torch.randn(40, 4)
+    with pytest.raises(ValueError, match="alpha"):
+        fit_embedding(feats, 2, alpha=-1.0)
+    with pytest.raises(ValueError, match="exaggeration"):
+        fit_embedding(feats, 2, exaggeration=0.0)
+    with pytest.raises(ValueError, match="graph"):
+        fit_embedding(feats, 2, graph=torch.randn(39, 3))
