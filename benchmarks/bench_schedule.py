@@ -34,11 +34,9 @@ for p in (HERE.parent, HERE):           # this checkout, and bench_floor next to
 
 import torch  # noqa: E402
 
-import otgen.transport.semidiscrete as semidiscrete  # noqa: E402
-from _budget import fit_within  # noqa: E402
+from _budget import fit_with_constants  # noqa: E402
 from bench_floor import FLOOR_POINTS_PER_TARGET, floor_gemm, tv_error  # noqa: E402
 from otgen.data.toy2d import gaussian_mixture  # noqa: E402
-from otgen.transport import SemiDiscreteOT  # noqa: E402
 
 # name -> (constants of otgen.transport.semidiscrete set for the fit, what the variant tests)
 VARIANTS = {
@@ -62,30 +60,10 @@ VARIANTS = {
 
 def fit(Y, tol, constants, max_seconds):
     """A default fit with ``constants`` set on the solver module. Returns a summary and the final heights."""
-    saved = {k: getattr(semidiscrete, k) for k in constants}
-    entries, snaps = [], []
-    t0 = time.perf_counter()
-
-    def cb(it, h, info):
-        entries.append(dict(info))
-        if info["accepted"]:
-            snaps.append(h.clone())
-
-    sd = SemiDiscreteOT(tol=tol, seed=0, max_iter=200)
-    try:
-        for k, v in constants.items():
-            setattr(semidiscrete, k, v)
-        stopped, _ = fit_within(sd, Y, callback=cb, max_seconds=max_seconds, start=t0)
-    finally:
-        for k, v in saved.items():
-            setattr(semidiscrete, k, v)
-    wall = time.perf_counter() - t0
-    h = snaps[-1] if stopped else sd.heights_
+    _, record, h = fit_with_constants(Y, tol, constants, max_seconds)
+    entries = record["history"]
     warm = entries[0]["time"] - (entries[1]["time"] - entries[0]["time"]) if len(entries) > 1 else None
-    return dict(fit_s=wall, stopped_at_budget=stopped, converged=bool(getattr(sd, "converged_", False)) and not stopped,
-                iterations=len(entries), rejected=sum(not e["accepted"] for e in entries),
-                points=sum(e["n_samples"] for e in entries), last_M=entries[-1]["n_samples"],
-                first_iteration_ends_s=entries[0]["time"], warm_start_estimate_s=warm, history=entries), h
+    return dict(record, first_iteration_ends_s=entries[0]["time"], warm_start_estimate_s=warm), h
 
 
 def main(argv=None):

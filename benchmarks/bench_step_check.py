@@ -35,36 +35,17 @@ for p in (HERE.parent, HERE):           # this checkout, and bench_floor next to
 import torch  # noqa: E402
 
 import otgen.transport.semidiscrete as semidiscrete  # noqa: E402
-from _budget import fit_within  # noqa: E402
+from _budget import fit_with_constants  # noqa: E402
 from bench_floor import FLOOR_POINTS_PER_TARGET, floor_gemm, tv_error  # noqa: E402
 from otgen.data.toy2d import gaussian_mixture  # noqa: E402
-from otgen.transport import SemiDiscreteOT  # noqa: E402
 
 DEFAULT_HALVINGS = semidiscrete._CHECK_HALVINGS
 
 
 def fit(Y, tol, halvings, max_seconds):
     """A default fit with the step check set to ``halvings`` (0: off). Returns a summary and the heights."""
-    semidiscrete._CHECK_HALVINGS = halvings
-    entries, snaps = [], []
-    t0 = time.perf_counter()
-
-    def cb(it, h, info):
-        entries.append(dict(info))
-        if info["accepted"]:
-            snaps.append(h.clone())
-
-    sd = SemiDiscreteOT(tol=tol, seed=0, max_iter=200)
-    try:
-        stopped, _ = fit_within(sd, Y, callback=cb, max_seconds=max_seconds, start=t0)
-    finally:
-        semidiscrete._CHECK_HALVINGS = DEFAULT_HALVINGS
-    wall = time.perf_counter() - t0
-    h = snaps[-1] if stopped else sd.heights_
-    return dict(check="on" if halvings else "off", fit_s=wall, stopped_at_budget=stopped,
-                converged=bool(getattr(sd, "converged_", False)) and not stopped, iterations=len(entries),
-                rejected=sum(not e["accepted"] for e in entries), last_M=entries[-1]["n_samples"],
-                history=entries), h
+    _, record, h = fit_with_constants(Y, tol, {"_CHECK_HALVINGS": halvings}, max_seconds)
+    return dict(record, check="on" if halvings else "off"), h
 
 
 def main(argv=None):
