@@ -16,9 +16,9 @@ on the embedded 5,000 digits (or full MNIST with ``--data-dir``), with the setti
 ``bench_embedding_2d.py`` for the 2-D variants).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_separated_latent.py \\
-        [--epochs 20 60] [--views 0 4] [--dims 10 2] [--out benchmarks/results]
+        [--epochs 20 60] [--views 0 4] [--dims 10 2] [--width 32] [--out benchmarks/results]
 
-Writes ``separated_latent.{json,md}``.
+Writes ``NAME.{json,md}`` (``--name``, default ``separated_latent``).
 """
 
 import argparse
@@ -49,9 +49,9 @@ def features(encoder, x):
         return torch.cat([encoder.features(x[i:i + 1024]) for i in range(0, len(x), 1024)])
 
 
-def fit_encoder(x, epochs, seed, quick):
+def fit_encoder(x, epochs, seed, quick, width):
     torch.manual_seed(spawn_seed(seed, "encoder init"))
-    enc = ContrastiveCNN(8 if quick else DEFAULTS["width"], DEFAULTS["feature_dim"])
+    enc = ContrastiveCNN(8 if quick else width, DEFAULTS["feature_dim"])
     start = time.perf_counter()
     train_contrastive(enc, x, epochs=epochs, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
                       temperature=DEFAULTS["temperature"], strength=DEFAULTS["strength"],
@@ -75,6 +75,9 @@ def main():
     p.add_argument("--views", type=int, nargs="+", default=[0, 4])
     p.add_argument("--dims", type=int, nargs="+", default=[10, 2])
     p.add_argument("--data-dir", default=None, help="folder of MNIST IDX files (default: the embedded digits)")
+    p.add_argument("--width", type=int, default=DEFAULTS["width"],
+                   help="channels of the encoder's first convolution (the encoder's cost grows ~ width^2)")
+    p.add_argument("--name", default="separated_latent", help="stem of the output files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny settings (a smoke run, not a measurement)")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -86,9 +89,9 @@ def main():
     steps = 50 if args.quick else DEFAULTS["embed_steps"]
     rows = []
     for epochs in args.epochs:
-        enc, secs = fit_encoder(x, epochs, args.seed, args.quick)
+        enc, secs = fit_encoder(x, epochs, args.seed, args.quick, args.width)
         f_train, f_test = features(enc, x), features(enc, xt)
-        row = dict(epochs=epochs, encoder_seconds=secs, features=knn_label_agreement(f_test, yt, f_train, y))
+        row = dict(epochs=epochs, width=enc.body[0].out_channels, encoder_seconds=secs, features=knn_label_agreement(f_test, yt, f_train, y))
         for v in args.views:
             views = view_features(enc, x, v, args.seed)
             for dim in args.dims:
@@ -97,13 +100,14 @@ def main():
         rows.append(row)
         print(row, flush=True)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "separated_latent.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump(dict(n_train=len(x), n_test=len(xt), data_dir=args.data_dir, seed=args.seed, rows=rows), f, indent=2)
     cols = [c for c in rows[0] if c.startswith("embedding_")]
-    lines = ["| contrastive epochs | encoder s | features | " + " | ".join(cols) + " |", "|---" * (3 + len(cols)) + "|"]
-    lines += [f"| {r['epochs']} | {r['encoder_seconds']:.0f} | {r['features']:.3f} | "
+    lines = ["| contrastive epochs | width | encoder s | features | " + " | ".join(cols) + " |",
+             "|---" * (4 + len(cols)) + "|"]
+    lines += [f"| {r['epochs']} | {r['width']} | {r['encoder_seconds']:.0f} | {r['features']:.3f} | "
               + " | ".join(f"{r[c]:.3f}" for c in cols) + " |" for r in rows]
-    with open(os.path.join(args.out, "separated_latent.md"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
         f.write("Held-out 10-NN label agreement (no labels in training).\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
