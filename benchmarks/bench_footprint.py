@@ -20,7 +20,14 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
+
+try:
+    import tomllib                         # Python >= 3.11
+except ModuleNotFoundError:                # Python 3.10: the same parser as the tomli package
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        sys.exit("bench_footprint.py reads pyproject.toml: needs Python >= 3.11 or `pip install tomli`")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

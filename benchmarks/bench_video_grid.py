@@ -3,7 +3,7 @@
 Every generator of ``otgen compare video`` works in the latent of
 :class:`otgen.autoencoder.GridVideoAutoencoder`, so the share of held-out clips whose
 reconstructions the pixel instruments reject is the floor no generator can beat. This script
-fits the grid autoencoder with the experiment's settings (``GRID_DEFAULTS``, ``GRID_EPOCHS``,
+fits the grid autoencoder with the experiment's settings (``VideoSettings(grid_channels=C).ae_config()``,
 the same training and held-out clips) for each number of channels in ``--channels``
 (C' = 1: 8 x 1 x 8 x 8 = 512 numbers per clip; 4: 2,048) and measures, on the held-out clips,
 
@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from otgen._base import spawn_seed  # noqa: E402
 from otgen.autoencoder import GridVideoAutoencoder  # noqa: E402
-from otgen.experiments.video import GRID_DEFAULTS, GRID_EPOCHS, VideoSettings, pca_codes, plausibility, video_data  # noqa: E402
+from otgen.experiments.video import VideoSettings, pca_codes, plausibility, video_data  # noqa: E402
 from otgen.experiments._common import binomial_se  # noqa: E402
 
 QUICK = dict(n_train=64, n_test=32, epochs=1)   # --quick: the script's plumbing only (tests)
@@ -48,10 +48,11 @@ def floor_row(dataset, ae, test_clips, name, codes):
 
 
 def measure(dataset, channels, pca_dims, n_train, n_test, epochs, seed):
-    settings = VideoSettings(dataset=dataset, n_train=n_train, n_test=n_test, seed=seed)
+    settings = VideoSettings(dataset=dataset, n_train=n_train, n_test=n_test, seed=seed, grid_channels=channels,
+                             ae_epochs=epochs)
     train = video_data(dataset, n_train, seed, "train")[0]
     test = video_data(dataset, n_test, spawn_seed(seed, "test clips"), "test")[0]
-    config = dict(GRID_DEFAULTS, channels=channels, epochs=epochs or settings.epochs())
+    config = settings.ae_config()                     # the experiment's grid autoencoder with C' = channels
     start = time.perf_counter()
     ae = GridVideoAutoencoder(**config, device="cpu", seed=seed).fit(train)
     seconds = time.perf_counter() - start

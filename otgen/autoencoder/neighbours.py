@@ -138,6 +138,7 @@ def log_kernel(sq_dist: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     .. [1] D. Kobak, G. Linderman, S. Steinerberger, Y. Kluger, P. Berens, "Heavy-tailed kernels
        reveal a finer cluster structure in t-SNE visualisations", ECML PKDD 2019 (LNCS 11906, 2020).
     """
+    alpha = check_positive_float(alpha, "alpha")
     return -alpha * torch.log1p(sq_dist / alpha)
 
 

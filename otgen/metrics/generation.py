@@ -594,8 +594,11 @@ def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1
     p_fake, f_fake = classifier_outputs(classifier, fake_images)                    # (m, 10), (m, F)
     if real_outputs is None:
         real_outputs = classifier_outputs(classifier, real_images)
-    p_real, f_real = real_outputs                                                     # (n, 10), (n, F)
-    if p_real.shape[0] != f_real.shape[0]:
+    if not (isinstance(real_outputs, (tuple, list)) and len(real_outputs) == 2):
+        raise TypeError(f"real_outputs must be the pair (probabilities, features) of classifier_outputs, got "
+                        f"{type(real_outputs).__name__}")
+    p_real, f_real = (np.asarray(a) for a in real_outputs)                            # (n, 10), (n, F)
+    if p_real.ndim != 2 or f_real.ndim != 2 or p_real.shape[0] != f_real.shape[0]:
         raise ValueError(f"real_outputs must be (probabilities, features) of the same images, got "
                          f"{p_real.shape[0]} and {f_real.shape[0]} rows")
     hist = class_histogram(p_fake, n_classes=p_fake.shape[1])

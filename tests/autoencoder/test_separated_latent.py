@@ -166,6 +166,9 @@ def test_heavy_tailed_kernel_is_cauchy_at_alpha_one_and_heavier_below():
     torch.testing.assert_close(log_kernel(d2, 1e6), -d2, rtol=1e-3, atol=1e-4)           # alpha -> inf: Gaussian
     assert float(log_kernel(d2, 0.5)[0]) == 0.0                                          # q(0) = 1 for every alpha
     assert bool((log_kernel(d2[1:], 0.5) > log_kernel(d2[1:], 1.0)).all())               # heavier tail below 1
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="alpha"):
+            log_kernel(d2, bad)
 
 
 def test_infonce_loss_at_alpha_one_is_the_cauchy_loss():

@@ -161,6 +161,8 @@ def test_digit_metrics_with_the_real_outputs_computed_once(fitted):
         digit_metrics(fitted, fake, None, k=3, real_outputs=(real[0], real[1][:5]))
     with pytest.raises(TypeError, match="MNISTClassifier"):
         classifier_outputs(object(), x)
+    with pytest.raises(TypeError, match="pair"):
+        digit_metrics(fitted, fake, None, k=3, real_outputs=real[0])
 
 
 
