@@ -555,6 +555,8 @@ def classifier_outputs(classifier, images) -> tuple:
         if not hasattr(classifier, name):
             raise TypeError(f"classifier must be a fitted MNISTClassifier, got {type(classifier).__name__}")
     x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images
+    if hasattr(classifier, "outputs"):                 # MNISTClassifier: both from one pass of the network
+        return classifier.outputs(x)
     return classifier.predict_proba(x), classifier.features(x)
 
 

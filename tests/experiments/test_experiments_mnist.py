@@ -169,10 +169,10 @@ def test_other_latents_run_through_the_same_stages(latent, tmp_path, monkeypatch
 
     tiny_ae = dict(epochs=1, batch_size=128)
     if latent == "separated":
-        monkeypatch.setitem(mnist.LATENTS, "separated", mnist.LATENTS["separated"][:1] + (
-            lambda s, dev, verbose: SeparatedLatent(latent_dim=s.dim(), epochs=1, embed_steps=20, decoder_epochs=2,
-                                                    autoencoder=ImageAutoencoder(latent_dim=6, **tiny_ae), device=dev),
-        ) + mnist.LATENTS["separated"][2:])
+        monkeypatch.setitem(mnist.LATENTS, "separated", mnist.LATENTS["separated"]._replace(
+            build=lambda s, dev, verbose: SeparatedLatent(latent_dim=s.dim(), epochs=1, embed_steps=20, decoder_epochs=2,
+                                                          autoencoder=ImageAutoencoder(latent_dim=6, **tiny_ae),
+                                                          device=dev)))
     settings = dataclasses.replace(TINY, latent=latent, latent_dim=3, ae_epochs=1, n_samples=60, n_train=300)
     run = _run(settings, tmp_path / latent, tmp_path / "cache")
     m = run.metrics

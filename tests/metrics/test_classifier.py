@@ -50,6 +50,15 @@ def test_outputs(fitted):
     assert frechet_distance(f, f) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_one_pass_outputs_equal_the_two_calls(fitted):
+    x, _ = _blocks(1100, seed=2)          # more than one batch of the network
+    p, f = fitted.outputs(x)
+    np.testing.assert_allclose(p, fitted.predict_proba(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(f, fitted.features(x), rtol=1e-5, atol=1e-6)
+    pt, ft = fitted.outputs(torch.from_numpy(x))
+    assert isinstance(pt, torch.Tensor) and isinstance(ft, torch.Tensor) and ft.shape == (1100, 16)
+
+
 def test_torch_in_torch_out(fitted):
     x, _ = _blocks(8, seed=4)
     xt = torch.from_numpy(x)
