@@ -128,7 +128,7 @@ LATENTS = {
 class MNISTSettings:
     """Every setting of the MNIST comparison, with its default and why (where it was measured)."""
 
-    latent: str = field(default="ae", metadata=dict(
+    latent: str = field(default="separated", metadata=dict(
         check=tuple(LATENTS), help="the latent space: " + "; ".join(f"{k}: {v[0]}" for k, v in LATENTS.items())))
     latent_dim: int | None = field(default=None, metadata=dict(
         check="int", optional=True, help="latent code dimension (default: ae 8, ae-aug 32, separated 10, supervised 8)"))

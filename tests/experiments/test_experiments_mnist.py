@@ -13,7 +13,7 @@ from otgen.experiments import mnist
 from otgen.experiments.mnist import MNISTSettings
 from otgen.figures.mnist_mode_mixture import comparison_figures
 
-TINY = MNISTSettings(n_train=600, latent_dim=4, ae_epochs=3, clf_epochs=6, n_samples=120, diffusion_steps=200,
+TINY = MNISTSettings(latent="ae", n_train=600, latent_dim=4, ae_epochs=3, clf_epochs=6, n_samples=120, diffusion_steps=200,
                      ot_tol=0.2, ot_max_iter=8, ddpm_steps=50, ddim_steps=10)
 ROWS = {**mnist.GENERATORS, **mnist.FLOORS}
 
