@@ -143,3 +143,13 @@ def test_floor_scoring_passes(tmp_path):
     assert set(res["passes"]["over_gemm"]) == {"gemm", "best", "topk2", "topk6", "top2_maxmask"}
     for k, v in res["passes"]["over_gemm"].items():
         _positive(v, k)
+
+
+def test_separated_latent_cheaper_encoder(tmp_path):
+    """--downsample 2 builds the 14 x 14 encoder and says so in its row; the agreements are shares in [0, 1]."""
+    _run([str(REPO / "benchmarks" / "bench_separated_latent.py"), "--quick", "--downsample", "2", "--name", "q"],
+         tmp_path)
+    row = json.loads((tmp_path / "q.json").read_text())["rows"][0]
+    assert row["input"] == 14 and row["width"] == 8
+    assert all(0 <= row[k] <= 1 for k in row if k == "features" or k.startswith("embedding_"))
+    assert "| 14 × 14 |" in (tmp_path / "q.md").read_text()
