@@ -58,17 +58,22 @@ class Cache:
         blob = json.dumps(jsonable(dict(settings, code_version=self.version)), sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:KEY_DIGITS]
 
-    def get_or_fit(self, kind: str, settings: dict, fit, cls, device=None):
+    def get_or_fit(self, kind: str, settings: dict, fit, cls, device=None, verbose: bool | None = None):
         """The estimator ``kind`` fitted with ``settings``: loaded (``cls.load``) or ``fit()`` and stored.
 
         Records ``hits[kind]`` (loaded?) and ``seconds[kind]`` (the fit's time, stored with the entry).
+        ``verbose`` (when not None) replaces a loaded estimator's own ``verbose`` setting: the run that
+        fitted it chose to show progress bars, not this one.
         """
         stem = None if self.folder is None else os.path.join(self.folder, f"{kind}-{self.key(settings)}")
         if stem is not None and os.path.exists(stem + ".pt") and os.path.exists(stem + ".json"):
             with open(stem + ".json") as f:
                 meta = json.load(f)
             self.hits[kind], self.seconds[kind] = True, float(meta.get("fit_seconds") or float("nan"))
-            return cls.load(stem + ".pt", device=device)
+            est = cls.load(stem + ".pt", device=device)
+            if verbose is not None and "verbose" in est.get_params():
+                est.set_params(verbose=verbose)
+            return est
         t0 = time.perf_counter()
         est = fit()
         self.hits[kind], self.seconds[kind] = False, time.perf_counter() - t0

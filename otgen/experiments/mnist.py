@@ -237,10 +237,11 @@ def fit(settings: MNISTSettings, cache: Cache | None = None, *, device=None, ver
     test = load_mnist("test", data_dir=s.data_dir, seed=s.seed)
     model, labelled = LATENTS[s.latent].build(s, dev, verbose), LATENTS[s.latent].labelled
     ae = cache.get_or_fit("autoencoder", s.ae_key(), lambda: model.fit(*(train if labelled else train[:1])),
-                          type(model), dev)
+                          type(model), dev, verbose=verbose)
     clf_key = dict(s.ae_key(), latent=None, latent_dim=None, ae_epochs=None, clf_epochs=s.clf_epochs)
     clf = cache.get_or_fit("classifier", clf_key, lambda: MNISTClassifier(
-        epochs=s.clf_epochs, device=dev, seed=s.seed, verbose=verbose).fit(*train), MNISTClassifier, dev)
+        epochs=s.clf_epochs, device=dev, seed=s.seed, verbose=verbose).fit(*train), MNISTClassifier, dev,
+        verbose=verbose)
     codes = np.asarray(ae.encode(train[0]), np.float32)                         # (n, d)
     latent = LatentSpace().fit(codes)
     # 2-D latents (the figure): exact power diagrams; near-duplicate 2-D codes stall the sampled Hessian
@@ -248,10 +249,10 @@ def fit(settings: MNISTSettings, cache: Cache | None = None, *, device=None, ver
     ot_key = dict(s.ae_key(), tol=s.ot_tol, max_iter=s.ot_max_iter, method=method)
     ot = cache.get_or_fit("ot", ot_key, lambda: OTGenerator(latent=latent, ot=SemiDiscreteOT(
         tol=s.ot_tol, max_iter=s.ot_max_iter, method=method, device=dev, seed=s.seed, verbose=verbose)
-    ).fit(codes).ot_, SemiDiscreteOT, dev)
+    ).fit(codes).ot_, SemiDiscreteOT, dev, verbose=verbose)
     dm = cache.get_or_fit("diffusion", dict(s.ae_key(), n_steps=s.diffusion_steps), lambda: LatentDiffusion(
         latent=latent, n_steps=s.diffusion_steps, device=dev, seed=s.seed, verbose=verbose).fit(codes),
-        LatentDiffusion, dev)
+        LatentDiffusion, dev, verbose=verbose)
     return MNISTArtifacts(train, test, ae, clf, latent, ot, dm, codes, latent.transform(codes), cache)
 
 

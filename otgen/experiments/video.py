@@ -350,24 +350,26 @@ def fit(settings: VideoSettings, cache: Cache | None = None, *, device=None, ver
         return x
 
     ae = cache.get_or_fit("video-grid-autoencoder", s.ae_key(), lambda: GridVideoAutoencoder(
-        **s.ae_config(), device=dev, seed=s.seed, verbose=verbose).fit(ae_data()), GridVideoAutoencoder, dev)
+        **s.ae_config(), device=dev, seed=s.seed, verbose=verbose).fit(ae_data()), GridVideoAutoencoder, dev,
+        verbose=verbose)
     old_ae = None if s.old_floor == "no" else cache.get_or_fit(
         "video-autoencoder", s.old_ae_key(), lambda: VideoAutoencoder(
-            **s.old_ae_config(), device=dev, seed=s.seed, verbose=verbose).fit(ae_data()), VideoAutoencoder, dev)
+            **s.old_ae_config(), device=dev, seed=s.seed, verbose=verbose).fit(ae_data()), VideoAutoencoder, dev,
+        verbose=verbose)
     codes = np.asarray(ae.encode(train[0]), np.float32)                        # (n, d): flattened latent videos
     latent = LatentSpace().fit(codes)
     ot = cache.get_or_fit("video-ot", dict(s.ae_key(), tol=s.ot_tol, max_iter=s.ot_max_iter), lambda: OTGenerator(
         latent=latent, ot=SemiDiscreteOT(tol=s.ot_tol, max_iter=s.ot_max_iter, device=dev, seed=s.seed,
-                                         verbose=verbose)).fit(codes).ot_, SemiDiscreteOT, dev)
+                                         verbose=verbose)).fit(codes).ot_, SemiDiscreteOT, dev, verbose=verbose)
     dit = cache.get_or_fit("video-dit", dict(s.ae_key(), n_steps=s.dit_steps, dit=s.dit_config(), patch=DIT_PATCH),
                            lambda: GridLatentDiffusion(
                                latent_shape=ae.latent_shape_, patch=DIT_PATCH, n_steps=s.dit_steps, latent=latent,
                                device=dev, seed=s.seed, verbose=verbose, **s.dit_config()).fit(codes),
-                           GridLatentDiffusion, dev)
+                           GridLatentDiffusion, dev, verbose=verbose)
     mlp = cache.get_or_fit("video-mlp", dict(s.ae_key(), n_steps=s.diffusion_steps, mlp=s.mlp_config()),
                            lambda: LatentDiffusion(denoiser="mlp", n_steps=s.diffusion_steps, latent=latent, device=dev,
                                                    seed=s.seed, verbose=verbose, **s.mlp_config()).fit(codes),
-                           LatentDiffusion, dev)
+                           LatentDiffusion, dev, verbose=verbose)
     return VideoArtifacts(train, test, ae, latent, ot, dit, mlp, codes, latent.transform(codes), cache, old_ae)
 
 

@@ -28,3 +28,16 @@ def test_key_depends_on_code_version(tmp_path):
     k = c.key({"a": 1})
     c.version = "another-code"
     assert c.key({"a": 1}) != k and len(code_version()) == 12
+
+
+def test_a_loaded_estimator_takes_this_runs_verbosity(tmp_path, rng):
+    """A model fitted by a run with progress bars and loaded by a --quiet run shows none (and vice versa)."""
+    from otgen.diffusion import LatentDiffusion
+
+    codes = rng.normal(size=(40, 2)).astype(np.float32)
+    fit = lambda: LatentDiffusion(n_steps=5, hidden=8, depth=1, verbose=True, device="cpu").fit(codes)   # noqa: E731
+    Cache(tmp_path).get_or_fit("diffusion", {"n": 40}, fit, LatentDiffusion, "cpu", verbose=True)
+    quiet = Cache(tmp_path).get_or_fit("diffusion", {"n": 40}, fit, LatentDiffusion, "cpu", verbose=False)
+    assert quiet.get_params()["verbose"] is False
+    kept = Cache(tmp_path).get_or_fit("diffusion", {"n": 40}, fit, LatentDiffusion, "cpu")   # None: as stored
+    assert kept.get_params()["verbose"] is True
