@@ -16,7 +16,7 @@ from otgen.figures.mnist_mode_mixture import image_grid, mixed_mask, mnist_mode_
 def test_cli_figure_tiny(tmp_path, capsys):
     """`otgen figure mnist-mode-mixture` runs the experiment stages, then draws; a second run is cached."""
     torch.set_num_threads(1)
-    args = ["figure", "mnist-mode-mixture", "--out", str(tmp_path), "--ae-epochs", "1", "--clf-epochs", "1",
+    args = ["figure", "mnist-mode-mixture", "--out", str(tmp_path), "--latent", "ae", "--ae-epochs", "1", "--clf-epochs", "1",
             "--n-points", "30", "--diffusion-steps", "150", "--ot-tol", "0.2", "--ot-max-iter", "8", "--method", "ddim",
             "--device", "cpu", "--n-train", "500", "--quiet"]
     with warnings.catch_warnings():
