@@ -61,11 +61,11 @@ def downsampled_body(width, feature_dim):
                          nn.Flatten(), nn.Linear(2 * width * 9, feature_dim))                 # (n, F)
 
 
-def fit_encoder(x, epochs, seed, quick, width, downsample=1):
+def fit_encoder(x, epochs, seed, width, downsample=1):
     torch.manual_seed(spawn_seed(seed, "encoder init"))
-    enc = ContrastiveCNN(8 if quick else width, DEFAULTS["feature_dim"])
+    enc = ContrastiveCNN(width, DEFAULTS["feature_dim"])
     if downsample == 2:
-        enc.body = downsampled_body(8 if quick else width, DEFAULTS["feature_dim"])
+        enc.body = downsampled_body(width, DEFAULTS["feature_dim"])
     start = time.perf_counter()
     train_contrastive(enc, x, epochs=epochs, batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"],
                       temperature=DEFAULTS["temperature"], strength=DEFAULTS["strength"],
@@ -103,11 +103,12 @@ def main():
     if args.quick:
         x, y, xt, yt, args.epochs, args.views, args.dims = x[:300], y[:300], xt[:100], yt[:100], [1], [0, 1], [2]
     steps = 50 if args.quick else DEFAULTS["embed_steps"]
+    width = 8 if args.quick else args.width
     rows = []
     for epochs in args.epochs:
-        enc, secs = fit_encoder(x, epochs, args.seed, args.quick, args.width, args.downsample)
+        enc, secs = fit_encoder(x, epochs, args.seed, width, args.downsample)
         f_train, f_test = features(enc, x), features(enc, xt)
-        row = dict(epochs=epochs, width=args.width if not args.quick else 8, input=28 // args.downsample,
+        row = dict(epochs=epochs, width=width, input=28 // args.downsample,
                    encoder_seconds=secs, features=knn_label_agreement(f_test, yt, f_train, y))
         for v in args.views:
             views = view_features(enc, x, v, args.seed)

@@ -386,6 +386,12 @@ def detectors(settings: MNISTSettings, art: MNISTArtifacts, det, samples: dict) 
     return out
 
 
+def _stage_seconds(model) -> dict | None:
+    """Seconds of each stage of a latent model's fit (``SeparatedLatent``: encoder, embedding, ...), else None."""
+    stages = getattr(model, "history_", {}).get("time")
+    return {k: float(v) for k, v in stages.items()} if isinstance(stages, dict) else None
+
+
 def _summary(settings, art, det, rows, geometry, found, seconds) -> dict:
     """The contents of metrics.json (the schema is in :func:`run`)."""
     s, ot, hist = settings, art.ot, art.ot.history_
@@ -404,7 +410,7 @@ def _summary(settings, art, det, rows, geometry, found, seconds) -> dict:
                    angle_max=float(det.angles_.max()) if len(det.angles_) else None,
                    angle_rule=s.detector_rule(), blend_rule=s.blend_rule),
         "diffusion": dict(fit_seconds=art.cache.seconds["diffusion"], loss=loss_plateau(art.diffusion.history_["loss"])),
-        "timings": dict(fit_seconds=dict(art.cache.seconds), total=seconds),
+        "timings": dict(fit_seconds=dict(art.cache.seconds), latent_stages=_stage_seconds(art.ae), total=seconds),
         "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads()),
         "cache_hits": dict(art.cache.hits),
         "all_cached": all(art.cache.hits.values()),
@@ -428,7 +434,8 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
       ``class_histogram``, ``sw_latent``, ``samples_per_s`` (None for floors), ``near_singular_fraction`` (OT);
     - ``detectors.KEY``: how the generator's own detector picks out mixed samples (``auc``; OT also
       ``precision``, ``recall``, ``flagged``);
-    - ``classifier_test_accuracy``, ``ot`` (solve and detector), ``diffusion`` (loss plateau), ``timings``,
+    - ``classifier_test_accuracy``, ``ot`` (solve and detector), ``diffusion`` (loss plateau), ``timings``
+      (``fit_seconds`` per model, ``latent_stages``: the latent model's own stages where it records them, ``total``),
       ``environment``, ``cache_hits``, ``all_cached``.
     """
     t0 = time.perf_counter()

@@ -178,6 +178,11 @@ def test_other_latents_run_through_the_same_stages(latent, tmp_path, monkeypatch
     m = run.metrics
     assert m["settings"]["latent"] == latent and m["latent"]["name"] == latent and m["latent"]["dim"] == 3
     assert run.artifacts.z.shape == (300, 3)
+    stages = m["timings"]["latent_stages"]           # the separated latent records its stages; an autoencoder does not
+    if latent == "separated":
+        assert set(stages) == {"contrastive", "embedding", "autoencoder", "decoder"} and min(stages.values()) >= 0
+    else:
+        assert stages is None
     assert 0 <= m["generators"]["ot_extended"]["mixed_rate"]["0.2"] <= 1
 
 
