@@ -1,5 +1,6 @@
 """The notebooks: stored with their outputs (figures included), and still executable with nbclient."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,33 @@ def test_notebook_is_stored_with_its_outputs(notebook):
     assert "| generator |" in _last_text(notebook)
 
 
-def test_notebook_runs(notebook, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Both notebooks executed at once, each cell in order in its own fresh kernel, with the notebooks' smoke
+    settings (fewer training steps): name -> (the executed notebook, the exception its run raised or None).
+
+    Each kernel runs on one thread (``OMP_NUM_THREADS=1``; the notebooks set one torch thread), so on a
+    two-core machine the two kernels run side by side: the wall time is the longer notebook's, not the sum.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        mp.setenv("OTGEN_NOTEBOOK_SMOKE", "1")
+        nbs = {name: nbformat.read(NOTEBOOKS / name, as_version=4) for name in NAMES}
+        clients = [nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {
+            "path": str(tmp_path_factory.mktemp(name.split(".")[0]))}}) for name, nb in nbs.items()]
+
+        async def execute_all():
+            return await asyncio.gather(*(c.async_execute() for c in clients), return_exceptions=True)
+
+        done = asyncio.run(execute_all())
+    return {name: (nb, err if isinstance(err, BaseException) else None) for (name, nb), err in zip(nbs.items(), done)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs(executed, name):
     """Execute every cell in a fresh kernel, with the notebook's smoke settings (fewer training steps)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("OTGEN_NOTEBOOK_SMOKE", "1")
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    notebook, err = executed[name]
+    if err is not None:
+        raise err                                       # a cell failed (CellExecutionError) or the kernel did
     assert not _errors(notebook)
     assert "| generator |" in _last_text(notebook)      # the comparison cell printed its report table

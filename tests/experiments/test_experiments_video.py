@@ -11,7 +11,7 @@ import torch
 from otgen.experiments import video
 from otgen.experiments.video import DATASETS, VideoSettings, plausibility, video_data
 
-TINY = dict(n_train=240, n_test=60, ae_epochs=2, diffusion_steps=60, dit_steps=30, n_samples=24, ddpm_steps=10,
+TINY = dict(n_train=240, n_test=60, ae_epochs=2, diffusion_steps=20, dit_steps=10, n_samples=24, ddpm_steps=10,
             ddim_steps=4, ot_tol=0.3, ot_max_iter=5, n_long=4, n_critical=12,
             critical_batch=4096)
 GEN_ROWS = video.GENERATORS + video.FLOORS + (video.PCA_FLOOR,)
@@ -68,10 +68,10 @@ def test_bistable_values_are_sane(bistable_runs):
     assert 0 <= c["n_points"] <= TINY["n_critical"] and 0 <= c["flagged_fraction"] <= 1
     assert m["settings"]["angle_threshold"] == "persistence" and m["detector"]["n_components"] >= 1
     assert 0 < m["data"]["train_transition_rate"] < 0.2
-    assert m["diffusion"]["DiT"]["n_steps"] == 30 and m["ae"]["latent_dim"] == 512
+    assert m["diffusion"]["DiT"]["n_steps"] == TINY["dit_steps"] and m["ae"]["latent_dim"] == 512
     assert m["ae"]["latent_shape"] == [8, 1, 8, 8]
     curve = m["diffusion"]["DiT"]["loss_curve"]
-    assert curve["step"][-1] == 30 and len(curve["loss"]) == len(curve["step"])
+    assert curve["step"][-1] == TINY["dit_steps"] and len(curve["loss"]) == len(curve["step"])
     assert m["ot"]["n_targets"] <= TINY["n_train"]
 
 

@@ -12,7 +12,7 @@ from otgen.data.video import bistable
 from otgen.figures._common import plt
 from otgen.figures.video_critical_states import filmstrip, pca_2d
 
-TINY = ["--n-train", "200", "--ae-epochs", "1", "--dit-steps", "20", "--diffusion-steps", "40", "--n-points", "8",
+TINY = ["--n-train", "200", "--ae-epochs", "1", "--dit-steps", "10", "--diffusion-steps", "20", "--n-points", "8",
         "--ddpm-steps", "8", "--ot-tol", "0.3", "--ot-max-iter", "5", "--n-long", "3", "--device", "cpu",
         "--angle-threshold", "0.05", "--critical-batch", "4096", "--quiet"]
 
