@@ -274,9 +274,10 @@ def make_generators(settings: MNISTSettings, art: MNISTArtifacts):
 
 
 def sample(settings: MNISTSettings, art: MNISTArtifacts, generators: dict, *, verbose: bool = False) -> dict:
-    """``n_samples`` codes of every generator and floor: key -> dict(codes, z, images, info, seconds).
+    """``n_samples`` codes of every generator and floor: key -> dict(codes, z, images, outputs, info, seconds).
 
-    The real-digit floor holds at most as many digits as the training set.
+    ``outputs``: the classifier's (probabilities, features) of the images, computed once for every
+    later stage. The real-digit floor holds at most as many digits as the training set.
     """
     s, out = settings, {}
     for name, gen in tqdm(generators.items(), desc="sampling", disable=not verbose, leave=False):
@@ -298,6 +299,7 @@ def sample(settings: MNISTSettings, art: MNISTArtifacts, generators: dict, *, ve
         r["z"] = art.latent.transform(r["codes"])
         if "images" not in r:
             r["images"] = art.ae.decode(r["codes"])
+        r["outputs"] = classifier_outputs(art.clf, r["images"])          # (n, 10), (n, F)
     return out
 
 
@@ -315,7 +317,8 @@ def score(settings: MNISTSettings, art: MNISTArtifacts, samples: dict) -> dict:
     rows = {}
     real = classifier_outputs(art.clf, art.test[0])          # the reference set's outputs, once for every row
     for key, r in samples.items():
-        m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu", real_outputs=real)
+        m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu", real_outputs=real,
+                          fake_outputs=r.get("outputs"))
         n = len(r["z"])
         m["mixed_rate"] = m.pop("mode_mixture")
         m["mixed_rate_se"] = {t: binomial_se(v, n) for t, v in m["mixed_rate"].items()}
@@ -377,7 +380,8 @@ def detectors(settings: MNISTSettings, art: MNISTArtifacts, det, samples: dict) 
             score_, flags = np.asarray(info["x0_variance"]), None
         else:
             continue
-        mixed = (art.clf.predict_proba(r["images"]) >= settings.tau).sum(1) >= 2
+        proba = r["outputs"][0] if "outputs" in r else art.clf.predict_proba(r["images"])      # (n, 10)
+        mixed = (proba >= settings.tau).sum(1) >= 2
         out[key] = dict(kind="singular set" if flags is not None else "x0 trajectory variance",
                         n_mixed=int(mixed.sum()), auc=roc_auc(score_, mixed) if 0 < mixed.sum() < len(mixed) else None)
         if flags is not None:

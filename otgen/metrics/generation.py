@@ -560,8 +560,20 @@ def classifier_outputs(classifier, images) -> tuple:
     return classifier.predict_proba(x), classifier.features(x)
 
 
+def _check_outputs(outputs, name: str) -> tuple:
+    """``outputs`` = (probabilities (n, C), features (n, F)) of one image set, as numpy arrays."""
+    if not (isinstance(outputs, (tuple, list)) and len(outputs) == 2):
+        raise TypeError(f"{name} must be the pair (probabilities, features) of classifier_outputs, got "
+                        f"{type(outputs).__name__}")
+    p, f = (np.asarray(a) for a in outputs)
+    if p.ndim != 2 or f.ndim != 2 or p.shape[0] != f.shape[0]:
+        raise ValueError(f"{name} must be (probabilities, features) of the same images, got "
+                         f"{p.shape[0]} and {f.shape[0]} rows")
+    return p, f
+
+
 def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1, 0.2, 0.3, 0.4),
-                  device=None, real_outputs=None) -> dict:
+                  device=None, real_outputs=None, fake_outputs=None) -> dict:
     r"""All digit-generation scores of ``fake_images`` against ``real_images`` in one dict.
 
     Uses a fitted :class:`~otgen.metrics.MNISTClassifier` for class probabilities and
@@ -585,6 +597,9 @@ def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1
     real_outputs : tuple of ndarray, optional
         ``classifier_outputs(classifier, real_images)``, computed once when several samples
         are scored against the same real images (``real_images`` is then not read).
+    fake_outputs : tuple of ndarray, optional
+        ``classifier_outputs(classifier, fake_images)`` when already computed (``fake_images`` is
+        then not read).
 
     Returns
     -------
@@ -593,16 +608,10 @@ def digit_metrics(classifier, fake_images, real_images, *, k: int = 5, taus=(0.1
         10 floats), ``class_kl``, ``fid``, ``precision``, ``recall``, ``density``,
         ``coverage`` — plain Python numbers, JSON-serialisable (tau keys as strings).
     """
-    p_fake, f_fake = classifier_outputs(classifier, fake_images)                    # (m, 10), (m, F)
-    if real_outputs is None:
-        real_outputs = classifier_outputs(classifier, real_images)
-    if not (isinstance(real_outputs, (tuple, list)) and len(real_outputs) == 2):
-        raise TypeError(f"real_outputs must be the pair (probabilities, features) of classifier_outputs, got "
-                        f"{type(real_outputs).__name__}")
-    p_real, f_real = (np.asarray(a) for a in real_outputs)                            # (n, 10), (n, F)
-    if p_real.ndim != 2 or f_real.ndim != 2 or p_real.shape[0] != f_real.shape[0]:
-        raise ValueError(f"real_outputs must be (probabilities, features) of the same images, got "
-                         f"{p_real.shape[0]} and {f_real.shape[0]} rows")
+    p_fake, f_fake = _check_outputs(classifier_outputs(classifier, fake_images) if fake_outputs is None
+                                    else fake_outputs, "fake_outputs")              # (m, 10), (m, F)
+    p_real, f_real = _check_outputs(classifier_outputs(classifier, real_images) if real_outputs is None
+                                    else real_outputs, "real_outputs")              # (n, 10), (n, F)
     hist = class_histogram(p_fake, n_classes=p_fake.shape[1])
     out = {"mode_mixture": {str(t): v for t, v in mode_mixture_rate(p_fake, taus).items()},
            "low_confidence": low_confidence_rate(p_fake),

@@ -174,6 +174,20 @@ def test_digit_metrics_with_the_real_outputs_computed_once(fitted):
         digit_metrics(fitted, fake, None, k=3, real_outputs=real[0])
 
 
+def test_digit_metrics_with_the_fake_outputs_computed_once(fitted):
+    """Passing classifier_outputs(fake) gives exactly the scores computed from the fake images."""
+    from otgen.metrics import classifier_outputs, digit_metrics
+    x, _ = _blocks(40, seed=4)
+    fake = x[::3]
+    outputs = classifier_outputs(fitted, fake)
+    assert digit_metrics(fitted, None, x, k=3, device="cpu", fake_outputs=outputs) == \
+        digit_metrics(fitted, fake, x, k=3, device="cpu")
+    with pytest.raises(ValueError, match="fake_outputs must be"):
+        digit_metrics(fitted, None, x, k=3, fake_outputs=(outputs[0][:2], outputs[1]))
+    with pytest.raises(TypeError, match="fake_outputs must be the pair"):
+        digit_metrics(fitted, None, x, k=3, fake_outputs=outputs[1])
+
+
 
 def test_load_rejects_a_file_that_is_not_a_saved_model(tmp_path):
     import torch
