@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from otgen.transport import _fused
+from otgen.transport._fused import FusedUnavailable, fused_score, library, pack_targets, pad_heights
 
 _BLOCK = 64                     # columns per block in _block_argmax
 _TARGET_BLOCK_BYTES = 8 << 20   # score block that stays in cache (8 MiB); capped by max_memory
@@ -177,14 +177,14 @@ class Scorer:
     def _fused_pass(self, X: torch.Tensor, h: torch.Tensor, k: int):
         """(values, indices) of the fused kernel for k in (1, 2), or None where the torch path must answer."""
         if not self._fused_ok or X.device.type != "cpu" or X.dtype != torch.float32 or X.dim() != 2 \
-                or h.device.type != "cpu" or _fused.library() is None:
+                or h.device.type != "cpu" or library() is None:
             return None
         try:
             if self._panels is None:
-                self._panels = _fused.pack_targets(self.Yt.T)
-            hpad = _fused.pad_heights(h.to(torch.float32), self._panels.shape[0])
-            return _fused.fused_score(X.contiguous(), self._panels, hpad, k)
-        except _fused.FusedUnavailable:                  # arguments the kernel does not take
+                self._panels = pack_targets(self.Yt.T)
+            hpad = pad_heights(h.to(torch.float32), self._panels.shape[0])
+            return fused_score(X.contiguous(), self._panels, hpad, k)
+        except FusedUnavailable:                  # arguments the kernel does not take
             return None
 
     def _scores(self, X: torch.Tensor, h: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
