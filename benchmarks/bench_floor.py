@@ -80,29 +80,34 @@ def _timed(f, reps=2):
     return best
 
 
-def floor_gemm(Y, n_points, max_memory=256 << 20, reps=2):
-    """Seconds of the bare GEMM + bias over n_points points (best of the solver's and max_memory blocks)."""
-    N, d = Y.shape
-    scorer = Scorer(Y, max_memory)
-    X = SourceSampler("uniform", d, spawn_seed(0, "floor"), qmc=True).draw(n_points)
-    h = torch.zeros(N)
+def gemm_passes(X, Y, h, scorer, max_memory=256 << 20):
+    """The floor's two bare GEMM + bias blockings over X (M, d) as callables: the solver's blocks
+    (``scorer.block_rows`` x ``scorer.col_chunk``) and ``max_memory`` blocks of whole rows; one reused
+    output block each, no reduction."""
+    M, N = X.shape[0], Y.shape[0]
     Yt = Y.T.contiguous()
 
     def blocks(rows, cols):
         out = torch.empty(rows, cols)
 
         def run():
-            for r in range(0, n_points, rows):
+            for r in range(0, M, rows):
                 x = X[r:r + rows]
                 for c in range(0, N, cols):
                     c1 = min(N, c + cols)
                     torch.addmm(h[c:c1], x, Yt[:, c:c1], out=out[: x.shape[0], : c1 - c])
         return run
 
-    solver = _timed(blocks(scorer.block_rows, scorer.col_chunk), reps)
-    rows = max(16, max_memory // (4 * N))
-    big = _timed(blocks(rows, N), reps)
-    return min(solver, big)
+    return blocks(scorer.block_rows, scorer.col_chunk), blocks(max(16, max_memory // (4 * N)), N)
+
+
+def floor_gemm(Y, n_points, max_memory=256 << 20, reps=2):
+    """Seconds of the bare GEMM + bias over n_points points (best of the solver's and max_memory blocks)."""
+    N, d = Y.shape
+    scorer = Scorer(Y, max_memory)
+    X = SourceSampler("uniform", d, spawn_seed(0, "floor"), qmc=True).draw(n_points)
+    solver, rows = gemm_passes(X, Y, torch.zeros(N), scorer, max_memory)
+    return min(_timed(solver, reps), _timed(rows, reps))
 
 
 def top2_maxmask(S):

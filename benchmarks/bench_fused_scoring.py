@@ -43,6 +43,8 @@ import torch  # noqa: E402
 from otgen.transport import _fused  # noqa: E402
 from otgen.transport._scoring import Scorer  # noqa: E402
 
+from bench_floor import gemm_passes  # noqa: E402  (the floor's own GEMM blockings)
+
 MAX_MEMORY = 256 << 20       # the solver's default max_memory
 REAL_GAP = 1e-5              # a disagreement whose exact scores differ by more than this (relative) is a bug
 HEIGHT_SCALE = 0.5           # heights ~ N(0, 0.5^2): cells of unequal size, like a solve's
@@ -58,25 +60,6 @@ def problem(N: int, d: int, M: int, seed: int = 0):
     h = HEIGHT_SCALE * torch.randn(N, generator=g)
     X = torch.rand(M, d, generator=g) * 2 - 1
     return X, Y, h
-
-
-def gemm_passes(X, Y, h, scorer):
-    """The two bare GEMM + bias blockings of ``bench_floor.floor_gemm`` as callables."""
-    M, N = X.shape[0], Y.shape[0]
-    Yt = Y.T.contiguous()
-
-    def blocks(rows, cols):
-        out = torch.empty(rows, cols)
-
-        def run():
-            for r in range(0, M, rows):
-                x = X[r:r + rows]
-                for c in range(0, N, cols):
-                    c1 = min(N, c + cols)
-                    torch.addmm(h[c:c1], x, Yt[:, c:c1], out=out[: x.shape[0], : c1 - c])
-        return run
-
-    return blocks(scorer.block_rows, scorer.col_chunk), blocks(max(16, MAX_MEMORY // (4 * N)), N)
 
 
 def exactness(X, Y, h, scorer, panels, hpad):
@@ -117,7 +100,7 @@ def run_size(N, d, M, threads, reps):
     scorer = Scorer(Y, MAX_MEMORY, fused=False)
     panels = _fused.pack_targets(Y)
     hpad = _fused.pad_heights(h, panels.shape[0])
-    g_solver, g_rows = gemm_passes(X, Y, h, scorer)
+    g_solver, g_rows = gemm_passes(X, Y, h, scorer, MAX_MEMORY)
     row = {"N": N, "d": d, "M": M, "threads": {}}
     row["exactness"] = exactness(X, Y, h, scorer, panels, hpad)
     for t in threads:

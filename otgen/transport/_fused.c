@@ -65,6 +65,28 @@ typedef struct {
     int32_t *bi, *si;
 } lane_state;
 
+/* Scores of the TILE_P points of one tile against the TILE_T targets of panel p:
+ * a0[t], a1[t] = h + <x_t, y> for targets p*TILE_T + 0..7 and + 8..15 (h first, then d FMAs). */
+__attribute__((always_inline, target("avx2,fma")))
+static inline void panel_scores(const float *x, int d, const float *panels, const float *hpad, int64_t p,
+                                __m256 *a0, __m256 *a1)
+{
+    const float *Y = panels + p * (int64_t)d * TILE_T;
+    const __m256 h0 = _mm256_loadu_ps(hpad + p * TILE_T), h1 = _mm256_loadu_ps(hpad + p * TILE_T + 8);
+#pragma GCC unroll 8
+    for (int t = 0; t < TILE_P; t++) { a0[t] = h0; a1[t] = h1; }
+    const float *xk = x;
+    for (const float *Yk = Y, *Yend = Y + (int64_t)d * TILE_T; Yk < Yend; Yk += TILE_T, xk += TILE_P) {
+        const __m256 y0 = _mm256_loadu_ps(Yk), y1 = _mm256_loadu_ps(Yk + 8);
+#pragma GCC unroll 8
+        for (int t = 0; t < TILE_P; t++) {
+            const __m256 xb = _mm256_broadcast_ss(xk + t);
+            a0[t] = _mm256_fmadd_ps(xb, y0, a0[t]);
+            a1[t] = _mm256_fmadd_ps(xb, y1, a1[t]);
+        }
+    }
+}
+
 /* One tile of TILE_P points (x: the tile's coordinates interleaved, x[k*TILE_P + t]) over panels [p0, p1): best only. */
 __attribute__((target("avx2,fma")))
 static void tile_best(const float *x, int d, const float *panels, const float *hpad,
@@ -80,21 +102,8 @@ static void tile_best(const float *x, int d, const float *panels, const float *h
         idx[t] = _mm256_loadu_si256((const __m256i *)(bi + 8 * t));
     }
     for (int64_t p = p0; p < p1; p++) {
-        const float *Y = panels + p * (int64_t)d * TILE_T;
-        const __m256 h0 = _mm256_loadu_ps(hpad + p * TILE_T), h1 = _mm256_loadu_ps(hpad + p * TILE_T + 8);
         __m256 a0[TILE_P], a1[TILE_P];
-#pragma GCC unroll 8
-        for (int t = 0; t < TILE_P; t++) { a0[t] = h0; a1[t] = h1; }
-        const float *xk = x;
-        for (const float *Yk = Y, *Yend = Y + (int64_t)d * TILE_T; Yk < Yend; Yk += TILE_T, xk += TILE_P) {
-            const __m256 y0 = _mm256_loadu_ps(Yk), y1 = _mm256_loadu_ps(Yk + 8);
-#pragma GCC unroll 8
-            for (int t = 0; t < TILE_P; t++) {
-                const __m256 xb = _mm256_broadcast_ss(xk + t);
-                a0[t] = _mm256_fmadd_ps(xb, y0, a0[t]);
-                a1[t] = _mm256_fmadd_ps(xb, y1, a1[t]);
-            }
-        }
+        panel_scores(x, d, panels, hpad, p, a0, a1);
         const __m256i j0 = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(p * TILE_T)), lane);
         const __m256i j1 = _mm256_add_epi32(j0, eight);
 #pragma GCC unroll 8
@@ -142,21 +151,8 @@ static void tile_top2(const float *x, int d, const float *panels, const float *h
         sidx[t] = _mm256_loadu_ps((const float *)(si + 8 * t));
     }
     for (int64_t p = p0; p < p1; p++) {
-        const float *Y = panels + p * (int64_t)d * TILE_T;
-        const __m256 h0 = _mm256_loadu_ps(hpad + p * TILE_T), h1 = _mm256_loadu_ps(hpad + p * TILE_T + 8);
         __m256 a0[TILE_P], a1[TILE_P];
-#pragma GCC unroll 8
-        for (int t = 0; t < TILE_P; t++) { a0[t] = h0; a1[t] = h1; }
-        const float *xk = x;
-        for (const float *Yk = Y, *Yend = Y + (int64_t)d * TILE_T; Yk < Yend; Yk += TILE_T, xk += TILE_P) {
-            const __m256 y0 = _mm256_loadu_ps(Yk), y1 = _mm256_loadu_ps(Yk + 8);
-#pragma GCC unroll 8
-            for (int t = 0; t < TILE_P; t++) {
-                const __m256 xb = _mm256_broadcast_ss(xk + t);
-                a0[t] = _mm256_fmadd_ps(xb, y0, a0[t]);
-                a1[t] = _mm256_fmadd_ps(xb, y1, a1[t]);
-            }
-        }
+        panel_scores(x, d, panels, hpad, p, a0, a1);
         const __m256i j0i = _mm256_add_epi32(_mm256_set1_epi32((int32_t)(p * TILE_T)), lane);
         const __m256 j0 = _mm256_castsi256_ps(j0i);
         const __m256 j1 = _mm256_castsi256_ps(_mm256_add_epi32(j0i, eight));
