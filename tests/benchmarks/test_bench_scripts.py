@@ -153,3 +153,20 @@ def test_separated_latent_cheaper_encoder(tmp_path):
     assert row["input"] == 14 and row["width"] == 8
     assert all(0 <= row[k] <= 1 for k in row if k == "features" or k.startswith("embedding_"))
     assert "| 14 × 14 |" in (tmp_path / "q.md").read_text()
+
+
+def test_fused_scoring_bench(tmp_path):
+    """The fused-kernel bench: every pass timed at each thread count; no disagreement beyond rounding."""
+    from otgen.transport._fused import library
+    if library() is None:
+        pytest.skip("fused kernel unavailable here")
+    _run([str(REPO / "benchmarks" / "bench_fused_scoring.py"), "--sizes", "300x5", "--points", "2048", "--reps", "1",
+          "--name", "f"], tmp_path)
+    row = json.loads((tmp_path / "f.json").read_text())["rows"][0]
+    assert (row["N"], row["d"], row["M"]) == (300, 5, 2048)
+    ex = row["exactness"]
+    assert ex["best_disagree_real"] == 0 and ex["top2_disagree_real"] == 0 and ex["fused_best_equals_fused_top2_first"]
+    for per in row["threads"].values():
+        for k in ("gemm", "best", "topk2", "fused_best", "fused_top2"):
+            _positive(per["seconds"][k], k)
+    assert "| 300 × 5 |" in (tmp_path / "f.md").read_text()
