@@ -318,7 +318,7 @@ def score(settings: MNISTSettings, art: MNISTArtifacts, samples: dict) -> dict:
     real = classifier_outputs(art.clf, art.test[0])          # the reference set's outputs, once for every row
     for key, r in samples.items():
         m = digit_metrics(art.clf, r["images"], art.test[0], k=s.k, taus=s.taus, device="cpu", real_outputs=real,
-                          fake_outputs=r.get("outputs"))
+                          fake_outputs=r["outputs"])
         n = len(r["z"])
         m["mixed_rate"] = m.pop("mode_mixture")
         m["mixed_rate_se"] = {t: binomial_se(v, n) for t, v in m["mixed_rate"].items()}
@@ -380,8 +380,7 @@ def detectors(settings: MNISTSettings, art: MNISTArtifacts, det, samples: dict) 
             score_, flags = np.asarray(info["x0_variance"]), None
         else:
             continue
-        proba = r["outputs"][0] if "outputs" in r else art.clf.predict_proba(r["images"])      # (n, 10)
-        mixed = (proba >= settings.tau).sum(1) >= 2
+        mixed = (r["outputs"][0] >= settings.tau).sum(1) >= 2                  # probabilities (n, 10)
         out[key] = dict(kind="singular set" if flags is not None else "x0 trajectory variance",
                         n_mixed=int(mixed.sum()), auc=roc_auc(score_, mixed) if 0 < mixed.sum() < len(mixed) else None)
         if flags is not None:
