@@ -1,8 +1,9 @@
-"""Fused score + argmax / top-2 CPU kernel (``_fused.c``), compiled at first use and loaded with ctypes.
+"""Fused score + argmax / top-k CPU kernel (``_fused.c``), compiled at first use and loaded with ctypes.
 
 The kernel scores float32 points X (M, d) against targets Y (N, d) at heights h,
 s_ij = <x_i, y_j> + h_j, and keeps only each row's best (or two best) targets, without
-writing the M x N score matrix (for d = 16..64 a GEMM spends its time storing it). It
+writing the M x N score matrix (for d = 16..64 a GEMM spends its time storing it); k up to
+``TOPK_MAX``. It
 needs x86-64 with AVX2 and FMA and a C compiler (``$CC`` or ``cc``); the shared library is
 cached under ``$XDG_CACHE_HOME/otgen`` (default ``~/.cache/otgen``), keyed by a hash of the
 source, the compiler, its version and the flags, and written atomically (compile to a
@@ -28,8 +29,9 @@ from pathlib import Path
 import torch
 
 _SOURCE = Path(__file__).with_name("_fused.c")
-_ABI = 1                                   # must equal OTGEN_FUSED_ABI in _fused.c
+_ABI = 2                                   # must equal OTGEN_FUSED_ABI in _fused.c
 TILE_T = 16                                # targets per packed panel: must equal TILE_T in _fused.c
+TOPK_MAX = 16                              # largest k of the kernel: must equal TOPK_MAX in _fused.c
 _FLAGS = ("-O3", "-fPIC", "-shared", "-std=gnu11", "-pthread")   # AVX2/FMA: target attributes in the source
 _COMPILE_TIMEOUT_S = 120                   # a compiler that hangs must not hang the solver
 
@@ -168,18 +170,19 @@ def pad_heights(h: torch.Tensor, npanels: int) -> torch.Tensor:
 
 
 def fused_score(X: torch.Tensor, panels: torch.Tensor, hpad: torch.Tensor, k: int, n_threads: int | None = None):
-    """Best (k = 1) or two best (k = 2) scores of the rows of X against packed targets.
+    """Best (k = 1) or k best (2 <= k <= TOPK_MAX) scores of the rows of X against packed targets.
 
     Parameters
     ----------
     X : (M, d) float32, C-contiguous, on the CPU.
     panels : (P, d, TILE_T) from :func:`pack_targets`.  hpad : (P * TILE_T,) from :func:`pad_heights`.
-    k : 1 or 2.
+    k : 1 .. TOPK_MAX (at most the number of targets: otherwise padding fills the list).
     n_threads : threads of the kernel (default ``torch.get_num_threads()``).
 
     Returns
     -------
-    k = 1: values (M,) float32, indices (M,) int64; k = 2: values (M, 2) (descending), indices (M, 2).
+    k = 1: values (M,) float32, indices (M,) int64; k >= 2: values (M, k) (descending), indices (M, k);
+    among equal values the smaller indices come first (and are the ones kept).
     Indices of targets at or beyond N (padding) cannot occur unless every real score is -inf.
 
     Raises
@@ -191,10 +194,10 @@ def fused_score(X: torch.Tensor, panels: torch.Tensor, hpad: torch.Tensor, k: in
     if lib is None:
         raise FusedUnavailable(unavailable_reason() or "unavailable")
     M, d = X.shape
-    if k not in (1, 2) or X.dtype != torch.float32 or not X.is_contiguous() or X.device.type != "cpu" \
+    if not 1 <= k <= TOPK_MAX or X.dtype != torch.float32 or not X.is_contiguous() or X.device.type != "cpu" \
             or panels.shape[1] != d or not panels.is_contiguous() or not hpad.is_contiguous():
-        raise FusedUnavailable("fused_score needs CPU float32 contiguous inputs and k in (1, 2)")
-    shape = (M,) if k == 1 else (M, 2)
+        raise FusedUnavailable(f"fused_score needs CPU float32 contiguous inputs and 1 <= k <= {TOPK_MAX}")
+    shape = (M,) if k == 1 else (M, k)
     vals = torch.empty(shape, dtype=torch.float32)
     idx = torch.empty(shape, dtype=torch.int64)
     if M == 0:

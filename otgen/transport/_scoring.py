@@ -11,7 +11,7 @@ GEMM itself for small d; ``_block_argmax`` first takes ``amax`` over blocks of 6
 columns (vectorised), then the argmax of the winning block only. It is about
 4x faster and exact (ties resolve to some maximal index).
 
-On the CPU in float32 the best cell and the top-2 come from the fused kernel of
+On the CPU in float32 the best cell and the top-k (k <= 16) come from the fused kernel of
 :mod:`otgen.transport._fused` when it compiles here: it keeps each row's best scores in
 registers and never writes S: 0.56-0.71x the bare GEMM's time at d = 16..32, 2.0-2.7x
 faster than the torch path (1 thread, benchmarks/results/fused_scoring.md). ``OTGEN_FUSED=0`` or ``Scorer(..., fused=False)``
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from otgen.transport._fused import FusedUnavailable, fused_score, library, pack_targets, pad_heights
+from otgen.transport._fused import TOPK_MAX, FusedUnavailable, fused_score, library, pack_targets, pad_heights
 
 _BLOCK = 64                     # columns per block in _block_argmax
 _TARGET_BLOCK_BYTES = 8 << 20   # score block that stays in cache (8 MiB); capped by max_memory
@@ -154,7 +154,7 @@ class Scorer:
         Bound in bytes on the score block held at once.
     fused : bool or None, default None
         Use the fused CPU kernel (:mod:`otgen.transport._fused`) for :meth:`best` and
-        :meth:`topk` with k <= 2 when the targets and points are CPU float32: None (the
+        :meth:`topk` with k <= ``TOPK_MAX`` (16) when the targets and points are CPU float32: None (the
         default) when it is available and ``OTGEN_FUSED`` is not 0, False never.
     """
 
@@ -175,7 +175,7 @@ class Scorer:
         self._panels = None                              # targets packed for the fused kernel (at first use)
 
     def _fused_pass(self, X: torch.Tensor, h: torch.Tensor, k: int):
-        """(values, indices) of the fused kernel for k in (1, 2), or None where the torch path must answer."""
+        """(values, indices) of the fused kernel for 1 <= k <= TOPK_MAX, or None where the torch path must answer."""
         if not self._fused_ok or X.device.type != "cpu" or X.dtype != torch.float32 or X.dim() != 2 \
                 or h.device.type != "cpu" or library() is None:
             return None
@@ -262,8 +262,8 @@ class Scorer:
         return candidate_best(self.best, X, h, cand_vals, cand_idx, h_old, margin)
 
     def topk(self, X: torch.Tensor, h: torch.Tensor, k: int):
-        """Top-k (values, indices) for every row of X (M, d), processed in row blocks (k <= 2: the fused kernel)."""
-        if 1 <= min(k, self.N) <= 2:
+        """Top-k (values, indices) for every row of X (M, d), processed in row blocks (or by the fused kernel)."""
+        if 1 <= min(k, self.N) <= TOPK_MAX:
             out = self._fused_pass(X, h, min(k, self.N))
             if out is not None:
                 return (out[0][:, None], out[1][:, None]) if out[0].dim() == 1 else out

@@ -1,4 +1,4 @@
-"""The fused score + argmax / top-2 kernel (otgen/transport/_fused.c) against the torch Scorer path."""
+"""The fused score + top-k kernel (otgen/transport/_fused.c) against the torch Scorer path."""
 
 import pytest
 import torch
@@ -56,6 +56,27 @@ def test_fused_best_and_top2_equal_the_torch_path(N, d, M):
     assert torch.equal(i2[:, 0], i)
 
 
+@pytest.mark.parametrize("N,d,M", SHAPES[:4] + SHAPES[6:])
+@pytest.mark.parametrize("k", [3, 6, 16])
+def test_fused_topk_equals_the_torch_path(N, d, M, k):
+    """The line search's k best cells: the same values, each its cell's score, descending, distinct cells."""
+    X, Y, h = _problem(N, d, M, seed=k)
+    fused, torch_path = Scorer(Y, MAX_MEMORY), Scorer(Y, MAX_MEMORY, fused=False)
+    tol = VALUE_TOL * _scale(X, Y, h)
+    v, i = fused.topk(X, h, k)
+    vt, it = torch_path.topk(X, h, k)
+    kk = min(k, N)
+    assert v.shape == (M, kk) and i.shape == (M, kk) and i.dtype == torch.int64
+    assert (v - vt).abs().max() <= tol
+    assert (v[:, :-1] >= v[:, 1:]).all()
+    assert (i.sort(1).values.diff(dim=1) > 0).all()                      # k distinct cells per row
+    assert ((_exact(X, Y, h, i) - v.double()).abs() <= tol).all()
+    # the same sets of cells except at rounding ties (exact scores equal to within tol)
+    diff = i != it
+    assert ((_exact(X, Y, h, i) - _exact(X, Y, h, it))[diff].abs() <= tol).all()
+    assert torch.equal(i[:, 0], fused.best(X, h)[1])
+
+
 def test_ties_give_maximal_cells():
     """Duplicate targets at equal heights: every returned value is the row's best (resp. second) score."""
     X, Y, h = _problem(40, 6, 500, seed=1)
@@ -76,6 +97,13 @@ def test_ties_give_maximal_cells():
     Z = torch.zeros(20, 4)
     vz, iz = _fused.fused_score(torch.ones(7, 4), _fused.pack_targets(Z), _fused.pad_heights(torch.zeros(20), 2), 2)
     assert (iz[:, 0] == 0).all() and (iz[:, 1] == 1).all() and (vz == 0).all()
+    vz, iz = _fused.fused_score(torch.ones(7, 4), _fused.pack_targets(Z), _fused.pad_heights(torch.zeros(20), 2), 6)
+    assert torch.equal(iz, torch.arange(6).expand(7, 6)) and (vz == 0).all()
+    # equal best scores of a duplicated target: the first copy leads, the second follows
+    v6, i6 = fused.topk(X, h, 6)
+    twin = i6[:, 0] < 5
+    assert twin.any() and torch.equal(i6[twin, 1], i6[twin, 0] + 40) and torch.equal(i6[twin, 2], i6[twin, 0] + 80)
+    assert torch.equal(v6[twin, 0], v6[twin, 2])
 
 
 def test_threads_and_small_inputs():
@@ -94,7 +122,8 @@ def test_threads_and_small_inputs():
 def test_fallbacks(monkeypatch):
     X, Y, h = _problem(50, 4, 100, seed=3)
     ref = Scorer(Y, MAX_MEMORY, fused=False).topk(X, h, 6)
-    assert Scorer(Y, MAX_MEMORY).topk(X, h, 6)[1].shape == (100, 6)          # k > 2: the torch path
+    assert Scorer(Y, MAX_MEMORY)._fused_pass(X, h, _fused.TOPK_MAX + 1) is None   # k > TOPK_MAX: the torch path
+    assert Scorer(Y, MAX_MEMORY).topk(X, h, _fused.TOPK_MAX + 1)[1].shape == (100, _fused.TOPK_MAX + 1)
     v, i = Scorer(Y.double(), MAX_MEMORY).best(X.double(), h.double())      # float64: the torch path
     assert v.dtype == torch.float64 and torch.equal(i, ref[1][:, 0])
     monkeypatch.setenv("OTGEN_FUSED", "0")
