@@ -1,4 +1,4 @@
-"""The fused score + argmax / top-2 kernel against the bare GEMM + bias and the torch Scorer (issue 15).
+"""The fused score + top-k kernel against the bare GEMM + bias and the torch Scorer (issue 15).
 
 For each N x d, on the same M points and heights, side by side in one process, interleaved
 (median of ``--reps``), at 1 and 2 threads (``torch.set_num_threads``; the fused kernel
@@ -7,14 +7,15 @@ runs as many threads):
 * **bare GEMM + bias**: ``torch.addmm`` into a preallocated block, no reduction: the
   certification floor's definition (``bench_floor.floor_gemm``: the faster of the solver's
   block shape and ``max_memory`` blocks of whole rows);
-* **Scorer.best** and **Scorer.topk, k = 2** on the torch path (``Scorer(..., fused=False)``);
-* **fused best** and **fused top-2** (:mod:`otgen.transport._fused`: best index and value;
-  best and second value and index), which never write the M x N scores.
+* **Scorer.best** and **Scorer.topk** with k = 2 (the Hessian points) and k = 6 (the line
+  search) on the torch path (``Scorer(..., fused=False)``);
+* **fused best**, **fused top-2** and **fused top-6** (:mod:`otgen.transport._fused`: the k
+  best values and cells), which never write the M x N scores.
 
 Exactness (at the first thread count): the fused best cell against ``Scorer.best``'s and
-the fused top-2 against ``Scorer.topk(·, 2)``; every disagreement is rescored in float64,
-and a disagreement counts as real when the two cells' exact scores differ by more than
-1e-5 relative to the largest |score| term (must be 0: the others are rounding ties).
+the fused top-k against ``Scorer.topk(·, k)``, cell by cell; every disagreement is rescored
+in float64, and a disagreement counts as real when the two cells' exact scores differ by
+more than 1e-5 relative to the largest |score| term (must be 0: the others are rounding ties).
 
     python benchmarks/bench_fused_scoring.py                     # 10000x16, 20000x32, 5000x16; M = 2^18
     python benchmarks/bench_fused_scoring.py --sizes 2000x8 --points 65536 --reps 1 --name fused_quick
@@ -48,9 +49,10 @@ from bench_floor import gemm_passes  # noqa: E402  (the floor's own GEMM blockin
 MAX_MEMORY = 256 << 20       # the solver's default max_memory
 REAL_GAP = 1e-5              # a disagreement whose exact scores differ by more than this (relative) is a bug
 HEIGHT_SCALE = 0.5           # heights ~ N(0, 0.5^2): cells of unequal size, like a solve's
-PASSES = ("gemm", "best", "topk2", "fused_best", "fused_top2")
-LABELS = {"gemm": "bare GEMM + bias (floor)", "best": "Scorer.best (torch)", "topk2": "Scorer.topk, k = 2 (torch)",
-          "fused_best": "fused best", "fused_top2": "fused top-2"}
+TOPK = (2, 6)                # the solver's k: Hessian points, line-search points
+PASSES = ("gemm", "best") + tuple(f"topk{k}" for k in TOPK) + ("fused_best",) + tuple(f"fused_top{k}" for k in TOPK)
+LABELS = {"gemm": "bare GEMM + bias (floor)", "best": "Scorer.best (torch)", "fused_best": "fused best",
+          **{f"topk{k}": f"Scorer.topk, k = {k} (torch)" for k in TOPK}, **{f"fused_top{k}": f"fused top-{k}" for k in TOPK}}
 
 
 def problem(N: int, d: int, M: int, seed: int = 0):
@@ -66,8 +68,6 @@ def exactness(X, Y, h, scorer, panels, hpad):
     """Disagreements of the fused passes with the torch Scorer, and how many are more than rounding."""
     _, i_t = scorer.best(X, h)
     v_f, i_f = _fused.fused_score(X, panels, hpad, 1)
-    v2_t, i2_t = scorer.topk(X, h, 2)
-    v2_f, i2_f = _fused.fused_score(X, panels, hpad, 2)
     Yd, hd = Y.double(), h.double()
     big = (X.abs().max(1).values.double()[:, None] * Yd.abs().sum(1).max() + hd.abs().max()).squeeze(1)
 
@@ -81,18 +81,18 @@ def exactness(X, Y, h, scorer, panels, hpad):
         return int(((sa - sb).abs() > REAL_GAP * big[rows]).sum())
 
     rows1 = torch.nonzero(i_f != i_t).squeeze(1)
-    rows2 = torch.nonzero((i2_f != i2_t).any(1)).squeeze(1)
-    # exact float64 scores of the fused cells against its reported values
-    sf = (X.double() * Yd[i_f]).sum(1) + hd[i_f]
-    return {
-        "best_disagree": int(rows1.numel()),
-        "best_disagree_real": real(rows1, i_f, i_t),
-        "top2_disagree": int(rows2.numel()),
-        "top2_disagree_real": real(rows2, i2_f[:, 0], i2_t[:, 0]) + real(rows2, i2_f[:, 1], i2_t[:, 1]),
-        "fused_best_equals_fused_top2_first": bool(torch.equal(i_f, i2_f[:, 0])),
-        "max_rel_value_error_best": float(((v_f.double() - sf).abs() / big).max()),
-        "max_rel_value_diff_top2_vs_torch": float(((v2_f.double() - v2_t.double()).abs() / big[:, None]).max()),
-    }
+    sf = (X.double() * Yd[i_f]).sum(1) + hd[i_f]          # exact scores of the fused cells
+    out = {"best_disagree": int(rows1.numel()), "best_disagree_real": real(rows1, i_f, i_t),
+           "max_rel_value_error_best": float(((v_f.double() - sf).abs() / big).max())}
+    for k in TOPK:
+        vk_t, ik_t = scorer.topk(X, h, k)
+        vk_f, ik_f = _fused.fused_score(X, panels, hpad, k)
+        rows = torch.nonzero((ik_f != ik_t).any(1)).squeeze(1)
+        out[f"top{k}_disagree"] = int(rows.numel())
+        out[f"top{k}_disagree_real"] = sum(real(rows, ik_f[:, c], ik_t[:, c]) for c in range(k))
+        out[f"fused_best_equals_fused_top{k}_first"] = bool(torch.equal(i_f, ik_f[:, 0]))
+        out[f"max_rel_value_diff_top{k}_vs_torch"] = float(((vk_f.double() - vk_t.double()).abs() / big[:, None]).max())
+    return out
 
 
 def run_size(N, d, M, threads, reps):
@@ -107,9 +107,9 @@ def run_size(N, d, M, threads, reps):
         torch.set_num_threads(t)
         calls = {
             "gemm_solver_blocks": g_solver, "gemm_row_blocks": g_rows,
-            "best": lambda: scorer.best(X, h), "topk2": lambda: scorer.topk(X, h, 2),
-            "fused_best": lambda: _fused.fused_score(X, panels, hpad, 1, t),
-            "fused_top2": lambda: _fused.fused_score(X, panels, hpad, 2, t),
+            "best": lambda: scorer.best(X, h), "fused_best": lambda: _fused.fused_score(X, panels, hpad, 1, t),
+            **{f"topk{k}": (lambda k=k: scorer.topk(X, h, k)) for k in TOPK},
+            **{f"fused_top{k}": (lambda k=k: _fused.fused_score(X, panels, hpad, k, t)) for k in TOPK},
         }
         times = {k: [] for k in calls}
         for _ in range(reps):              # interleaved: the machine's load hits every pass alike
@@ -127,7 +127,7 @@ def run_size(N, d, M, threads, reps):
 
 
 def table(res) -> str:
-    lines = [f"Fused score + argmax / top-2 (otgen/transport/_fused.c) vs the bare GEMM + bias, M = {res['M']} "
+    lines = [f"Fused score + top-k (otgen/transport/_fused.c) vs the bare GEMM + bias, M = {res['M']} "
              f"points, median of {res['reps']} interleaved runs; torch {res['torch']}, {res['cpu_count']} CPU cores, "
              f"{res['date']}; load average {res['load_start']:.1f} at the start, {res['load_end']:.1f} at the end "
              "(shared machine: compare the ratios, measured in one process).", "",
@@ -142,13 +142,15 @@ def table(res) -> str:
                          + f" | **{s['best'] / s['fused_best']:.2f}** |")
     lines += ["", f"Exactness against the torch Scorer on the same points (a disagreement is *real* when the two "
               f"cells' float64 scores differ by more than {REAL_GAP:g} of the largest |score| term):", "",
-              "| N × d | best: disagree / real | top-2 (either cell): disagree / real | fused best = top-2's first |"
-              " max rel. value error (fused best vs float64) |", "|---|---|---|---|---|"]
+              "| N × d | best: disagree / real | " + " | ".join(f"top-{k} (any cell): disagree / real" for k in TOPK)
+              + " | fused best = fused top-k's first | max rel. value error (fused best vs float64) |",
+              "|---|---|" + "---|" * len(TOPK) + "---|---|"]
     for row in res["rows"]:
         e = row["exactness"]
-        lines.append(f"| {row['N']} × {row['d']} | {e['best_disagree']} / {e['best_disagree_real']} | "
-                     f"{e['top2_disagree']} / {e['top2_disagree_real']} | {e['fused_best_equals_fused_top2_first']} | "
-                     f"{e['max_rel_value_error_best']:.1e} |")
+        tops = " | ".join(f"{e[f'top{k}_disagree']} / {e[f'top{k}_disagree_real']}" for k in TOPK)
+        first = all(e[f"fused_best_equals_fused_top{k}_first"] for k in TOPK)
+        lines.append(f"| {row['N']} × {row['d']} | {e['best_disagree']} / {e['best_disagree_real']} | {tops} | "
+                     f"{first} | {e['max_rel_value_error_best']:.1e} |")
     return "\n".join(lines) + "\n"
 
 

@@ -165,8 +165,9 @@ def test_fused_scoring_bench(tmp_path):
     row = json.loads((tmp_path / "f.json").read_text())["rows"][0]
     assert (row["N"], row["d"], row["M"]) == (300, 5, 2048)
     ex = row["exactness"]
-    assert ex["best_disagree_real"] == 0 and ex["top2_disagree_real"] == 0 and ex["fused_best_equals_fused_top2_first"]
+    assert ex["best_disagree_real"] == 0 and ex["top2_disagree_real"] == 0 and ex["top6_disagree_real"] == 0
+    assert ex["fused_best_equals_fused_top2_first"] and ex["fused_best_equals_fused_top6_first"]
     for per in row["threads"].values():
-        for k in ("gemm", "best", "topk2", "fused_best", "fused_top2"):
+        for k in ("gemm", "best", "topk2", "topk6", "fused_best", "fused_top2", "fused_top6"):
             _positive(per["seconds"][k], k)
     assert "| 300 × 5 |" in (tmp_path / "f.md").read_text()
