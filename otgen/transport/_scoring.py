@@ -12,10 +12,11 @@ columns (vectorised), then the argmax of the winning block only. It is about
 4x faster and exact (ties resolve to some maximal index).
 
 On the CPU in float32 the best cell and the top-k (k <= 16) come from the fused kernel of
-:mod:`otgen.transport._fused` when it compiles here: it keeps each row's best scores in
-registers and never writes S: 0.56-0.71x the bare GEMM's time at d = 16..32, 2.0-2.7x
-faster than the torch path (1 thread, benchmarks/results/fused_scoring.md). ``OTGEN_FUSED=0`` or ``Scorer(..., fused=False)``
-keeps the torch path; any failure of the kernel falls back to it.
+:mod:`otgen.transport._fused` when it compiles here: it keeps each row's k best scores in a
+short list and never writes S: 0.6-0.8x the bare GEMM's time at d = 16..32 for k = 1, 2, 6,
+1.8-2.9x faster than the torch path (1 thread, benchmarks/results/fused_scoring.md).
+``OTGEN_FUSED=0`` or ``Scorer(..., fused=False)`` keeps the torch path; any failure of the
+kernel falls back to it.
 """
 
 from __future__ import annotations
