@@ -45,6 +45,16 @@ from otgen.transport._dist import Local
 _LOCAL = Local()
 _EDGE_CHUNK = 1 << 18      # rows whose target separations are computed at a time (bounded memory)
 _MIN_REG_WEIGHT = 1e-3     # floor of N ν_i in the regularisation: cells of tiny mass still get some
+# A cell is *dead* when no point of m lands in it although it should hold ν_i m >= this many: with its
+# own mass it would be empty with probability exp(-5) < 1 %. A cell expected to hold fewer points is
+# often empty at the solution itself (weights spread over 1e7: most small cells at any practical m),
+# so its emptiness says nothing; it holds at most N * 5 / m of the mass, below the TV noise.
+_DEAD_EXPECTED_POINTS = 5.0
+
+
+def dead_cells(counts: torch.Tensor, weights: torch.Tensor, m: int) -> torch.Tensor:
+    """(N,) bool: cells with no point among m although they should hold ν_i m >= 5 (see above)."""
+    return (counts == 0) & (weights * m >= _DEAD_EXPECTED_POINTS)
 
 
 @dataclass
@@ -212,12 +222,12 @@ def line_search(vals: torch.Tensor, idx: torch.Tensor, direction: torch.Tensor, 
         win = (vals64 + a * step_scores).argmax(dim=1)                 # (m,)
         counts[r] = torch.bincount(idx.gather(1, win[:, None]).squeeze(1), minlength=n).double()
     counts = comm.sum_(counts)                                          # exact: integer counts
-    n_empty0 = int((counts[0] == 0).sum())
+    n_dead0 = int(dead_cells(counts[0], weights, m).sum())
     best_alpha, best_key = alphas[-1], (math.inf, math.inf)
     for a, cnt in zip(alphas, counts[1:]):
         tv = 0.5 * float((cnt / m - weights).abs().sum())
-        # KMT keep every cell alive: a step that empties cells ranks behind one that does not
-        key = (max(0, int((cnt == 0).sum()) - n_empty0), tv)
+        # KMT keep every cell alive: a step that kills cells (dead_cells) ranks behind one that does not
+        key = (max(0, int(dead_cells(cnt, weights, m).sum()) - n_dead0), tv)
         if key < best_key:
             best_alpha, best_key = a, key
     return best_alpha
@@ -234,7 +244,7 @@ def check_step(cells, first: torch.Tensor, direction: torch.Tensor, rescue: torc
     a whole pass over fresh points. Here the same points are scored *exactly* after the step
     αΔ + rescue (``cells``; rows whose candidates certify their cell are not rescored,
     :func:`otgen.transport._scoring.candidate_best`), and α is halved while the exact error
-    on these points falls (ranked as in :func:`line_search`: new empty cells first, then TV),
+    on these points falls (ranked as in :func:`line_search`: new dead cells first, then TV),
     at most ``halvings`` times and not below ``min_alpha``.
 
     Parameters
@@ -252,11 +262,11 @@ def check_step(cells, first: torch.Tensor, direction: torch.Tensor, rescue: torc
     """
     n = weights.shape[0]
     m = max(1, comm.count(first.shape[0]))
-    n_empty0 = int((comm.sum_(torch.bincount(first, minlength=n).double()) == 0).sum())
+    n_dead0 = int(dead_cells(comm.sum_(torch.bincount(first, minlength=n).double()), weights, m).sum())
 
     def key(a):
         cnt = comm.sum_(torch.bincount(cells(a * direction + rescue), minlength=n).double())
-        return max(0, int((cnt == 0).sum()) - n_empty0), 0.5 * float((cnt / m - weights).abs().sum())
+        return max(0, int(dead_cells(cnt, weights, m).sum()) - n_dead0), 0.5 * float((cnt / m - weights).abs().sum())
 
     best_a, best_key = alpha, key(alpha)
     for _ in range(halvings):

@@ -28,11 +28,14 @@ mass; then every iteration, :meth:`SemiDiscreteOT.step`, does:
    (see below) end the fit: no step is prepared from them.
 3. On acceptance, a **Newton direction**: the Hessian (the Laplacian of the power
    diagram) is estimated from the same points' two best cells. Far from the solution
-   (TV > 0.1, or while some cell gets no point) only its diagonal is used — every cell
+   (TV > 0.1, or while some cell is dead) only its diagonal is used — every cell
    corrects its own mass; near it the full Levenberg–Marquardt system is solved by
    conjugate gradients. A **line search** re-scores the same points' k best cells
-   (common random numbers) to choose the step length, and cells no point reached are
-   **revived** by their own height increase. On rejection, the step from the last
+   (common random numbers) to choose the step length, and dead cells are **revived** by
+   their own height increase. A cell is *dead* when it gets no point although it should
+   get ν_i M ≥ 5 of them: a cell expected to get fewer is often empty at the solution too
+   (weights spread over orders of magnitude), so only dead cells block the full step and
+   count against a step length. On rejection, the step from the last
    accepted heights is shortened (×1/4, the revival ×1/2).
 4. The **sample-growth rule**: M grows ×4 when the error estimate reaches its own noise,
    when steps keep failing, or when progress stalls, so that the reported error is
@@ -77,7 +80,7 @@ from otgen.transport._dist import Local, ShardedScorer, make_comm
 from otgen.transport._frame import (Frame, check_cast, close_pairs, fingerprint, group_labels, make_frame, merge,
                                     merge_threshold, split_group)
 from otgen.transport._multiscale import kmeans, refine_heights
-from otgen.transport._newton import check_step, estimate_laplacian, line_search, lm_step, rescue_empty
+from otgen.transport._newton import check_step, dead_cells, estimate_laplacian, line_search, lm_step, rescue_empty
 from otgen.transport._scoring import Scorer, candidate_best, score_margin
 from otgen.transport.power2d import cell_areas, solve_power2d
 from otgen.transport.sources import CallableSource, SourceSampler, as_source
@@ -662,7 +665,8 @@ class SemiDiscreteOT(BaseEstimator):
         lap, gap_scale = estimate_laplacian(ev.top2_idx, ev.top2_vals[:, 0] - ev.top2_vals[:, 1], Yc, comm=comm,
                                             pos=ev.pos if comm.world > 1 else None,
                                             band_fraction=_HESSIAN_BAND_FRACTION, band_per_cell=_HESSIAN_BAND_PER_CELL)
-        empty = torch.nonzero(ev.masses == 0).squeeze(1)
+        # cells that should hold points and hold none (not every empty cell: see dead_cells)
+        empty = torch.nonzero(dead_cells(ev.masses, nua, state.n_samples)).squeeze(1)
         full = tv <= _NEWTON_BELOW and empty.numel() <= _NEWTON_EMPTY_SHARE * nua.shape[0]
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
         alphas = _ALPHAS if full else _DIAGONAL_ALPHAS

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from otgen.transport import power2d, semidiscrete
-from otgen.transport._newton import check_step, estimate_laplacian, line_search
+from otgen.transport._newton import check_step, dead_cells, estimate_laplacian, line_search
 from otgen.transport._scoring import Scorer, candidate_best, score_margin
 from otgen.transport.sources import SourceSampler
 
@@ -116,3 +116,31 @@ def test_the_solvers_hessian_estimate_matches_the_exact_2d_laplacian(points_per_
         diag_exact[a] += x
         diag_exact[b] += x
     assert np.median(np.abs(diag / diag_exact - 1)) < 0.25                            # every cell's own weight
+
+
+def _shrinking_cell(w2):
+    """1000 points in 3 cells; 100 sit in cell 2 with gaps 0.005..0.995 to cell 0, and the direction
+    lowers cell 2 by 1: a step of length α moves the points with gap < α to cell 0."""
+    gaps = 0.01 * torch.arange(100) + 0.005
+    vals = torch.cat([torch.stack([torch.ones(100), 1 - gaps], 1), torch.tensor([[1.0, 0.0]]).expand(900, 2)])
+    idx = torch.cat([torch.tensor([[2, 0]]).expand(100, 2), torch.tensor([[0, 1]]).expand(400, 2),
+                     torch.tensor([[1, 0]]).expand(500, 2)])
+    w = torch.tensor([(1 - w2) / 2, (1 - w2) / 2, w2], dtype=torch.float64)
+    return vals, idx, torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64), w
+
+
+def test_emptying_a_cell_too_small_to_be_seen_is_no_death():
+    """A cell of mass 1e-6 should hold 0.001 of 1000 points: the full step, which empties it and
+    gives every other cell its mass exactly, wins (weights spread over 1e7 stalled the solver
+    when every empty cell counted as killed)."""
+    vals, idx, direction, w = _shrinking_cell(1e-6)
+    assert line_search(vals, idx, direction, w) == 1.0
+
+
+def test_killing_a_visible_cell_ranks_behind():
+    """The same step when the cell should hold 100 points: it kills the cell, so a shorter step wins."""
+    vals, idx, direction, w = _shrinking_cell(0.1)
+    assert line_search(vals, idx, direction, w) < 1.0
+    counts = torch.tensor([0.0, 0.0, 3.0, 0.0], dtype=torch.float64)
+    assert dead_cells(counts, torch.tensor([0.5, 0.004, 0.4, 0.096], dtype=torch.float64), 1000).tolist() == \
+        [True, False, False, True]               # expected 500, 4 (< 5: not dead), -, 96 points
