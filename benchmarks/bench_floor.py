@@ -15,7 +15,8 @@ Then, in the same process:
   halves; ``--eval-points``), reported with the floor 0.4·sqrt(N / M_eval);
 * **where the time goes**: the warm start, and the iterations grouped by their M;
 * **the scoring passes** at the final heights, over the same ``--pass-points`` points, interleaved
-  (median of ``PASS_REPS``): the bare GEMM + bias, ``Scorer.best`` (GEMM + block argmax),
+  (median of ``PASS_REPS``): the bare GEMM + bias, ``Scorer.best`` (the fused kernel where it
+  compiles, else GEMM + block argmax),
   ``Scorer.topk`` with k = 2 (the Hessian points) and k = 6 (the line-search points), and a
   top-2 without ``torch.topk`` (best cell by the block argmax, runner-up by masking it and
   taking maxima: :func:`top2_maxmask`), checked equal to the torch path's ``Scorer.topk(·, 2)`` (same GEMM
@@ -313,7 +314,7 @@ def _passes_lines(q, where):
              f"{PASS_REPS} (bare GEMM + bias: {q['gemm_us_per_point']:.2f} µs per point; the top-2 without "
              f"torch.topk {'equals' if q['top2_maxmask_equal'] else 'DIFFERS FROM'} the torch path's Scorer.topk(·, 2)):", "",
              "| pass | time / bare GEMM |", "|---|---|"]
-    names = dict(gemm="bare GEMM + bias", best="Scorer.best (block argmax)", topk2="Scorer.topk, k = 2",
+    names = dict(gemm="bare GEMM + bias", best="Scorer.best", topk2="Scorer.topk, k = 2",
                  topk6="Scorer.topk, k = 6", top2_maxmask="top-2 by max and mask (top2_maxmask)")
     return lines + [f"| {names[k]} | {v:.2f} |" for k, v in q["over_gemm"].items()]
 

@@ -52,7 +52,8 @@ HEIGHT_SCALE = 0.5           # heights ~ N(0, 0.5^2): cells of unequal size, lik
 TOPK = (2, 6)                # the solver's k: Hessian points, line-search points
 PASSES = ("gemm", "best") + tuple(f"topk{k}" for k in TOPK) + ("fused_best",) + tuple(f"fused_top{k}" for k in TOPK)
 LABELS = {"gemm": "bare GEMM + bias (floor)", "best": "Scorer.best (torch)", "fused_best": "fused best",
-          **{f"topk{k}": f"Scorer.topk, k = {k} (torch)" for k in TOPK}, **{f"fused_top{k}": f"fused top-{k}" for k in TOPK}}
+          **{f"topk{k}": f"Scorer.topk, k = {k} (torch)" for k in TOPK},
+          **{f"fused_top{k}": f"fused top-{k}" for k in TOPK}}
 
 
 def problem(N: int, d: int, M: int, seed: int = 0):

@@ -13,8 +13,11 @@
  * Each point keeps its k best in a short sorted list; a panel's 16 scores are compared with
  * the list's k-th value at once (two compares and a movemask). After the first panels almost
  * no score beats it (about k ln(N / k) insertions per point in all), so the list costs no
- * more than a running maximum: measured as fast as per-lane best / second-best registers at
- * k = 1, 1.2-1.3x faster at k = 2 (the lanes' six blends per vector were the cost).
+ * more than a running maximum. It replaced per-lane best / second-best registers, whose six
+ * blends per vector were the top-2's cost: top-2 over the bare GEMM went from 0.73 / 0.82 / 0.79
+ * to 0.58 / 0.73 / 0.67 at 10000x16 / 20000x32 / 5000x16 (benchmarks/bench_fused_scoring.py,
+ * results/fused_scoring.md before and after this version), best from 0.56 / 0.71 / 0.63 to
+ * 0.62 / 0.68 / 0.69 (within the runs' noise).
  * Targets are walked in chunks that stay in L2, points in blocks of POINT_BLOCK taken by
  * the threads from a shared counter (pthreads, started per call: no second OpenMP runtime
  * beside torch's, nothing left after fork).

@@ -1,9 +1,8 @@
 """Fused score + argmax / top-k CPU kernel (``_fused.c``), compiled at first use and loaded with ctypes.
 
 The kernel scores float32 points X (M, d) against targets Y (N, d) at heights h,
-s_ij = <x_i, y_j> + h_j, and keeps only each row's best (or two best) targets, without
-writing the M x N score matrix (for d = 16..64 a GEMM spends its time storing it); k up to
-``TOPK_MAX``. It
+s_ij = <x_i, y_j> + h_j, and keeps only each row's k best targets (k <= ``TOPK_MAX``),
+without writing the M x N score matrix (for d = 16..64 a GEMM spends its time storing it). It
 needs x86-64 with AVX2 and FMA and a C compiler (``$CC`` or ``cc``); the shared library is
 cached under ``$XDG_CACHE_HOME/otgen`` (default ``~/.cache/otgen``), keyed by a hash of the
 source, the compiler, its version and the flags, and written atomically (compile to a

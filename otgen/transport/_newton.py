@@ -57,6 +57,13 @@ def dead_cells(counts: torch.Tensor, weights: torch.Tensor, m: int) -> torch.Ten
     return (counts == 0) & (weights * m >= _DEAD_EXPECTED_POINTS)
 
 
+def _step_rank(counts: torch.Tensor, weights: torch.Tensor, m: int, n_dead0: int) -> tuple[int, float]:
+    """How a step length ranks by the cell counts (N,) it gives m points: KMT keep every cell alive,
+    so first the cells it kills (dead now, not before: ``n_dead0``), then its TV error."""
+    return (max(0, int(dead_cells(counts, weights, m).sum()) - n_dead0),
+            0.5 * float((counts / m - weights).abs().sum()))
+
+
 @dataclass
 class Laplacian:
     """Sparse weighted graph Laplacian given by its edge list. a, b: (E,) int64; w: (E,) float64."""
@@ -225,9 +232,7 @@ def line_search(vals: torch.Tensor, idx: torch.Tensor, direction: torch.Tensor, 
     n_dead0 = int(dead_cells(counts[0], weights, m).sum())
     best_alpha, best_key = alphas[-1], (math.inf, math.inf)
     for a, cnt in zip(alphas, counts[1:]):
-        tv = 0.5 * float((cnt / m - weights).abs().sum())
-        # KMT keep every cell alive: a step that kills cells (dead_cells) ranks behind one that does not
-        key = (max(0, int(dead_cells(cnt, weights, m).sum()) - n_dead0), tv)
+        key = _step_rank(cnt, weights, m, n_dead0)
         if key < best_key:
             best_alpha, best_key = a, key
     return best_alpha
@@ -265,8 +270,8 @@ def check_step(cells, first: torch.Tensor, direction: torch.Tensor, rescue: torc
     n_dead0 = int(dead_cells(comm.sum_(torch.bincount(first, minlength=n).double()), weights, m).sum())
 
     def key(a):
-        cnt = comm.sum_(torch.bincount(cells(a * direction + rescue), minlength=n).double())
-        return max(0, int(dead_cells(cnt, weights, m).sum()) - n_dead0), 0.5 * float((cnt / m - weights).abs().sum())
+        return _step_rank(comm.sum_(torch.bincount(cells(a * direction + rescue), minlength=n).double()),
+                          weights, m, n_dead0)
 
     best_a, best_key = alpha, key(alpha)
     for _ in range(halvings):

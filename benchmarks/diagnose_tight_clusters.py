@@ -1,0 +1,130 @@
+"""Why the tight 8-D clusters of ``bench_hard_cases.py`` stall (issue 15): where the error sits, and
+which solver settings move it.
+
+The case: 10 Gaussian clusters of std 0.01 in 8-D, 1000 targets, tol 0.02. From one shared
+warm start (a 1-iteration fit: the multiscale start plus one step), each variant runs 20
+iterations of a default ``SemiDiscreteOT`` with one module constant changed:
+
+* ``default``;  ``clip``: no trust region (``_STEP_CLIP`` = 1e9);  ``tau``: LM regularisation
+  1e-7 instead of 1e-3;  ``cg``: CG up to 20,000 iterations at rtol 1e-10;  ``newton-0.3``: the
+  full Newton step from TV 0.3 instead of 0.1.
+
+For the default run's final heights it measures (2^20 fresh uniform points, float32 scoring):
+the TV, the part of it between clusters (½ Σ_c |Σ_{i∈c} (μ_i − ν_i)|), and the share of
+points whose runner-up cell lies in another cluster, by score (the solver's Hessian pairs)
+and by source distance (score gap / |y_i − y_j|, among each point's 8 best cells).
+
+    python benchmarks/diagnose_tight_clusters.py              # ~6 min on one thread
+
+Writes ``tight_clusters.json`` and ``tight_clusters.md`` under ``--out`` (default ``benchmarks/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import otgen.transport.semidiscrete as sdm  # noqa: E402
+from bench_hard_cases import case_specs  # noqa: E402
+from otgen.transport import SemiDiscreteOT  # noqa: E402
+from otgen.transport._newton import lm_step  # noqa: E402
+from otgen.transport._scoring import Scorer  # noqa: E402
+
+CASE = "tight-clusters-8d"
+ITERATIONS = 20
+PROBE_POINTS = 1 << 20
+VARIANTS = {"default": {}, "clip": {"_STEP_CLIP": 1e9}, "tau": {"_LM_TAU": 1e-7},
+            "cg": {"lm_step": functools.partial(lm_step, max_cg=20000, rtol=1e-10)},
+            "newton-0.3": {"_NEWTON_BELOW": 0.3}}
+
+
+def cluster_labels(n):
+    """The cluster of each target, drawn as bench_hard_cases._clusters draws them (seed 4)."""
+    rng = np.random.default_rng(4)
+    rng.normal(size=(10, 8))
+    return rng.integers(10, size=n)
+
+
+def run_variant(Y, tol, h0, changes):
+    saved = {k: getattr(sdm, k) for k in changes}
+    try:
+        for k, v in changes.items():
+            setattr(sdm, k, v)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sd = SemiDiscreteOT(tol=tol, max_iter=ITERATIONS).fit(Y, init_heights=h0)
+        return sd, time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            setattr(sdm, k, v)
+
+
+def where_the_error_is(Y, h, lab):
+    X = torch.rand(PROBE_POINTS, Y.shape[1], generator=torch.Generator().manual_seed(0)) * 2 - 1
+    Yt, ht = torch.as_tensor(Y, dtype=torch.float32), torch.as_tensor(h, dtype=torch.float32)
+    v, i = Scorer(Yt, 1 << 26).topk(X, ht, 8)                              # (P, 8)
+    N = Y.shape[0]
+    err = torch.bincount(i[:, 0], minlength=N).double().numpy() / PROBE_POINTS - 1.0 / N
+    per_cluster = np.array([err[lab == c].sum() for c in range(lab.max() + 1)])
+    sep = (Yt[i[:, :1]] - Yt[i[:, 1:]]).norm(dim=2)
+    j = ((v[:, :1] - v[:, 1:]) / sep).argmin(1)
+    lab_t = torch.as_tensor(lab)
+    by_score = float((lab_t[i[:, 0]] != lab_t[i[:, 1]]).double().mean())
+    by_dist = float((lab_t[i[:, 0]] != lab_t[i[:, 1:].gather(1, j[:, None]).squeeze(1)]).double().mean())
+    return dict(tv=0.5 * float(np.abs(err).sum()), tv_between_clusters=0.5 * float(np.abs(per_cluster).sum()),
+                cluster_mass_error=per_cluster.round(4).tolist(), cross_pairs_by_score=by_score,
+                cross_pairs_by_distance=by_dist)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    Y, _, _, tol = case_specs(1000)[CASE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        h0 = SemiDiscreteOT(tol=tol, max_iter=1).fit(Y).heights_.clone()
+    res = {"case": CASE, "iterations": ITERATIONS, "date": time.strftime("%Y-%m-%d %H:%M"), "variants": {}}
+    for name in a.variants:
+        sd, secs = run_variant(Y, tol, h0, VARIANTS[name])
+        res["variants"][name] = dict(tv=[h["tv"] for h in sd.history_], step=[h["step"] for h in sd.history_],
+                                     converged=bool(sd.converged_), seconds=secs)
+        if name == "default":
+            res["error"] = where_the_error_is(Y, sd.heights_.numpy(), cluster_labels(len(Y)))
+        print(name, res["variants"][name]["tv"][-1], flush=True)
+    lines = [f"Tight 8-D clusters (`{CASE}`): {ITERATIONS} iterations from one warm start, {res['date']}.", "",
+             "| variant | TV after 5 / 10 / 20 iterations | converged |", "|---|---|---|"]
+    for name, r in res["variants"].items():
+        tv = r["tv"]
+        lines.append(f"| {name} | {tv[min(4, len(tv) - 1)]:.4f} / {tv[min(9, len(tv) - 1)]:.4f} / {tv[-1]:.4f} | "
+                     f"{r['converged']} |")
+    if "error" in res:
+        e = res["error"]
+        lines += ["", f"Default run's final heights, {PROBE_POINTS} fresh points: TV {e['tv']:.4f}, of which between "
+                  f"clusters {e['tv_between_clusters']:.4f}; runner-up cell in another cluster: "
+                  f"{e['cross_pairs_by_score']:.4%} of the points by score, {e['cross_pairs_by_distance']:.4%} by "
+                  "source distance (among the 8 best)."]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tight_clusters.json").write_text(json.dumps(res, indent=1))
+    (out / "tight_clusters.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
