@@ -149,7 +149,8 @@ def estimate_laplacian(top_idx: torch.Tensor, gaps: torch.Tensor, Y: torch.Tenso
 
 
 def lm_step(lap: Laplacian, grad: torch.Tensor, weights: torch.Tensor, tau: float, clip: float = math.inf,
-            diagonal: bool = False, max_cg: int = 200, rtol: float = 1e-6) -> torch.Tensor:
+            diagonal: bool = False, max_cg: int = 200, rtol: float = 1e-6,
+            groups: torch.Tensor | None = None) -> torch.Tensor:
     """Newton direction: solve (L + τ λ₀ diag(N ν)) Δ = -g by Jacobi-preconditioned CG.
 
     With ``diagonal=True`` only the diagonal of L is used (Δ_i = -g_i / L_ii: every cell
@@ -161,13 +162,17 @@ def lm_step(lap: Laplacian, grad: torch.Tensor, weights: torch.Tensor, tau: floa
     in its kernel), so g is first projected, component by component, onto the range:
     g ← g − ν (Σ_C g / Σ_C ν). Otherwise the component's total mass excess would be
     answered by a huge constant shift ~1/τ of all its heights. (That excess belongs to
-    the cells the samples did not reach; see :func:`rescue_empty`.) The direction is
-    mean-zero, float64, and each component is clipped to [-clip, clip].
+    the cells the samples did not reach; see :func:`rescue_empty`.) With ``groups`` (N,) the
+    projection is done on each group within a component too: the groups' total masses are
+    then left to the coarse step (:func:`strong_groups`). The direction is mean-zero,
+    float64, and each component is clipped to [-clip, clip].
     """
     n = grad.shape[0]
     diag_l = lap.diag()
     lam0 = float(diag_l[diag_l > 0].mean()) if bool((diag_l > 0).any()) else 1.0
     comp = _components(lap)
+    if groups is not None:   # one label per (component, group) pair
+        comp = torch.unique(comp * (int(groups.max()) + 1) + groups, return_inverse=True)[1]
     gsum = torch.zeros(n, dtype=torch.float64, device=grad.device).index_add_(0, comp, grad)
     wsum = torch.zeros(n, dtype=torch.float64, device=grad.device).index_add_(0, comp, weights)
     rhs = -(grad - weights * (gsum / wsum.clamp_min(1e-300))[comp])
@@ -206,6 +211,38 @@ def _components(lap: Laplacian) -> torch.Tensor:
     g = scipy.sparse.coo_matrix((np.ones(a.shape[0]), (a, b)), shape=(lap.n, lap.n))
     _, labels = scipy.sparse.csgraph.connected_components(g, directed=False)
     return torch.from_numpy(labels.astype(np.int64)).to(lap.w.device)
+
+
+def strong_groups(lap: Laplacian, theta: float) -> tuple[torch.Tensor, int]:
+    """Cells grouped by strong facets: the connected components of the dual graph's strong edges.
+
+    An edge (i, j) is *strong* unless its weight is below θ times the largest weight of both
+    its cells, :math:`L_{ij} < \theta \min(\max_k L_{ik}, \max_k L_{jk})` (the strength of
+    connection of algebraic multigrid [2]_). Tightly clustered targets have facets within a
+    cluster whose Hessian weights are ~ 1/|y_i − y_j| times larger than those between
+    clusters, so the strong components are the clusters, and the slow error mode — mass
+    between clusters — is their total mass. Every cell with an edge has a strong edge (its
+    largest), so only cells without any edge are alone. Returns labels (N,) int64 and the
+    number of groups of two cells or more (the rest are single cells).
+
+    .. [2] J. W. Ruge, K. Stüben, "Algebraic multigrid", in Multigrid Methods, SIAM (1987).
+    """
+    rowmax = torch.zeros(lap.n, dtype=torch.float64, device=lap.w.device)
+    rowmax.scatter_reduce_(0, lap.a, lap.w, "amax").scatter_reduce_(0, lap.b, lap.w, "amax")
+    strong = lap.w >= theta * torch.minimum(rowmax[lap.a], rowmax[lap.b])
+    labels = _components(Laplacian(lap.a[strong], lap.b[strong], lap.w[strong], lap.n))
+    sizes = torch.bincount(labels)
+    return labels, int((sizes >= 2).sum())
+
+
+def group_laplacian(lap: Laplacian, groups: torch.Tensor, n_groups: int) -> Laplacian:
+    """The Laplacian of group totals, PᵀLP for the group indicator P: edges summed between groups."""
+    a, b = groups[lap.a], groups[lap.b]
+    cross = a != b
+    lo, hi = torch.minimum(a[cross], b[cross]), torch.maximum(a[cross], b[cross])
+    uniq, inv = torch.unique(lo * n_groups + hi, return_inverse=True)
+    w = torch.zeros(uniq.shape[0], dtype=torch.float64, device=lap.w.device).index_add_(0, inv, lap.w[cross])
+    return Laplacian(uniq // n_groups, uniq % n_groups, w, n_groups)
 
 
 def line_search(vals: torch.Tensor, idx: torch.Tensor, direction: torch.Tensor, weights: torch.Tensor,

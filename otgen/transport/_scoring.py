@@ -21,6 +21,8 @@ kernel falls back to it.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from otgen.transport._fused import TOPK_MAX, FusedUnavailable, fused_score, library, pack_targets, pad_heights
@@ -261,6 +263,36 @@ class Scorer:
         (the values up to rounding)."""
         margin = self.margin(X, torch.maximum(h.abs(), h_old.abs()))
         return candidate_best(self.best, X, h, cand_vals, cand_idx, h_old, margin)
+
+    def group_topk(self, X: torch.Tensor, h: torch.Tensor, group: torch.Tensor, n_groups: int, k: int):
+        """The k best groups of targets for every row of X (M, d), each by its best cell.
+
+        ``group`` (N,) int64 in [0, n_groups) labels each target; a group's score at x is
+        max over i in the group of <x, y_i> + h_i. Returns values (M, k') in descending order
+        and the best cell of each of these groups (M, k'), k' = min(k, n_groups); ties go to
+        the first cell. Costs one full score pass; memory holds one row block × n_groups.
+        """
+        k = min(k, n_groups)
+        vals, idx = [], []
+        cols_all = torch.arange(self.N, device=X.device)
+        for r in range(0, X.shape[0], self.block_rows):
+            Xb = X[r:r + self.block_rows]
+            shape = (Xb.shape[0], n_groups)
+            v = torch.full(shape, -math.inf, dtype=X.dtype, device=X.device)   # (b, K) best score per group
+            i = torch.full(shape, self.N, dtype=torch.int64, device=X.device)  # (b, K) its cell
+            for c0 in range(0, self.N, self.col_chunk):
+                c1 = min(self.N, c0 + self.col_chunk)
+                S = self._scores(Xb, h, c0, c1)                              # (b, c)
+                g = group[c0:c1].expand(S.shape[0], -1)                     # (b, c)
+                cv = torch.full_like(v, -math.inf).scatter_reduce_(1, g, S, "amax")
+                cols = torch.where(S == cv.gather(1, g), cols_all[c0:c1], self.N)
+                ci = torch.full_like(i, self.N).scatter_reduce_(1, g, cols, "amin")
+                better = cv > v
+                v, i = torch.where(better, cv, v), torch.where(better, ci, i)
+            v, order = v.topk(k, dim=1)
+            vals.append(v)
+            idx.append(i.gather(1, order))
+        return torch.cat(vals), torch.cat(idx)
 
     def topk(self, X: torch.Tensor, h: torch.Tensor, k: int):
         """Top-k (values, indices) for every row of X (M, d), processed in row blocks (or by the fused kernel)."""

@@ -32,7 +32,11 @@ mass; then every iteration, :meth:`SemiDiscreteOT.step`, does:
    corrects its own mass; near it the full Levenberg–Marquardt system is solved by
    conjugate gradients. A **line search** re-scores the same points' k best cells
    (common random numbers) to choose the step length, and dead cells are **revived** by
-   their own height increase. A cell is *dead* when it gets no point although it should
+   their own height increase. When the Hessian's facets fall into groups joined only by
+   facets hundreds of times weaker (tightly clustered targets), the step also shifts
+   each group's heights as a whole by a Newton step on the groups' total masses (the
+   slow mode no cell-level step moves; :meth:`SemiDiscreteOT._coarse_step`). A cell is
+   *dead* when it gets no point although it should
    get ν_i M ≥ 5 of them: a cell expected to get fewer is often empty at the solution too
    (weights spread over orders of magnitude), so only dead cells block the full step and
    count against a step length. On rejection, the step from the last
@@ -80,7 +84,8 @@ from otgen.transport._dist import Local, ShardedScorer, make_comm
 from otgen.transport._frame import (Frame, check_cast, close_pairs, fingerprint, group_labels, make_frame, merge,
                                     merge_threshold, split_group)
 from otgen.transport._multiscale import kmeans, refine_heights
-from otgen.transport._newton import check_step, dead_cells, estimate_laplacian, line_search, lm_step, rescue_empty
+from otgen.transport._newton import (Laplacian, check_step, dead_cells, estimate_laplacian, group_laplacian, line_search, lm_step,
+                                    rescue_empty, strong_groups)
 from otgen.transport._scoring import Scorer, candidate_best, score_margin
 from otgen.transport.power2d import cell_areas, solve_power2d
 from otgen.transport.sources import CallableSource, SourceSampler, as_source
@@ -108,6 +113,8 @@ _CHECK_POINTS_PER_TARGET = 8    # ... or 8 per target when more: enough that the
 _CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line search's (then rejection takes over)
 _STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
+_COARSE_THETA = 3e-3            # facets 300x weaker than both cells' strongest couple two groups weakly (clusters)
+_COARSE_BAND_PER_GROUP = 64.0   # points per group in the band of the coarse Hessian's finite difference
 _NEWTON_BELOW = 0.1             # TV below which (and with few empty cells) the full Newton step is used
 _NEWTON_EMPTY_SHARE = 0.0       # share of cells that may be empty for the full step (0: none; empty cells are
                                 # singleton components of the sampled graph, moved by the revival alone)
@@ -174,8 +181,9 @@ class SolverState:
     rescue: torch.Tensor | None = None        # (Na,) height increases reviving empty cells
     alpha: float = 1.0                        # step length along direction
     rejects: int = 0                          # rejected steps since the last accepted one
+    coarse_groups: int = 0                    # strong groups the last step shifted as wholes (0: no coarse step)
     recent_tv: list = field(default_factory=list)   # accepted TV errors at the current n_samples (stall rule)
-    last: dict | None = None                  # the last evaluation: tv, noise, n_samples, accepted, n_empty, step
+    last: dict | None = None                  # the last evaluation (one history_ entry without iter, time)
     history: list = field(default_factory=list)     # one dict per iteration (kept by fit)
     elapsed: float = 0.0                      # seconds spent, warm start included
 
@@ -397,8 +405,9 @@ class SemiDiscreteOT(BaseEstimator):
     converged_ : bool
     history_ : list of dicts, one per iteration: ``iter``, ``tv`` (estimated error),
         ``noise`` (its noise), ``n_samples``, ``accepted``, ``n_empty`` (cells no point
-        reached), ``step`` (step length), ``time`` (seconds since ``fit`` was called,
-        the warm start included)
+        reached), ``step`` (step length), ``coarse_groups`` (the strong groups of cells that
+        step also shifts as wholes, 0 for none: clustered targets), ``time`` (seconds since
+        ``fit`` was called, the warm start included)
     result_ : :class:`SemiDiscreteResult`
     source_ : :class:`~otgen.transport.sources.Source`
         The measure ``source`` names (aliases resolved; a callable wrapped in a
@@ -668,7 +677,10 @@ class SemiDiscreteOT(BaseEstimator):
         # cells that should hold points and hold none (not every empty cell: see dead_cells)
         empty = torch.nonzero(dead_cells(ev.masses, nua, state.n_samples)).squeeze(1)
         full = tv <= _NEWTON_BELOW and empty.numel() <= _NEWTON_EMPTY_SHARE * nua.shape[0]
-        direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full)
+        groups, n_groups = strong_groups(lap, _COARSE_THETA)
+        coarse = self._coarse_step(problem, ev, state.heights, grad, groups) if n_groups >= 2 else None
+        direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full,
+                            groups=None if coarse is None else groups)
         alphas = _ALPHAS if full else _DIAGONAL_ALPHAS
         alpha = line_search(ev.topk_vals, ev.topk_idx, direction, nua, alphas, comm=comm)
         # cells no point reached get their own full step (no Hessian row to scale)
@@ -676,10 +688,47 @@ class SemiDiscreteOT(BaseEstimator):
         if empty.numel():
             rescue[empty] = rescue_empty(ev.points, ev.topk_vals[:, 0], Yc, state.heights.to(Yc.dtype), empty, nua,
                                          comm=comm)
+        if coarse is not None:   # not line-searched with the direction: it has its own (exact) search
+            rescue = rescue + coarse
         if _CHECK_HALVINGS > 0:
             alpha = self._checked_alpha(problem, ev, state.heights, direction, rescue, alpha, alphas[-1])
         return replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=direction,
-                       rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv])
+                       rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv],
+                       coarse_groups=n_groups if coarse is not None else 0)
+
+    def _coarse_step(self, problem: _Problem, ev: _Evaluation, h, grad, groups) -> torch.Tensor:
+        """A Newton step on the total masses of the strong groups (:func:`strong_groups`): (Na,) float64.
+
+        The slow mode of clustered targets is mass between clusters: the Hessian's weights
+        between them are small, so a diagonal or CG step on the cells barely moves it. Here
+        every group's heights shift together by s_g, the solution of the groups' own Newton
+        system. Its Hessian PᵀLP is estimated like the cells' (:func:`estimate_laplacian`),
+        from each point's best cell in its own group and in the runner-up group (exact
+        group scores over all targets, :meth:`Scorer.group_best`), so the long facets between
+        clusters are sampled where the cells' top-2 pairs miss them; its length is searched
+        exactly on the same points' group scores.
+        """
+        Yc, nua, comm = problem.targets, problem.weights, problem.comm
+        n_groups = int(groups.max()) + 1
+        scorer = problem.scorer if isinstance(problem.scorer, Scorer) else Scorer(Yc, self.max_memory)
+        # (m, k) the k best groups of each line-search point, by score, and their best cells
+        gvals, gcells = scorer.group_topk(ev.points, h.to(self._dtype), groups, n_groups, _TOPK)
+        pos = ev.pos[:gvals.shape[0]] if comm.world > 1 else None   # the line-search points lead the Hessian's
+        fine, _ = estimate_laplacian(gcells[:, :2], gvals[:, 0] - gvals[:, 1], Yc, comm=comm, pos=pos,
+                                     band_fraction=0.5, band_per_cell=_COARSE_BAND_PER_GROUP * n_groups / Yc.shape[0])
+        lap = group_laplacian(fine, groups, n_groups)
+        W = torch.zeros(n_groups, dtype=torch.float64, device=grad.device).index_add_(0, groups, nua)
+        err = torch.zeros_like(W).index_add_(0, groups, grad)
+        # a cell without facets (dead, or unsampled) stays where it is: the revival of empty cells moves it
+        alone = torch.bincount(groups, minlength=n_groups) < 2                     # (K,)
+        keep = ~(alone[lap.a] | alone[lap.b])
+        lap = Laplacian(lap.a[keep], lap.b[keep], lap.w[keep], n_groups)
+        err[alone] = 0.0
+        step = lm_step(lap, err, W, _LM_TAU, max_cg=max(200, 2 * n_groups))[groups]   # (Na,)
+        # a shift of whole groups leaves each group's best cell unchanged: the search over the
+        # points' best groups is exact unless a group from outside their k best overtakes them
+        alpha = line_search(gvals, gcells, step, nua, _ALPHAS + (0.0,), comm=comm)
+        return alpha * step
 
     def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha,
                        min_alpha: float) -> float:
@@ -734,14 +783,14 @@ class SemiDiscreteOT(BaseEstimator):
         if accepted and self._certified(tv, ev.noise):   # the answer: no step to prepare (fit stops here)
             zero = torch.zeros_like(state.heights)
             state = replace(state, accepted_heights=state.heights, tv=tv, noise=ev.noise, direction=zero,
-                            rescue=zero, alpha=0.0, rejects=0, recent_tv=state.recent_tv + [tv])
+                            rescue=zero, alpha=0.0, rejects=0, recent_tv=state.recent_tv + [tv], coarse_groups=0)
         elif accepted:   # 3. Newton direction + line search + revival of empty cells
             state = self._newton_update(state, problem, ev, grad, tv)
         else:          # the predicted decrease did not happen: shorter step from the last accepted point
             state = replace(state, alpha=state.alpha * _REJECT_SHRINK, rescue=state.rescue * _RESCUE_SHRINK,
                             rejects=state.rejects + 1)
         last = dict(tv=tv, noise=ev.noise, n_samples=state.n_samples, accepted=accepted,
-                    n_empty=int((ev.masses == 0).sum()), step=state.alpha)
+                    n_empty=int((ev.masses == 0).sum()), step=state.alpha, coarse_groups=state.coarse_groups)
         # 4. the sample-growth rule
         if self._more_points(state):
             state = replace(state, n_samples=min(state.n_samples * _SAMPLE_GROWTH, _next_pow2(self.max_samples)),
@@ -930,7 +979,7 @@ class SemiDiscreteOT(BaseEstimator):
             res = solve_power2d(Z, setup.weights.cpu().numpy(), D, tol=self.tol, max_iter=self.max_iter,
                                 init_heights=h0, verbose=self.verbose)
         history = [dict(iter=k, tv=e["error"], noise=0.0, n_samples=0, accepted=True, n_empty=0, step=e["step"],
-                        time=e["seconds"]) for k, e in enumerate(res.history[1:], start=1)]
+                        coarse_groups=0, time=e["seconds"]) for k, e in enumerate(res.history[1:], start=1)]
         self.converged_ = res.converged
         g = torch.from_numpy(res.heights).to(Za.device)
         self._set_fitted(Yd, nu, setup, g, res.error, 0.0, res.n_iter, history)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from otgen.transport import power2d, semidiscrete
-from otgen.transport._newton import check_step, dead_cells, estimate_laplacian, line_search
+from otgen.transport._newton import (Laplacian, check_step, dead_cells, estimate_laplacian, group_laplacian,
+                                    line_search, lm_step, strong_groups)
 from otgen.transport._scoring import Scorer, candidate_best, score_margin
 from otgen.transport.sources import SourceSampler
 
@@ -144,3 +145,56 @@ def test_killing_a_visible_cell_ranks_behind():
     counts = torch.tensor([0.0, 0.0, 3.0, 0.0], dtype=torch.float64)
     assert dead_cells(counts, torch.tensor([0.5, 0.004, 0.4, 0.096], dtype=torch.float64), 1000).tolist() == \
         [True, False, False, True]               # expected 500, 4 (< 5: not dead), -, 96 points
+
+
+def _two_cliques(bridge):
+    """Cells 0-4 and 5-9, every pair within a clique joined with weight 1, cells 4 and 5 by ``bridge``;
+    cell 10 has no facet."""
+    edges = [(i, j, 1.0) for c in (0, 5) for i in range(c, c + 5) for j in range(i + 1, c + 5)] + [(4, 5, bridge)]
+    a, b, w = (torch.tensor(x) for x in zip(*edges))
+    return Laplacian(a, b, w.double(), 11)
+
+
+def test_strong_groups_split_weakly_joined_clusters_only():
+    labels, n = strong_groups(_two_cliques(1e-4), 3e-3)
+    assert n == 2 and len(set(labels[:5].tolist())) == 1 and len(set(labels[5:10].tolist())) == 1
+    assert labels[0] != labels[5] and labels[10] not in labels[:10]          # the lone cell is its own label
+    labels, n = strong_groups(_two_cliques(0.1), 3e-3)
+    assert n == 1 and len(set(labels[:10].tolist())) == 1
+
+
+def test_group_laplacian_is_pt_l_p():
+    """PᵀLP with P the (N, K) group indicator, as dense matrices."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(20, (60,), generator=g), torch.randint(20, (60,), generator=g)
+    keep = a != b
+    lap = Laplacian(a[keep], b[keep], torch.rand(int(keep.sum()), generator=g).double(), 20)
+    groups = torch.randint(4, (20,), generator=g)
+
+    def dense(L):
+        M = torch.zeros(L.n, L.n, dtype=torch.float64)
+        for i, j, w in zip(L.a.tolist(), L.b.tolist(), L.w.tolist()):
+            M[i, j] -= w
+            M[j, i] -= w
+            M[i, i] += w
+            M[j, j] += w
+        return M
+
+    P = torch.nn.functional.one_hot(groups, 4).double()
+    assert torch.allclose(dense(group_laplacian(lap, groups, 4)), P.T @ dense(lap) @ P)
+
+
+def test_a_grouped_step_leaves_each_groups_total_to_the_coarse_step():
+    """With groups the step solves L Δ = -(g - ν Σ_G g / Σ_G ν): only the error within each group.
+    Exactly solved (no regularisation to speak of), LΔ then sums to zero over every group."""
+    lap = _two_cliques(1e-4)
+    w = torch.full((11,), 1 / 11, dtype=torch.float64)
+    grad = torch.linspace(-1, 1, 11, dtype=torch.float64) * 1e-2
+    grad -= grad.mean()
+    groups, _ = strong_groups(lap, 3e-3)
+    d = lm_step(lap, grad, w, 1e-12, groups=groups, rtol=1e-12, max_cg=1000)
+    moved = lap.matvec(d)
+    for k in range(int(groups.max()) + 1):
+        assert abs(float(moved[groups == k].sum())) < 1e-10
+    plain = lm_step(lap, grad, w, 1e-12, rtol=1e-12, max_cg=1000)     # without groups the bridge carries mass
+    assert abs(float(lap.matvec(plain)[:5].sum())) > 1e-3

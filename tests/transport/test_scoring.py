@@ -1,6 +1,8 @@
 """Candidate reuse with an exactness certificate: the best cell at new heights from each point's k best
 cells at old heights, checked against a full rescore of every point."""
 
+import math
+
 import pytest
 import torch
 
@@ -72,3 +74,17 @@ def test_candidate_best_with_a_column_chunked_rescore_gives_the_full_rescores_ce
     _, best, n_redo = candidate_best(chunked.best, X, h_new, vals, idx, h, margin)
     full, clear = _full(scorer, X, h_new)
     assert 0 < n_redo < len(X) and torch.equal(best[clear], full[clear])
+
+
+@pytest.mark.parametrize("max_memory", [1 << 24, 1 << 12])     # one block; column chunks
+def test_group_topk_is_the_brute_force_group_ranking(max_memory):
+    """The k best groups' scores and best cells against the full score matrix."""
+    g = torch.Generator().manual_seed(3)
+    N, K, k = 300, 7, 4
+    Y, X, h = torch.randn(N, 5, generator=g), torch.randn(500, 5, generator=g), torch.randn(N, generator=g)
+    group = torch.randint(K, (N,), generator=g)
+    vals, cells = Scorer(Y, max_memory).group_topk(X, h, group, K, k)          # (500, k) each
+    S = X @ Y.T + h
+    best = torch.stack([S.masked_fill(group != c, -math.inf).max(1).values for c in range(K)], 1)   # (500, K)
+    assert torch.allclose(vals, best.topk(k, dim=1).values)
+    assert torch.allclose(S.gather(1, cells), vals) and bool((group[cells] == best.topk(k, dim=1).indices).all())
