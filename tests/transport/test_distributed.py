@@ -75,6 +75,29 @@ def test_two_ranks_equal_the_single_process_fit(tmp_path, single):
     np.testing.assert_allclose(h0, single.heights_.numpy(), rtol=0, atol=1e-12)
 
 
+def test_two_ranks_take_the_single_process_coarse_steps(tmp_path):
+    """Tight clusters: the coarse step (group scores, its Hessian, its line search) reduced over the ranks
+    gives the one-process answer."""
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        from dist_worker import clusters
+    finally:
+        sys.path.pop(0)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = SemiDiscreteOT(tol=0.03, verbose=False).fit(clusters())
+    finally:
+        torch.set_num_threads(n)
+    codes, outs = _wait(_spawn("clusters", tmp_path))
+    assert codes == [0, 0], outs
+    h0, h1 = (np.load(tmp_path / f"heights{r}.npy") for r in range(2))
+    np.testing.assert_array_equal(h0, h1)
+    coarse = sum(bool(e["coarse_groups"]) for e in one.history_)
+    assert one.converged_ and coarse > 0 and int((tmp_path / "coarse0.txt").read_text()) == coarse
+    np.testing.assert_allclose(h0, one.heights_.numpy(), rtol=0, atol=1e-12)
+
+
 def test_target_sharded_fit_equals_the_single_process_fit(tmp_path, single):
     """Same answer up to ties: scores equal in float32 (about one point in 2^15 here) are ordered by
     ``torch.topk`` within a shard and by the merge across shards, so one point's cell can differ
