@@ -84,8 +84,8 @@ from otgen.transport._dist import Local, ShardedScorer, make_comm
 from otgen.transport._frame import (Frame, check_cast, close_pairs, fingerprint, group_labels, make_frame, merge,
                                     merge_threshold, split_group)
 from otgen.transport._multiscale import kmeans, refine_heights
-from otgen.transport._newton import (Laplacian, check_step, dead_cells, estimate_laplacian, group_laplacian, line_search, lm_step,
-                                    rescue_empty, strong_groups)
+from otgen.transport._newton import (Laplacian, check_step, dead_cells, estimate_laplacian, group_laplacian,
+                                    line_search, lm_step, rescue_empty, strong_groups)
 from otgen.transport._scoring import Scorer, candidate_best, score_margin
 from otgen.transport.power2d import cell_areas, solve_power2d
 from otgen.transport.sources import CallableSource, SourceSampler, as_source
@@ -707,10 +707,11 @@ class SemiDiscreteOT(BaseEstimator):
         between them are small, so a diagonal or CG step on the cells barely moves it. Here
         every group's heights shift together by s_g, the solution of the groups' own Newton
         system. Its Hessian PᵀLP is estimated like the cells' (:func:`estimate_laplacian`),
-        from each point's best cell in its own group and in the runner-up group (exact
-        group scores over all targets, :meth:`Scorer.group_best`), so the long facets between
-        clusters are sampled where the cells' top-2 pairs miss them; its length is searched
-        exactly on the same points' group scores.
+        from each line-search point's best cell in its own group and in the runner-up group
+        (group scores over all targets, :meth:`Scorer.group_topk`), so the long facets between
+        clusters are sampled where the cells' top-2 pairs miss them. Its length (0 allowed)
+        minimises the same points' TV error: a whole-group shift keeps each group's best cell,
+        so the points' cells after it follow exactly from their k best groups.
         """
         Yc, nua, comm = problem.targets, problem.weights, problem.comm
         n_groups = int(groups.max()) + 1
