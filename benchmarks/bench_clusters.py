@@ -4,7 +4,7 @@ The coarse step on strong groups (``SemiDiscreteOT._coarse_step``) was built on 
 clusters of ``bench_hard_cases.py``. This benchmark checks it on other clustered problems: more
 and fewer clusters, tighter ones, other dimensions, clusters of clusters. Each problem is fitted
 twice in one process by a default ``SemiDiscreteOT(tol=0.02, seed=0)`` under ``--max-seconds``:
-``default`` and ``no-coarse`` (``_COARSE_THETA`` = 0: every facet strong, one group — the solver
+``default`` and ``no-coarse`` (``_COARSE_MIN_GROUPS`` = inf — the solver
 without the step). The final heights' TV is measured with independent float64-scored points
 (``bench_hard_cases.measured_tv``), with its floor 0.4·sqrt(N / M_eval).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from bench_hard_cases import measured_tv  # noqa: E402
 
 TOL = 0.02
 EVAL_POINTS = 1 << 21
-VARIANTS = {"default": {}, "no-coarse": {"_COARSE_THETA": 0.0}}
+VARIANTS = {"default": {}, "no-coarse": {"_COARSE_MIN_GROUPS": math.inf}}
 
 
 def clusters(N, d, k, std, rng):

@@ -6,8 +6,8 @@ The case: 10 Gaussian clusters of std 0.01 in 8-D, 1000 targets, tol 0.02. From 
 warm start (a 1-iteration fit without the coarse step: the multiscale start plus one step), each variant runs 20
 iterations of a default ``SemiDiscreteOT`` with one module constant changed:
 
-* ``default``;  ``no-coarse``: without the coarse step on strong groups (``_COARSE_THETA`` = 0:
-  every facet strong, one group), the solver before it; and, without it, the settings tried
+* ``default``;  ``no-coarse``: without the coarse step on strong groups (``_COARSE_MIN_GROUPS`` = inf),
+  the solver before it; and, without it, the settings tried
   first:  ``clip``: no trust region (``_STEP_CLIP`` = 1e9);  ``tau``: LM regularisation
   1e-7 instead of 1e-3;  ``cg``: CG up to 20,000 iterations at rtol 1e-10;  ``newton-0.3``: the
   full Newton step from TV 0.3 instead of 0.1.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import sys
 import time
 import warnings
@@ -48,7 +49,7 @@ from otgen.transport._scoring import Scorer  # noqa: E402
 CASE = "tight-clusters-8d"
 ITERATIONS = 20
 PROBE_POINTS = 1 << 20
-_OFF = {"_COARSE_THETA": 0.0}     # every facet strong: one group, no coarse step (the solver before it)
+_OFF = {"_COARSE_MIN_GROUPS": math.inf}    # no coarse step: the solver before it
 VARIANTS = {"default": {}, "no-coarse": _OFF, "no-coarse+clip": {**_OFF, "_STEP_CLIP": 1e9},
             "no-coarse+tau": {**_OFF, "_LM_TAU": 1e-7},
             "no-coarse+cg": {**_OFF, "lm_step": functools.partial(lm_step, max_cg=20000, rtol=1e-10)},

@@ -114,6 +114,7 @@ _CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line s
 _STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
 _COARSE_THETA = 3e-3            # facets 300x weaker than both cells' strongest couple two groups weakly (clusters)
+_COARSE_MIN_GROUPS = 2          # coarse step when the graph falls into this many groups of 2+ cells (inf: never)
 _COARSE_BAND_PER_GROUP = 64.0   # points per group in the band of the coarse Hessian's finite difference
 _NEWTON_BELOW = 0.1             # TV below which (and with few empty cells) the full Newton step is used
 _NEWTON_EMPTY_SHARE = 0.0       # share of cells that may be empty for the full step (0: none; empty cells are
@@ -682,7 +683,7 @@ class SemiDiscreteOT(BaseEstimator):
         # (measured: a 2-D ring's first graph fell in two halves of 530 and 321 cells across 149 dead ones)
         groups, n_groups = strong_groups(lap, _COARSE_THETA)
         coarse = self._coarse_step(problem, ev, state.heights, grad, groups) \
-            if n_groups >= 2 and empty.numel() == 0 else None
+            if n_groups >= _COARSE_MIN_GROUPS and empty.numel() == 0 else None
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full,
                             groups=None if coarse is None else groups)
         alphas = _ALPHAS if full else _DIAGONAL_ALPHAS

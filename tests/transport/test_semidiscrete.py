@@ -181,7 +181,7 @@ def test_weights_spread_over_many_orders_converge():
 
 def test_tight_clusters_converge_by_the_coarse_step():
     """Five clusters of std 0.003 (facets within a cluster ~1000x stronger than between): the mass between
-    clusters is the slow mode. Without the coarse step on the strong groups (``_COARSE_THETA = 0``) this fit
+    clusters is the slow mode. Without the coarse step on the strong groups (``_COARSE_MIN_GROUPS = inf``) this fit
     stalled at TV 0.21 for 25 iterations; with it, it converges in 6. An independent estimate confirms it."""
     rng = np.random.default_rng(0)
     Y = rng.normal(size=(5, 4))[np.arange(300) % 5] * 2 + 0.003 * rng.normal(size=(300, 4))
