@@ -214,7 +214,7 @@ def _components(lap: Laplacian) -> torch.Tensor:
 
 
 def strong_groups(lap: Laplacian, theta: float) -> tuple[torch.Tensor, int]:
-    """Cells grouped by strong facets: the connected components of the dual graph's strong edges.
+    r"""Cells grouped by strong facets: the connected components of the dual graph's strong edges.
 
     An edge (i, j) is *strong* unless its weight is below θ times the largest weight of both
     its cells, :math:`L_{ij} < \theta \min(\max_k L_{ik}, \max_k L_{jk})` (the strength of
@@ -293,7 +293,8 @@ def check_step(cells, first: torch.Tensor, direction: torch.Tensor, rescue: torc
     ----------
     cells : callable, ``cells(step) -> (m,)`` the exact cell of each point after heights += step
     first : (m,) each point's cell before the step
-    direction, rescue : (N,) the Newton direction and the revival of empty cells (not scaled by α)
+    direction, rescue : (N,) the Newton direction, and the revival of empty cells plus the coarse step
+        (not scaled by α)
     weights : (N,) target masses.  alpha : the line search's step length.
     min_alpha : the shortest step length.  halvings : the most halvings tried.
     comm : the communicator of a distributed solve (the counts are summed over ranks)

@@ -270,7 +270,9 @@ class Scorer:
         ``group`` (N,) int64 in [0, n_groups) labels each target; a group's score at x is
         max over i in the group of <x, y_i> + h_i. Returns values (M, k') in descending order
         and the best cell of each of these groups (M, k'), k' = min(k, n_groups); ties go to
-        the first cell. Costs one full score pass; memory holds one row block × n_groups.
+        the first cell. Costs one full score pass. ``group`` must use every label (no empty
+        group: its -inf score and cell N could be ranked). Memory: per row block, the score block
+        with an int64 copy and a few (rows, n_groups) tensors.
         """
         k = min(k, n_groups)
         vals, idx = [], []

@@ -115,14 +115,17 @@ _STEP_CLIP = 10.0               # trust region of one Newton direction, in media
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
 _COARSE_THETA = 3e-3            # facets 300x weaker than both cells' strongest couple two groups weakly (clusters)
 _COARSE_MIN_GROUPS = 2          # coarse step when the graph falls into this many groups of 2+ cells (inf: never)
-_COARSE_BAND_PER_GROUP = 64.0   # points per group in the band of the coarse Hessian's finite difference
+_COARSE_MIN_CG = 200            # least CG iterations of the groups' system (lm_step's default)
+_COARSE_BAND_PER_GROUP = 64.0   # points per group in the band of the coarse Hessian (as _HESSIAN_BAND_PER_CELL)
+_COARSE_BAND_FRACTION = 0.5     # ... but at most half the points: the group scores are exact, a wide band is unbiased
+                                # enough for a step whose length is searched exactly anyway
 _NEWTON_BELOW = 0.1             # TV below which (and with few empty cells) the full Newton step is used
 _NEWTON_EMPTY_SHARE = 0.0       # share of cells that may be empty for the full step (0: none; empty cells are
                                 # singleton components of the sampled graph, moved by the revival alone)
 # Accepting a step
 _ACCEPT_NOISE = 0.5             # a step is kept unless TV grew by more than the mean noise of the two estimates
 _REJECT_SHRINK = 0.25           # a rejected step is retried from the last accepted heights 4x shorter
-_RESCUE_SHRINK = 0.5            # ... and the revival of empty cells 2x smaller (it is not line-searched)
+_RESCUE_SHRINK = 0.5            # ... and the revival of empty cells + coarse step 2x smaller (searched apart)
 # Growing the sample
 _SAMPLE_GROWTH = 4              # M grows x4: halves the noise of the TV estimate (noise ~ 1/sqrt(M))
 _NOISE_RATIO = 2.0              # grow when the TV estimate is within 2x its own noise (mostly noise)
@@ -179,7 +182,7 @@ class SolverState:
     tv: float = math.inf                      # estimated TV error at accepted_heights
     noise: float = math.inf                   # that estimate's noise
     direction: torch.Tensor | None = None     # (Na,) Newton direction from accepted_heights
-    rescue: torch.Tensor | None = None        # (Na,) height increases reviving empty cells
+    rescue: torch.Tensor | None = None        # (Na,) the revival of empty cells + the coarse step (not line-searched)
     alpha: float = 1.0                        # step length along direction
     rejects: int = 0                          # rejected steps since the last accepted one
     coarse_groups: int = 0                    # strong groups the last step shifted as wholes (0: no coarse step)
@@ -682,8 +685,9 @@ class SemiDiscreteOT(BaseEstimator):
         # its facets are missing from the sampled graph, which then splits where the diagram does not
         # (measured: a 2-D ring's first graph fell in two halves of 530 and 321 cells across 149 dead ones)
         groups, n_groups = strong_groups(lap, _COARSE_THETA)
-        coarse = self._coarse_step(problem, ev, state.heights, grad, groups) \
-            if n_groups >= _COARSE_MIN_GROUPS and empty.numel() == 0 else None
+        coarse = None
+        if n_groups >= _COARSE_MIN_GROUPS and empty.numel() == 0:
+            coarse = self._coarse_step(problem, ev, state.heights, grad, groups, n_groups)
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full,
                             groups=None if coarse is None else groups)
         alphas = _ALPHAS if full else _DIAGONAL_ALPHAS
@@ -701,8 +705,9 @@ class SemiDiscreteOT(BaseEstimator):
                        rescue=rescue, alpha=alpha, rejects=0, recent_tv=state.recent_tv + [tv],
                        coarse_groups=n_groups if coarse is not None else 0)
 
-    def _coarse_step(self, problem: _Problem, ev: _Evaluation, h, grad, groups) -> torch.Tensor:
-        """A Newton step on the total masses of the strong groups (:func:`strong_groups`): (Na,) float64.
+    def _coarse_step(self, problem: _Problem, ev: _Evaluation, h, grad, groups, n_multi: int) -> torch.Tensor | None:
+        """A Newton step on the total masses of the strong groups (:func:`strong_groups`): (Na,) float64,
+        or None where the best length is 0 (the cell step then corrects the groups' totals as before).
 
         The slow mode of clustered targets is mass between clusters: the Hessian's weights
         between them are small, so a diagonal or CG step on the cells barely moves it. Here
@@ -711,17 +716,21 @@ class SemiDiscreteOT(BaseEstimator):
         from each line-search point's best cell in its own group and in the runner-up group
         (group scores over all targets, :meth:`Scorer.group_topk`), so the long facets between
         clusters are sampled where the cells' top-2 pairs miss them. Its length (0 allowed)
-        minimises the same points' TV error: a whole-group shift keeps each group's best cell,
-        so the points' cells after it follow exactly from their k best groups.
+        minimises the groups' TV error on the same points, which follows exactly from each
+        point's k best groups (a whole-group shift keeps each group's best cell). No trust region:
+        the exact search (which may answer 0) is what bounds it, and a cluster may need to move
+        by many of its own cells' widths. ``n_multi`` is the number of groups of two cells or more.
         """
         Yc, nua, comm = problem.targets, problem.weights, problem.comm
         n_groups = int(groups.max()) + 1
-        scorer = problem.scorer if isinstance(problem.scorer, Scorer) else Scorer(Yc, self.max_memory)
+        # a target-sharded solve scores the groups on every rank with all targets (N x m_search, once per step)
+        scorer = problem.scorer if isinstance(problem.scorer, Scorer) else Scorer(Yc, int(self.max_memory))
         # (m, k) the k best groups of each line-search point, by score, and their best cells
         gvals, gcells = scorer.group_topk(ev.points, h.to(self._dtype), groups, n_groups, _TOPK)
         pos = ev.pos[:gvals.shape[0]] if comm.world > 1 else None   # the line-search points lead the Hessian's
         fine, _ = estimate_laplacian(gcells[:, :2], gvals[:, 0] - gvals[:, 1], Yc, comm=comm, pos=pos,
-                                     band_fraction=0.5, band_per_cell=_COARSE_BAND_PER_GROUP * n_groups / Yc.shape[0])
+                                     band_fraction=_COARSE_BAND_FRACTION,
+                                     band_per_cell=_COARSE_BAND_PER_GROUP * n_multi / Yc.shape[0])
         lap = group_laplacian(fine, groups, n_groups)
         W = torch.zeros(n_groups, dtype=torch.float64, device=grad.device).index_add_(0, groups, nua)
         err = torch.zeros_like(W).index_add_(0, groups, grad)
@@ -730,11 +739,12 @@ class SemiDiscreteOT(BaseEstimator):
         keep = ~(alone[lap.a] | alone[lap.b])
         lap = Laplacian(lap.a[keep], lap.b[keep], lap.w[keep], n_groups)
         err[alone] = 0.0
-        step = lm_step(lap, err, W, _LM_TAU, max_cg=max(200, 2 * n_groups))[groups]   # (Na,)
-        # a shift of whole groups leaves each group's best cell unchanged: the search over the
-        # points' best groups is exact unless a group from outside their k best overtakes them
-        alpha = line_search(gvals, gcells, step, nua, _ALPHAS + (0.0,), comm=comm)
-        return alpha * step
+        # CG on K unknowns is exact after K steps (in exact arithmetic): let it run that long
+        shift = lm_step(lap, err, W, _LM_TAU, max_cg=max(_COARSE_MIN_CG, 2 * n_groups))   # (K,)
+        # the groups' masses after a shift αs, predicted from the points' k best groups: exact unless a group
+        # from outside them overtakes (the step corrects the groups' totals; the cells' share is the cell step's)
+        alpha = line_search(gvals, groups[gcells], shift, W, _ALPHAS + (0.0,), comm=comm)
+        return alpha * shift[groups] if alpha > 0 else None
 
     def _checked_alpha(self, problem: _Problem, ev: _Evaluation, h, direction, rescue, alpha,
                        min_alpha: float) -> float:

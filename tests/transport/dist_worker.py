@@ -2,7 +2,8 @@
 
 python dist_worker.py TASK RANK WORLD INIT_FILE OUT_DIR
 
-TASK: ``fit`` (fit, write heights), ``clusters`` (the same on tight clusters: coarse steps), ``targets`` (the same, target-sharded), ``sleep`` (fit with a checkpoint every iteration and
+TASK: ``fit`` (fit, write heights), ``clusters`` (the same on tight clusters: coarse steps),
+``targets`` (the same, target-sharded), ``sleep`` (fit with a checkpoint every iteration and
 stall forever after iteration 3, to be killed), ``resume`` (resume that checkpoint),
 ``bad`` (rank 1 gets a NaN in its targets).
 """
@@ -67,7 +68,9 @@ def main():
             if it == 3:
                 (out / f"stalled{rank}").write_text("3")
                 time.sleep(600)
-    ot = SemiDiscreteOT(tol=0.03 if task == "clusters" else 0.01, verbose=False, parallel="targets" if task == "targets" else "samples",
+    ot = SemiDiscreteOT(tol=0.03 if task == "clusters" else 0.01, verbose=False,
+                        init="linear" if task == "clusters" else "multiscale",
+                        parallel="targets" if task == "targets" else "samples",
                         checkpoint=ck if task in ("sleep", "resume") else None, checkpoint_every=1)
     try:
         ot.fit(Y, resume=task == "resume", callback=callback)

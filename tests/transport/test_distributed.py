@@ -86,7 +86,7 @@ def test_two_ranks_take_the_single_process_coarse_steps(tmp_path):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = SemiDiscreteOT(tol=0.03, verbose=False).fit(clusters())
+        one = SemiDiscreteOT(tol=0.03, verbose=False, init="linear").fit(clusters())
     finally:
         torch.set_num_threads(n)
     codes, outs = _wait(_spawn("clusters", tmp_path))
