@@ -17,7 +17,7 @@ the TV, the part of it between clusters (½ Σ_c |Σ_{i∈c} (μ_i − ν_i)|), 
 points whose runner-up cell lies in another cluster, by score (the solver's Hessian pairs)
 and by source distance (score gap / |y_i − y_j|, among each point's 8 best cells).
 
-    python benchmarks/diagnose_tight_clusters.py              # ~6 min on one thread
+    python benchmarks/diagnose_tight_clusters.py              # ~3 min on one thread
 
 Writes ``tight_clusters.json`` and ``tight_clusters.md`` under ``--out`` (default ``benchmarks/results``).
 """
