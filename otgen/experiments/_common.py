@@ -103,6 +103,29 @@ def timed_sample(gen, n: int, seed: int):
     return codes, info, time.perf_counter() - t0
 
 
+SPEED_GEMM_SIZE = 512    # one 512³ float32 GEMM (0.27 GFLOP): long enough to time, short enough to repeat
+SPEED_REPEATS = 7        # the median of 7, so that one stall of a shared host does not move it
+
+
+def host_gflops() -> float:
+    """The host's float32 matrix-multiply rate now, in GFLOP/s (median of a few 512³ GEMMs, torch's threads).
+
+    A comparison's run time depends on the host's speed at the time: on the project's shared 2-core
+    machine the same default MNIST run took 903 s and 375 s hours apart. ``environment.gemm_gflops``
+    beside ``timings.total`` lets runs and time budgets be compared across hosts and hours.
+    """
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(SPEED_GEMM_SIZE, SPEED_GEMM_SIZE, generator=g)
+    b = torch.randn(SPEED_GEMM_SIZE, SPEED_GEMM_SIZE, generator=g)
+    torch.mm(a, b)                                    # warm-up
+    times = []
+    for _ in range(SPEED_REPEATS):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * SPEED_GEMM_SIZE ** 3 / max(float(np.median(times)), 1e-9) / 1e9
+
+
 def check_settings_fields(settings) -> None:
     """Type and range checks of a settings dataclass from each field's ``metadata["check"]``.
 

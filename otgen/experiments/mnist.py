@@ -50,7 +50,7 @@ from otgen.data.mnist import load_mnist
 from otgen.diffusion import LatentDiffusion
 from otgen.experiments._cache import Cache
 from otgen.experiments._common import (binomial_se, check_out_dir, check_settings_fields, difference_se, fmt,
-                                       latent_scores, timed_sample, write_json, write_text)
+                                       host_gflops, latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, GaussianCodeGenerator, OTGenerator
 from otgen.latent import LatentSpace
 from otgen.metrics import (MNISTClassifier, angle_separation, between_modes_rate, classifier_outputs, digit_metrics,
@@ -414,7 +414,8 @@ def _summary(settings, art, det, rows, geometry, found, seconds) -> dict:
                    angle_rule=s.detector_rule(), blend_rule=s.blend_rule),
         "diffusion": dict(fit_seconds=art.cache.seconds["diffusion"], loss=loss_plateau(art.diffusion.history_["loss"])),
         "timings": dict(fit_seconds=dict(art.cache.seconds), latent_stages=_stage_seconds(art.ae), total=seconds),
-        "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads()),
+        "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads(),
+                            gemm_gflops=host_gflops()),
         "cache_hits": dict(art.cache.hits),
         "all_cached": all(art.cache.hits.values()),
     }
@@ -439,7 +440,8 @@ def run(settings: MNISTSettings, out_dir, *, cache_dir=None, device=None, verbos
       ``precision``, ``recall``, ``flagged``);
     - ``classifier_test_accuracy``, ``ot`` (solve and detector), ``diffusion`` (loss plateau), ``timings``
       (``fit_seconds`` per model, ``latent_stages``: the latent model's own stages where it records them, ``total``),
-      ``environment``, ``cache_hits``, ``all_cached``.
+      ``environment`` (device, torch threads, ``gemm_gflops``: the host's float32 GEMM rate at the end of the
+      run, to compare run times across hosts and hours), ``cache_hits``, ``all_cached``.
     """
     t0 = time.perf_counter()
     out_dir = check_out_dir(out_dir)
@@ -541,7 +543,8 @@ def report(metrics: dict) -> str:
         f"- Classifier test accuracy {m['classifier_test_accuracy']:.4f}; latent reconstruction MSE "
         f"{m['latent']['reconstruction_mse']:.4f}; OT {o['n_iter']} iterations, converged {o['converged']}, TV "
         f"{fmt(o['tv_error'], 4)}; total {m['timings']['total']:.0f} s "
-        f"({'all models cached' if m['all_cached'] else 'models fitted'}).",
+        f"({'all models cached' if m['all_cached'] else 'models fitted'}) on a host doing "
+        f"{m['environment']['gemm_gflops']:.0f} GFLOP/s (float32 GEMM, {m['environment']['torch_threads']} threads).",
     ]
     return "\n".join(lines) + "\n"
 

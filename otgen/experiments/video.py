@@ -49,8 +49,8 @@ metrics.json
     ``sw_latent``, ``copy_rate``, ``samples_per_s``, ``between_modes``.
 ``settings``, ``data``, ``ae`` (``test_mse``, ``latent_shape``, ``fit_seconds``, ``old_test_mse``), ``ot``,
 ``detector``, ``diffusion.{DiT, MLP}`` (``n_steps``, ``fit_seconds``, ``loss`` plateau, ``loss_curve``),
-``timings``, ``environment``, ``cache_hits``, ``all_cached``; bistable adds ``detection``, ``localisation``,
-``critical``.
+``timings``, ``environment`` (with ``gemm_gflops``, the host's float32 GEMM rate), ``cache_hits``, ``all_cached``;
+bistable adds ``detection``, ``localisation``, ``critical``.
 
 References
 ----------
@@ -81,7 +81,7 @@ from otgen.data.video import bistable, bistable_long, moving_digits, permanence
 from otgen.diffusion import GridLatentDiffusion, LatentDiffusion
 from otgen.experiments._cache import Cache
 from otgen.experiments._common import (binomial_se, check_out_dir, check_settings_fields, difference_se, fmt,
-                                       latent_scores, timed_sample, write_json, write_text)
+                                       host_gflops, latent_scores, timed_sample, write_json, write_text)
 from otgen.generate import DiffusionGenerator, OTGenerator
 from otgen.latent import LatentSpace
 from otgen.metrics import (between_modes_rate, bistable_clip_classes, count_consistency, detection_scores,
@@ -563,7 +563,8 @@ def _summary(settings, art, det, rows, extras, seconds) -> dict:
                                    loss=loss_plateau(art.mlp.history_["loss"]),
                                    loss_curve=loss_curve(art.mlp.history_["loss"]))},
          "timings": dict(fit_seconds=dict(art.cache.seconds), total=seconds),
-         "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads()),
+         "environment": dict(device=str(ot.targets_.device), torch_threads=torch.get_num_threads(),
+                            gemm_gflops=host_gflops()),
          "cache_hits": dict(art.cache.hits), "all_cached": all(art.cache.hits.values())}
     if extras.get("detection") is not None:
         d, loc, c = extras["detection"], extras["localisation"], extras["critical"]
@@ -694,7 +695,8 @@ def _discussion(m) -> list:
                      f"({lat['n_modes']} modes of at least 1 % mass); between-modes rate " + ", ".join(
                          f"{k} {fmt(g['between_modes'])}" for k, g in m["generators"].items()) + ".")
     lines.append(f"- AE held-out MSE {m['ae']['test_mse']:.5f}; OT {m['ot']['n_iter']} iterations, converged "
-                 f"{m['ot']['converged']}, TV {fmt(m['ot']['tv_error'], 4)}; total {m['timings']['total']:.0f} s.")
+                 f"{m['ot']['converged']}, TV {fmt(m['ot']['tv_error'], 4)}; total {m['timings']['total']:.0f} s on "
+                 f"a host doing {m['environment']['gemm_gflops']:.0f} GFLOP/s (float32 GEMM).")
     return lines
 
 

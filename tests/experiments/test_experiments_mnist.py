@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import warnings
 
@@ -42,6 +43,7 @@ def test_writes_report_and_metrics(runs):
         assert key in m
     for key in ("knn_agreement", "angle_auc", "n_modes", "mode_ari", "mode_nmi"):
         assert key in m["latent"]
+    assert math.isfinite(m["environment"]["gemm_gflops"]) and m["environment"]["gemm_gflops"] > 0
     for r in list(m["generators"].values()) + list(m["floors"].values()):
         for key in ("mixed_rate", "mixed_rate_se", "excess_mixed_rate", "between_modes_rate", "off_support_rate",
                     "copies", "fid", "precision", "recall", "samples_per_s"):
