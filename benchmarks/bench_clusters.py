@@ -32,33 +32,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from _budget import fit_with_constants  # noqa: E402
-from bench_hard_cases import measured_tv  # noqa: E402
+from bench_hard_cases import _clusters, _nested_clusters, measured_tv  # noqa: E402
 
 TOL = 0.02
 EVAL_POINTS = 1 << 21
 VARIANTS = {"default": {}, "no-coarse": {"_COARSE_MIN_GROUPS": math.inf}}
 
 
-def clusters(N, d, k, std, rng):
-    """N targets around k centres ~ N(0, 4 I) in R^d, each with isotropic spread std."""
-    centres = rng.normal(size=(k, d)) * 2
-    return centres[rng.integers(k, size=N)] + std * rng.normal(size=(N, d))
-
-
-def nested(N, d, rng):
-    """4 clusters of 5 sub-clusters (std 0.05) of targets (std 0.002)."""
-    sub = (rng.normal(size=(4, 1, d)) * 2 + 0.05 * rng.normal(size=(4, 5, d))).reshape(20, d)
-    return sub[rng.integers(20, size=N)] + 0.002 * rng.normal(size=(N, d))
-
-
 def case_specs(seed=0):
-    """name -> (N, d) targets; one generator per case, spawned from ``seed``."""
+    """name -> (N, d) targets (the generators of ``bench_hard_cases.py``), one random stream per case, spawned
+    from ``seed``."""
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
-    return {"20 clusters, 3000 x 16, std 0.01": clusters(3000, 16, 20, 0.01, rngs[0]),
-            "5 clusters, 2000 x 8, std 0.001": clusters(2000, 8, 5, 0.001, rngs[1]),
-            "30 clusters, 2000 x 4, std 0.01": clusters(2000, 4, 30, 0.01, rngs[2]),
-            "nested 4 x 5, 2000 x 8": nested(2000, 8, rngs[3]),
-            "10 clusters, 1000 x 32, std 0.01": clusters(1000, 32, 10, 0.01, rngs[4])}
+    return {"20 clusters, 3000 x 16, std 0.01": _clusters(3000, 16, 20, 0.01, rngs[0]),
+            "5 clusters, 2000 x 8, std 0.001": _clusters(2000, 8, 5, 0.001, rngs[1]),
+            "30 clusters, 2000 x 4, std 0.01": _clusters(2000, 4, 30, 0.01, rngs[2]),
+            "nested 4 x 5, 2000 x 8": _nested_clusters(2000, 8, rngs[3]),
+            "10 clusters, 1000 x 32, std 0.01": _clusters(1000, 32, 10, 0.01, rngs[4])}
 
 
 def main(argv=None):

@@ -81,13 +81,15 @@ def _twins(Y, rng):
 
 
 def _clusters(N, d, k, std, seed):
+    """N targets around k centres ~ N(0, 4 I) in R^d, each with isotropic spread std (seed: int or Generator)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(k, d)) * 2
     return centres[rng.integers(k, size=N)] + std * rng.normal(size=(N, d))
 
 
 def _nested_clusters(N, d, seed):
-    """4 clusters (std 2) of 5 sub-clusters (std 0.05) of points (std 0.002): two scales of stiffness."""
+    """4 clusters (std 2) of 5 sub-clusters (std 0.05) of points (std 0.002): two scales of stiffness (seed: int
+    or Generator)."""
     rng = np.random.default_rng(seed)
     sub = (rng.normal(size=(4, 1, d)) * 2 + 0.05 * rng.normal(size=(4, 5, d))).reshape(20, d)
     return sub[rng.integers(20, size=N)] + 0.002 * rng.normal(size=(N, d))

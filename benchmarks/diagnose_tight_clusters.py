@@ -15,7 +15,9 @@ iterations of a default ``SemiDiscreteOT`` with one module constant changed:
 For the no-coarse run's final heights it measures (2^20 fresh uniform points, float32 scoring):
 the TV, the part of it between clusters (½ Σ_c |Σ_{i∈c} (μ_i − ν_i)|), and the share of
 points whose runner-up cell lies in another cluster, by score (the solver's Hessian pairs)
-and by source distance (score gap / |y_i − y_j|, among each point's 8 best cells).
+and by source distance (score gap / |y_i − y_j|, among each point's 8 best cells); and the strength
+of connection of the solver's Hessian estimate from those points' top-2 (between clusters: at most;
+within: the 0.1 % quantile), which ``_COARSE_THETA`` separates.
 
     python benchmarks/diagnose_tight_clusters.py              # ~3 min on one thread
 
@@ -43,7 +45,7 @@ import torch  # noqa: E402
 import otgen.transport.semidiscrete as sdm  # noqa: E402
 from bench_hard_cases import case_specs  # noqa: E402
 from otgen.transport import SemiDiscreteOT  # noqa: E402
-from otgen.transport._newton import lm_step  # noqa: E402
+from otgen.transport._newton import estimate_laplacian, lm_step  # noqa: E402
 from otgen.transport._scoring import Scorer  # noqa: E402
 
 CASE = "tight-clusters-8d"
@@ -92,7 +94,21 @@ def where_the_error_is(Y, h, lab):
     by_dist = float((lab_t[i[:, 0]] != lab_t[i[:, 1:].gather(1, j[:, None]).squeeze(1)]).double().mean())
     return dict(tv=0.5 * float(np.abs(err).sum()), tv_between_clusters=0.5 * float(np.abs(per_cluster).sum()),
                 cluster_mass_error=per_cluster.round(4).tolist(), cross_pairs_by_score=by_score,
-                cross_pairs_by_distance=by_dist)
+                cross_pairs_by_distance=by_dist, **connection_strength(Yt, v, i, lab_t))
+
+
+def connection_strength(Yt, v, i, lab):
+    """The solver's Hessian estimate from these points' top-2 (its band constants), and each edge's weight over
+    the weaker of its two cells' strongest edges, min(max_k L_ik, max_k L_jk): the quantity ``strong_groups``
+    compares with ``_COARSE_THETA``. Returns its largest value between clusters and its 0.1 % quantile within."""
+    lap, _ = estimate_laplacian(i[:, :2], v[:, 0] - v[:, 1], Yt, band_fraction=sdm._HESSIAN_BAND_FRACTION,
+                                band_per_cell=sdm._HESSIAN_BAND_PER_CELL)
+    rowmax = torch.zeros(lap.n, dtype=torch.float64)
+    rowmax.scatter_reduce_(0, lap.a, lap.w, "amax").scatter_reduce_(0, lap.b, lap.w, "amax")
+    rel = lap.w / torch.minimum(rowmax[lap.a], rowmax[lap.b])
+    cross = lab[lap.a] != lab[lap.b]
+    return dict(strength_between_max=float(rel[cross].max()) if bool(cross.any()) else None,
+                strength_within_q001=float(rel[~cross].quantile(0.001)), coarse_theta=sdm._COARSE_THETA)
 
 
 def main(argv=None):
@@ -122,7 +138,10 @@ def main(argv=None):
         lines += ["", f"No-coarse run's final heights, {PROBE_POINTS} fresh points: TV {e['tv']:.4f}, of which between "
                   f"clusters {e['tv_between_clusters']:.4f}; runner-up cell in another cluster: "
                   f"{e['cross_pairs_by_score']:.4%} of the points by score, {e['cross_pairs_by_distance']:.4%} by "
-                  "source distance (among the 8 best)."]
+                  "source distance (among the 8 best). Strength of connection (an edge's Hessian weight over its "
+                  "cells' strongest, the quantity `strong_groups` compares with `_COARSE_THETA` = "
+                  f"{e['coarse_theta']:g}): at most {e['strength_between_max']:.2g} between clusters, 0.1 % quantile "
+                  f"{e['strength_within_q001']:.2g} within them."]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tight_clusters.json").write_text(json.dumps(res, indent=1))

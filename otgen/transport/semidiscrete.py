@@ -113,7 +113,8 @@ _CHECK_POINTS_PER_TARGET = 8    # ... or 8 per target when more: enough that the
 _CHECK_HALVINGS = 3             # the checked step is at least 1/8 of the line search's (then rejection takes over)
 _STEP_CLIP = 10.0               # trust region of one Newton direction, in median score gaps (cell widths)
 _LM_TAU = 1e-3                  # Levenberg-Marquardt regularisation, relative to the mean Hessian diagonal
-_COARSE_THETA = 3e-3            # facets 300x weaker than both cells' strongest couple two groups weakly (clusters)
+_COARSE_THETA = 3e-3            # facets 300x weaker than both cells' strongest join two groups weakly (set on the
+                                # tight 8-D clusters: <= 0.0022 between, >= 0.014 within: diagnose_tight_clusters.py)
 _COARSE_MIN_GROUPS = 2          # coarse step when the graph falls into this many groups of 2+ cells (inf: never)
 _COARSE_MIN_CG = 200            # least CG iterations of the groups' system (lm_step's default)
 _COARSE_BAND_PER_GROUP = 64.0   # points per group in the band of the coarse Hessian (as _HESSIAN_BAND_PER_CELL)
@@ -682,12 +683,14 @@ class SemiDiscreteOT(BaseEstimator):
         empty = torch.nonzero(dead_cells(ev.masses, nua, state.n_samples)).squeeze(1)
         full = tv <= _NEWTON_BELOW and empty.numel() <= _NEWTON_EMPTY_SHARE * nua.shape[0]
         # groups of cells joined only by weak facets (clusters) also move as wholes; not while a cell is dead:
-        # its facets are missing from the sampled graph, which then splits where the diagram does not
-        # (measured: a 2-D ring's first graph fell in two halves of 530 and 321 cells across 149 dead ones)
-        groups, n_groups = strong_groups(lap, _COARSE_THETA)
-        coarse = None
-        if n_groups >= _COARSE_MIN_GROUPS and empty.numel() == 0:
-            coarse = self._coarse_step(problem, ev, state.heights, grad, groups, n_groups)
+        # its facets are missing from the sampled graph, which then splits where the diagram does not (at
+        # b63ef88, without this gate, `bench_hard_cases.py --cases ring-2d-stochastic` took one coarse step
+        # at iteration 1 and then stalled at TV 0.027; gated, it converges)
+        coarse, n_groups = None, 0
+        if empty.numel() == 0:
+            groups, n_groups = strong_groups(lap, _COARSE_THETA)
+            if n_groups >= _COARSE_MIN_GROUPS:
+                coarse = self._coarse_step(problem, ev, state.heights, grad, groups, n_groups)
         direction = lm_step(lap, grad, nua, _LM_TAU, _STEP_CLIP * gap_scale, diagonal=not full,
                             groups=None if coarse is None else groups)
         alphas = _ALPHAS if full else _DIAGONAL_ALPHAS
@@ -734,7 +737,7 @@ class SemiDiscreteOT(BaseEstimator):
         lap = group_laplacian(fine, groups, n_groups)
         W = torch.zeros(n_groups, dtype=torch.float64, device=grad.device).index_add_(0, groups, nua)
         err = torch.zeros_like(W).index_add_(0, groups, grad)
-        # a cell without facets (dead, or unsampled) stays where it is: the revival of empty cells moves it
+        # a cell without sampled facets is a group of its own: it stays where it is
         alone = torch.bincount(groups, minlength=n_groups) < 2                     # (K,)
         keep = ~(alone[lap.a] | alone[lap.b])
         lap = Laplacian(lap.a[keep], lap.b[keep], lap.w[keep], n_groups)
