@@ -43,15 +43,28 @@ ELASTIC_ALPHA = 24.0   # elastic field scale (px): about 1 px RMS displacement, 
 ELASTIC_SIGMA = 4.0    # elastic field smoothness (px): Simard et al.'s value, a smooth stroke wobble
 
 
-def _gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``field`` (n, c, h, w) with std ``sigma`` pixels (zero padding)."""
+def _gaussian_band(size: int, sigma: float, dtype, device) -> torch.Tensor:
+    """(size, size) matrix of a 1-D Gaussian blur of std ``sigma`` pixels, truncated at 3 sigma, zero padding."""
     radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = field.shape[1]
-    out = F.conv2d(field, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
+    k = k / k.sum()                                                     # (2 radius + 1,) taps
+    offset = torch.arange(size, device=device)[None, :] - torch.arange(size, device=device)[:, None]  # j - i
+    inside = offset.abs() <= radius
+    return torch.where(inside, k[(offset + radius).clamp(0, 2 * radius)], torch.zeros((), dtype=dtype, device=device))
+
+
+def _gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``field`` (n, c, h, w) with std ``sigma`` pixels (zero padding).
+
+    The blur along each axis is a banded (Toeplitz) matrix, so the 2-D blur is
+    ``B_h @ field @ B_w^T``: two small batched GEMMs, several times faster on CPU than the
+    grouped convolution with the same taps (the same numbers to float rounding).
+    """
+    _, _, h, w = field.shape
+    rows = _gaussian_band(h, sigma, field.dtype, field.device)          # (h, h)
+    cols = _gaussian_band(w, sigma, field.dtype, field.device)          # (w, w)
+    return rows @ field @ cols.T
 
 
 def _uniform(n: int, half_width: float, gen: torch.Generator) -> torch.Tensor:

@@ -33,6 +33,8 @@ from otgen.autoencoder.augment import augment_digits
 
 __all__ = ["ContrastiveCNN", "nt_xent_loss", "train_contrastive"]
 
+_CONV_MEMORY_FORMAT = torch.channels_last  # NHWC: CPU (oneDNN) convolutions and pooling run ~1.5x faster than NCHW
+
 
 class ContrastiveCNN(nn.Module):
     """conv(width) - pool - conv(2 width) - pool - fc(feature_dim) body, and an MLP projection head.
@@ -48,21 +50,28 @@ class ContrastiveCNN(nn.Module):
 
     def __init__(self, width: int = 32, feature_dim: int = 128, projection_dim: int = 64):
         super().__init__()
+        # Max-pool before ReLU: the same function as ReLU then pool (ReLU is monotone, so it
+        # commutes with max), on a quarter of the activations.
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),               # (n, w, 14, 14)
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),       # (n, 2w, 7, 7)
+            nn.Conv2d(1, width, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),               # (n, w, 14, 14)
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),       # (n, 2w, 7, 7)
             nn.Flatten(), nn.Linear(2 * width * 49, feature_dim),                        # (n, F)
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(feature_dim, feature_dim), nn.ReLU(),
                                   nn.Linear(feature_dim, projection_dim))
+        self.to(memory_format=_CONV_MEMORY_FORMAT)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 1, 28, 28) -> unit-norm features (n, feature_dim)."""
-        return F.normalize(self.body(x), dim=1)
+        return F.normalize(self._body(x), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(n, 1, 28, 28) -> unit-norm projections (n, projection_dim)."""
-        return F.normalize(self.head(self.body(x)), dim=1)
+        return F.normalize(self.head(self._body(x)), dim=1)
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 1, 28, 28) -> the body's output before normalisation (n, feature_dim)."""
+        return self.body(x.contiguous(memory_format=_CONV_MEMORY_FORMAT))
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

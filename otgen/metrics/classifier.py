@@ -25,6 +25,7 @@ from otgen.autoencoder.training import batched_apply
 __all__ = ["MNISTClassifier", "N_CLASSES"]
 
 N_CLASSES = 10
+_CONV_MEMORY_FORMAT = torch.channels_last  # NHWC: CPU (oneDNN) convolutions and pooling run ~1.5x faster than NCHW
 _BATCH = 1024          # images per inference chunk: bounds the memory of predict / features on the device
 
 
@@ -56,19 +57,22 @@ class _CNN(nn.Module):
 
     def __init__(self, feature_dim: int = 128, dropout: float = 0.3):
         super().__init__()
+        # Max-pool before ReLU: the same function as ReLU then pool (ReLU is monotone), on a quarter
+        # of the activations.
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (n, 32, 14, 14)
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (n, 64, 7, 7)
+            nn.Conv2d(1, 32, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),   # (n, 32, 14, 14)
+            nn.Conv2d(32, 64, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (n, 64, 7, 7)
             nn.Flatten(),
             nn.Linear(64 * 7 * 7, feature_dim), nn.ReLU(),                # (n, F)
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, N_CLASSES))
+        self.to(memory_format=_CONV_MEMORY_FORMAT)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.body(x.contiguous(memory_format=_CONV_MEMORY_FORMAT))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # logits (n, 10)
-        return self.head(self.body(x))
+        return self.head(self.features(x))
 
 
 class MNISTClassifier(BaseEstimator):

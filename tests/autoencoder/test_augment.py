@@ -1,5 +1,8 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from otgen.autoencoder.augment import augment_digits
 
@@ -43,3 +46,18 @@ def test_affine_only_and_bad_shape():
         augment_digits(x[:, 0], torch.Generator())
     with pytest.raises(ValueError):
         augment_digits(x, torch.Generator(), strength=-1.0)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 4.0, 12.0])
+def test_smoothing_matches_the_separable_convolution(sigma):
+    """The banded-matrix blur equals the zero-padded separable convolution with the same truncated taps."""
+    from otgen.autoencoder.augment import _gaussian_smooth
+
+    radius = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    field = torch.rand(3, 2, 28, 31, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    ref = F.conv2d(field, k.view(1, 1, 1, -1).expand(2, 1, 1, -1), padding=(0, radius), groups=2)
+    ref = F.conv2d(ref, k.view(1, 1, -1, 1).expand(2, 1, -1, 1), padding=(radius, 0), groups=2)
+    torch.testing.assert_close(_gaussian_smooth(field, sigma), ref, rtol=0, atol=1e-12)
