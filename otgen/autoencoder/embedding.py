@@ -189,10 +189,10 @@ class SeparatedLatent(BaseEstimator):
     Notes
     -----
     At the defaults on the 4,000 embedded training digits, ``otgen compare mnist --latent separated``
-    measured a held-out 10-NN label agreement of 0.961 (10-D). On 2 otherwise idle cores (2 torch
-    threads) its stages took (``history_["time"]``, recorded in ``metrics.json`` as
-    ``timings.latent_stages``): contrastive encoder 308 s, embedding 55 s, autoencoder 62 s, decoding
-    MLP 7 s (on a machine shared with other jobs, load 4-12: 1,659 s in all). Cheaper encoders (fewer
+    measured a held-out 10-NN label agreement of 0.960 (10-D). On 2 otherwise idle cores (2 torch
+    threads, the host's float32 GEMM at 179 GFLOP/s) its stages took (``history_["time"]``, recorded in
+    ``metrics.json`` as ``timings.latent_stages``): contrastive encoder 91 s, embedding 27 s, autoencoder
+    26 s, decoding MLP 3 s (the whole comparison 266 s; README, the default row). Cheaper encoders (fewer
     epochs, a narrower first convolution, 14 x 14 inputs) lose agreement
     (``benchmarks/bench_separated_latent.py``). In 2-D (exaggeration 4, chosen on validation digits) the
     embedding of one 60-epoch encoder's features reached 0.959 on the held-out test digits, against
