@@ -46,7 +46,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: str = "bce")
 def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_size: int = 128,
                       lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", device=None,
                       seed: int = 0, verbose: bool = False, desc: str = "autoencoder", augment=None, labels=None,
-                      label_weight: float = 0.0) -> dict:
+                      label_weight: float = 0.0, latent_noise: float = 0.0) -> dict:
     r"""Train ``model`` to reconstruct ``data`` with Adam and a cosine learning-rate decay.
 
     Minimises the empirical reconstruction risk
@@ -92,6 +92,13 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
         Weight :math:`\lambda` of a cross-entropy term
         :math:`\lambda\,\mathrm{CE}(\mathrm{model.classify}(E(x_i)), y_i)` added to the loss;
         ``> 0`` needs ``labels`` and a ``model.classify(z) -> logits`` method.
+    latent_noise : float, default 0.0
+        Standard deviation :math:`\sigma` of Gaussian noise added to the codes before decoding,
+        :math:`\ell(D(E(x) + \sigma\varepsilon), x)`: the decoder learns to draw the same image
+        from every code near :math:`E(x)`, so codes a generator places near, not on, the training
+        codes still decode to data (the posterior noise of a VAE with fixed variance; Ghosh et al. [3]_).
+        Meaningful only when the encoder fixes the codes' scale (else it can outgrow the noise).
+        The noise is drawn from the seeded generator.
 
     Returns
     -------
@@ -105,6 +112,8 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
     .. [1] D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015.
     .. [2] I. Loshchilov, F. Hutter, "SGDR: stochastic gradient descent with warm
        restarts", ICLR 2017.
+    .. [3] P. Ghosh, M. S. M. Sajjadi, A. Vergari, M. Black, B. Schölkopf, "From variational to
+       deterministic autoencoders", ICLR 2020.
     """
     if not (hasattr(model, "encode") and hasattr(model, "decode")):
         raise TypeError(f"model must be a torch.nn.Module with encode and decode methods, got {type(model).__name__}")
@@ -116,6 +125,7 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be a callable augment(x, generator) or None, got {type(augment).__name__}")
     label_weight = check_positive_float(label_weight, "label_weight", allow_zero=True)
+    latent_noise = check_positive_float(latent_noise, "latent_noise", allow_zero=True)
     seed = check_seed(seed)
     dev = resolve_device(device)
     x_all = as_tensor(data, "data")  # (n, ...) float32 on CPU
@@ -144,7 +154,8 @@ def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_s
             if augment is not None:
                 x = augment(x, gen)
             z = model.encode(x)
-            l = reconstruction_loss(model.decode(z), x, loss)
+            z_dec = z if latent_noise == 0 else z + latent_noise * torch.randn(z.shape, generator=gen).to(dev)
+            l = reconstruction_loss(model.decode(z_dec), x, loss)
             if y_all is not None:
                 l = l + label_weight * F.cross_entropy(model.classify(z), y_all[idx].to(dev))
             opt.zero_grad(set_to_none=True)

@@ -77,10 +77,14 @@ class ConvGridAutoencoder(nn.Module):
     depth : int, default 1
         Residual blocks in the encoder and in the decoder.
     sigmoid : bool, default True
+    normalize : bool, default False
+        Normalise each code to zero mean and unit root-mean-square over its T' x C' x H' x W'
+        numbers (a layer norm without parameters), so that the codes' scale is fixed and noise
+        added to them in training (``latent_noise``) has a meaning.
     """
 
     def __init__(self, clip_shape, tubelet=(2, 4, 4), channels: int = 4, width: int = 32, depth: int = 1,
-                 sigmoid: bool = True):
+                 sigmoid: bool = True, normalize: bool = False):
         super().__init__()
         self.clip_shape = tuple(int(s) for s in clip_shape)
         grid = token_grid(self.clip_shape, tubelet)                        # (T', H', W')
@@ -91,6 +95,7 @@ class ConvGridAutoencoder(nn.Module):
         self.latent_shape = (grid[0], self.channels, grid[1], grid[2])    # (T', C', H', W')
         self.latent_dim = math.prod(self.latent_shape)
         self.sigmoid = bool(sigmoid)
+        self.normalize = bool(normalize)
         C = self.clip_shape[1]
         self.enc = nn.Sequential(nn.Conv3d(C, width, tub, stride=tub), *[_Residual(width) for _ in range(depth)],
                                  nn.GELU(), nn.Conv3d(width, self.channels, 1))
@@ -99,7 +104,8 @@ class ConvGridAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) -> latent videos (B, T', C', H', W')."""
-        return self.enc(x.transpose(1, 2)).transpose(1, 2)
+        z = self.enc(x.transpose(1, 2)).transpose(1, 2)
+        return F.layer_norm(z, z.shape[1:]) if self.normalize else z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T', C', H', W') -> (B, T, C, H, W) (in [0, 1] with ``sigmoid``)."""
@@ -153,6 +159,11 @@ class GridVideoAutoencoder(BaseEstimator):
     symmetries : tuple of str, default ()
         Symmetries of the data to augment the training clips with (see
         :func:`otgen.autoencoder.video.augment_clips`).
+    latent_noise : float, default 0.0
+        ``> 0``: each code is normalised (zero mean, unit RMS over its numbers) and decoded in
+        training with Gaussian noise of this standard deviation added to every number, so that
+        the decoder draws the clip of every code near a training code (see
+        :func:`~otgen.autoencoder.training.train_autoencoder`). ``0``: plain codes, no noise.
 
     Attributes
     ----------
@@ -169,7 +180,8 @@ class GridVideoAutoencoder(BaseEstimator):
 
     def __init__(self, tubelet=(2, 4, 4), channels: int = 4, width: int = 32, depth: int = 1, epochs: int = 16,
                  batch_size: int = 32, lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce",
-                 clip_shape=None, device=None, seed: int = 0, verbose: bool = False, symmetries=()):
+                 clip_shape=None, device=None, seed: int = 0, verbose: bool = False, symmetries=(),
+                 latent_noise: float = 0.0):
         self.tubelet = tubelet
         self.channels = channels
         self.width = width
@@ -184,10 +196,11 @@ class GridVideoAutoencoder(BaseEstimator):
         self.seed = seed
         self.verbose = verbose
         self.symmetries = symmetries
+        self.latent_noise = latent_noise
 
     def _build(self, clip_shape) -> ConvGridAutoencoder:
         return ConvGridAutoencoder(clip_shape, self.tubelet, self.channels, self.width, self.depth,
-                                   sigmoid=self.loss == "bce")
+                                   sigmoid=self.loss == "bce", normalize=self.latent_noise > 0)
 
     def _set_fitted(self, model: ConvGridAutoencoder, clip_shape) -> None:
         self.clip_shape_ = tuple(int(s) for s in clip_shape)
@@ -199,6 +212,7 @@ class GridVideoAutoencoder(BaseEstimator):
         """Train on ``clips`` of shape (n, T, C, H, W) with values in [0, 1]; returns self."""
         check_choice(self.loss, "loss", LOSSES)
         check_positive_float(self.lr, "lr")
+        noise = check_positive_float(self.latent_noise, "latent_noise", allow_zero=True)
         seed = check_seed(self.seed)
         symmetries = check_symmetries(self.symmetries)
         x = check_clips(clips, self.clip_shape)
@@ -212,7 +226,7 @@ class GridVideoAutoencoder(BaseEstimator):
         self.history_ = train_autoencoder(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                                           weight_decay=self.weight_decay, loss=self.loss,
                                           device=resolve_device(self.device), seed=seed, verbose=self.verbose,
-                                          desc="fit grid video autoencoder", augment=augment)
+                                          desc="fit grid video autoencoder", augment=augment, latent_noise=noise)
         self._set_fitted(model, clip_shape)
         return self
 

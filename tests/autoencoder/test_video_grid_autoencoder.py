@@ -88,3 +88,33 @@ def test_bad_inputs(fitted, clips):
         GridVideoAutoencoder(tubelet=(5, 4, 4), epochs=1).fit(clips[:4])
     with pytest.raises(ValueError, match="symmetry"):
         GridVideoAutoencoder(symmetries=("spin",), epochs=1).fit(clips[:4])
+
+
+def test_latent_noise_normalises_the_codes_and_is_seeded():
+    """latent_noise > 0: each code has zero mean and unit RMS; the same seed gives the same model."""
+    clips = torch.rand(12, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    kw = dict(tubelet=(2, 4, 4), channels=2, width=8, epochs=2, batch_size=4, latent_noise=0.5, device="cpu")
+    a = GridVideoAutoencoder(**kw, seed=3).fit(clips)
+    z = torch.as_tensor(a.encode(clips))
+    torch.testing.assert_close(z.mean(1), torch.zeros(12), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.pow(2).mean(1), torch.ones(12), atol=5e-3, rtol=0)   # layer norm eps: var / (var + eps)
+    b = GridVideoAutoencoder(**kw, seed=3).fit(clips)
+    torch.testing.assert_close(torch.as_tensor(b.encode(clips)), z)
+    plain = GridVideoAutoencoder(**dict(kw, latent_noise=0.0), seed=3).fit(clips)
+    assert not torch.allclose(torch.as_tensor(plain.encode(clips)).pow(2).mean(1), torch.ones(12), atol=1e-2)
+    with pytest.raises(ValueError, match="latent_noise"):
+        GridVideoAutoencoder(**dict(kw, latent_noise=-1.0)).fit(clips)
+
+
+def test_training_noise_reaches_the_decoder():
+    """train_autoencoder(latent_noise=s) decodes E(x) + s * eps: with a huge s the decoder cannot read the code."""
+    from otgen.autoencoder.training import train_autoencoder
+    from otgen.autoencoder.video_grid import ConvGridAutoencoder
+
+    clips = torch.rand(16, 4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    losses = {}
+    for s in (0.0, 100.0):
+        torch.manual_seed(0)
+        model = ConvGridAutoencoder((4, 1, 8, 8), (2, 4, 4), channels=2, width=8, normalize=True)
+        losses[s] = train_autoencoder(model, clips, epochs=30, batch_size=16, seed=0, latent_noise=s)["loss"][-1]
+    assert losses[100.0] > losses[0.0] + 0.01

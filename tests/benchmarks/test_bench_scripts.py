@@ -171,3 +171,18 @@ def test_fused_scoring_bench(tmp_path):
         for k in ("gemm", "best", "topk2", "topk6", "fused_best", "fused_top2", "fused_top6"):
             _positive(per["seconds"][k], k)
     assert "| 300 × 5 |" in (tmp_path / "f.md").read_text()
+
+
+def test_video_decoder_noise_bench(tmp_path):
+    """One row per (dataset, sigma); every rate a share in [0, 1]; both DiT samplers and each tolerance offset."""
+    _run([str(REPO / "benchmarks" / "bench_video_decoder_noise.py"), "--quick", "--datasets", "permanence",
+          "--noise", "0", "0.5", "--tau", "0.2", "--name", "n"], tmp_path)
+    res = json.loads((tmp_path / "n.json").read_text())
+    assert [(r["dataset"], r["sigma"]) for r in res["rows"]] == [("permanence", 0.0), ("permanence", 0.5)]
+    for r in res["rows"]:
+        rates = [r["floor"], r["tolerance"]["0.2"], r["dit_ddim"], r["dit_ddpm"]]
+        assert all(0 <= x["implausible"] <= 1 and x["implausible_se"] >= 0 for x in rates)
+        assert 0 <= r["dit_ddim"]["off_support"] <= 1
+        _positive(r["heldout_nn"], "heldout_nn")
+        _positive(r["dit_ddpm"]["nn"], "nn")
+    assert "| permanence | 0.5 |" in (tmp_path / "n.md").read_text()
