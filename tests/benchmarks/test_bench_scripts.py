@@ -186,3 +186,17 @@ def test_video_decoder_noise_bench(tmp_path):
         _positive(r["heldout_nn"], "heldout_nn")
         _positive(r["dit_ddpm"]["nn"], "nn")
     assert "| permanence | 0.5 |" in (tmp_path / "n.md").read_text()
+
+
+def test_video_dit_bench(tmp_path):
+    """One row per denoiser; restarts start at a sampler timestep at or below the asked one; rates are shares."""
+    _run([str(REPO / "benchmarks" / "bench_video_dit.py"), "--quick", "--dataset", "permanence", "--name", "d"],
+         tmp_path)
+    res = json.loads((tmp_path / "d.json").read_text())
+    assert [r["config"] for r in res["rows"]] == ["dit:4:32:1", "mlp:4:32:1"]
+    for r in res["rows"]:
+        rates = [r["samples"], *r["restarts"].values()]
+        assert all(0 <= x["implausible"] <= 1 and x["implausible_se"] >= 0 for x in rates)
+        assert all(x["t_used"] <= int(t) for t, x in r["restarts"].items())
+        _positive(r["loss_last"], "loss_last")
+    assert "| dit:4:32:1 |" in (tmp_path / "d.md").read_text()
