@@ -3,8 +3,8 @@
 In ``otgen compare video`` the diffusion transformer's samples decode to implausible clips on
 permanence and moving digits (about 1.0), with the autoencoder's floor at 0.04-0.08. For one
 dataset and the experiment's grid autoencoder, this script fits each denoiser in ``--configs``
-(``KIND:STEPS:WIDTH:DEPTH``, KIND ``dit`` (the experiment's ``GridLatentDiffusion``, patch
-``DIT_PATCH``) or ``mlp``) on the training codes and measures
+(``KIND:STEPS:WIDTH:DEPTH[:PATCH]``, KIND ``dit`` (the experiment's ``GridLatentDiffusion``; PATCH
+``TxHxW`` latent cells per token, default ``DIT_PATCH``) or ``mlp``) on the training codes and measures
 
 1. **the loss**: mean of the last 10 % of the training steps and its relative change against the
    previous 10 % (the plateau test of ``otgen compare``); the fit's seconds;
@@ -43,7 +43,8 @@ from otgen.experiments._common import binomial_se, host_gflops  # noqa: E402
 from otgen.experiments.video import DIT_PATCH, VideoSettings, plausibility, video_data  # noqa: E402
 from otgen.latent import LatentSpace  # noqa: E402
 
-QUICK = dict(n_train=48, n_test=24, n_samples=8, ae_epochs=1, ddim_steps=4, configs=["dit:4:32:1", "mlp:4:32:1"],
+QUICK = dict(n_train=48, n_test=24, n_samples=8, ae_epochs=1, ddim_steps=4,
+             configs=["dit:4:32:1", "dit:2:32:1:1x2x2", "mlp:4:32:1"],
              restart_t=[100, 999])
 #: Share of the training steps over which the loss plateau is read (as ``otgen compare`` reports it).
 PLATEAU_SHARE = 0.1
@@ -74,12 +75,16 @@ def ddim_from(model, z0, t_start, steps, seed):
     return x, ts[0]
 
 
-def fit_model(kind, steps, width, depth, codes, latent, ae, s):
+def fit_model(spec, codes, latent, ae, s):
+    """The denoiser of ``spec`` (``KIND:STEPS:WIDTH:DEPTH[:PATCH]``) fitted on ``codes``."""
+    kind, steps, width, depth, *patch = spec.split(":")
+    steps, width, depth = int(steps), int(width), int(depth)
     if kind == "mlp":
         return LatentDiffusion(denoiser="mlp", hidden=width, depth=depth, n_steps=steps, latent=latent, device="cpu",
                                seed=s.seed).fit(codes)
     cfg = dict(s.dit_config(), hidden=width, depth=depth)
-    return GridLatentDiffusion(latent_shape=ae.latent_shape_, patch=DIT_PATCH, n_steps=steps, latent=latent,
+    patch = tuple(int(p) for p in patch[0].split("x")) if patch else DIT_PATCH
+    return GridLatentDiffusion(latent_shape=ae.latent_shape_, patch=patch, n_steps=steps, latent=latent,
                                device="cpu", seed=s.seed, **cfg).fit(codes)
 
 
@@ -96,9 +101,8 @@ def measure(args, sizes):
     z_test = latent.transform(np.asarray(ae.encode(test), np.float32))
     out = dict(ae_seconds=ae_seconds, floor=implausible(s.dataset, ae, latent, z_test), rows=[])
     for spec in sizes["configs"]:
-        kind, steps, width, depth = spec.split(":")
         t0 = time.perf_counter()
-        model = fit_model(kind, int(steps), int(width), int(depth), codes, latent, ae, s)
+        model = fit_model(spec, codes, latent, ae, s)
         loss = np.asarray(model.history_["loss"])
         w = max(1, int(PLATEAU_SHARE * len(loss)))
         last, prev = float(loss[-w:].mean()), float(loss[-2 * w:-w].mean())
@@ -138,7 +142,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="permanence", choices=["bistable", "moving-digits", "permanence"])
     ap.add_argument("--configs", nargs="+", default=["dit:1500:64:3", "dit:6000:64:3", "mlp:2000:512:2"],
-                    help="KIND:STEPS:WIDTH:DEPTH, KIND dit or mlp")
+                    help="KIND:STEPS:WIDTH:DEPTH[:PATCH], KIND dit or mlp, PATCH e.g. 1x2x2")
     ap.add_argument("--restart-t", nargs="+", type=int, default=[50, 200, 400, 600, 800, 999])
     ap.add_argument("--n-train", type=int, default=VideoSettings.n_train)
     ap.add_argument("--n-test", type=int, default=500)

@@ -13,10 +13,13 @@ the same training and held-out clips) for each number of channels in ``--channel
   ``k`` numbers would at best reach);
 - the mean squared pixel error and the fit's seconds.
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_video_grid.py \\
-        [--datasets moving-digits permanence] [--channels 1 2 4] [--pca 512] [--quick]
+``--epochs`` and ``--widths`` sweep the training length and the autoencoder's width as well
+(default: the experiment's).
 
-Writes ``video_grid.{json,md}`` into ``--out`` (default ``benchmarks/results``).
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/bench_video_grid.py \\
+        [--datasets moving-digits permanence] [--channels 1 2 4] [--pca 512] [--epochs 10 30] [--widths 32 64] [--quick]
+
+Writes ``video_grid.{json,md}`` (or ``--name``) into ``--out`` (default ``benchmarks/results``).
 """
 
 import argparse
@@ -47,12 +50,14 @@ def floor_row(dataset, ae, test_clips, name, codes):
     return dict(code=name, implausible=rate, implausible_se=binomial_se(rate, len(test_clips)), mse=mse)
 
 
-def measure(dataset, channels, pca_dims, n_train, n_test, epochs, seed):
+def measure(dataset, channels, pca_dims, n_train, n_test, epochs, seed, width=None):
     settings = VideoSettings(dataset=dataset, n_train=n_train, n_test=n_test, seed=seed, grid_channels=channels,
                              ae_epochs=epochs)
     train = video_data(dataset, n_train, seed, "train")[0]
     test = video_data(dataset, n_test, spawn_seed(seed, "test clips"), "test")[0]
     config = settings.ae_config()                     # the experiment's grid autoencoder with C' = channels
+    if width is not None:
+        config["width"] = width
     start = time.perf_counter()
     ae = GridVideoAutoencoder(**config, device="cpu", seed=seed).fit(train)
     seconds = time.perf_counter() - start
@@ -63,7 +68,8 @@ def measure(dataset, channels, pca_dims, n_train, n_test, epochs, seed):
         if k < dim and k < len(codes_train):
             rows.append(dict(floor_row(dataset, ae, test, f"PCA {k} of the grid", pca_codes(codes_train, codes, k)),
                              dim=k))
-    return dict(dataset=dataset, channels=channels, code_dim=dim, epochs=config["epochs"], fit_seconds=seconds,
+    return dict(dataset=dataset, channels=channels, code_dim=dim, epochs=config["epochs"], width=config["width"],
+                fit_seconds=seconds,
                 n_train=n_train, n_test=n_test, rows=rows)
 
 
@@ -73,6 +79,9 @@ def main(argv=None):
                     choices=["bistable", "moving-digits", "permanence"])
     ap.add_argument("--channels", nargs="+", type=int, default=[1, 2, 4])
     ap.add_argument("--pca", nargs="+", type=int, default=[512], help="compressed-code sizes to measure")
+    ap.add_argument("--epochs", nargs="+", type=int, default=None, help="training epochs (default the experiment's)")
+    ap.add_argument("--widths", nargs="+", type=int, default=None, help="autoencoder widths (default the experiment's)")
+    ap.add_argument("--name", default="video_grid", help="file stem of the results")
     ap.add_argument("--n-train", type=int, default=VideoSettings.n_train)
     ap.add_argument("--n-test", type=int, default=VideoSettings.n_test)
     ap.add_argument("--seed", type=int, default=0)
@@ -81,28 +90,33 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else dict(n_train=args.n_train, n_test=args.n_test, epochs=None)
+    epochs_list = args.epochs or [sizes["epochs"]]
     results = []
     for ds in args.datasets:
         for c in args.channels:
-            r = measure(ds, c, args.pca, seed=args.seed, **sizes)
-            results.append(r)
-            print(f"{ds} C'={c}: " + ", ".join(f"{row['code']} {row['implausible']:.3f}" for row in r["rows"])
-                  + f" ({r['fit_seconds']:.0f} s)", flush=True)
+            for epochs in epochs_list:
+                for width in args.widths or [None]:
+                    r = measure(ds, c, args.pca, seed=args.seed, width=width, **dict(sizes, epochs=epochs))
+                    results.append(r)
+                    print(f"{ds} C'={c} epochs {r['epochs']} width {r['width']}: "
+                          + ", ".join(f"{row['code']} {row['implausible']:.3f}" for row in r["rows"])
+                          + f" ({r['fit_seconds']:.0f} s)", flush=True)
     meta = dict(date=datetime.datetime.now().isoformat(timespec="minutes"), torch=torch.__version__,
                 threads=torch.get_num_threads(), load=os.getloadavg()[0], quick=args.quick, **sizes)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "video_grid.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump(dict(meta=meta, results=results), f, indent=1)
     lines = [f"Grid autoencoder floors: held-out clips whose reconstructions the pixel instruments reject (± SE); "
              f"{sizes['n_train']} training / {sizes['n_test']} held-out clips, the experiment's settings otherwise; "
              f"{meta['date']}, {meta['threads']} thread(s), load {meta['load']:.1f}.", "",
-             "| dataset | channels C' | code | numbers | implausible | pixel MSE | fit s |", "|---|---|---|---|---|---|---|"]
+             "| dataset | channels C' | epochs | width | code | numbers | implausible | pixel MSE | fit s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for row in r["rows"]:
-            lines.append(f"| {r['dataset']} | {r['channels']} | {row['code']} | {row['dim']} | "
+            lines.append(f"| {r['dataset']} | {r['channels']} | {r['epochs']} | {r['width']} | {row['code']} | {row['dim']} | "
                          f"{row['implausible']:.3f} ± {row['implausible_se']:.3f} | {row['mse']:.4f} | "
                          f"{r['fit_seconds']:.0f} |")
-    with open(os.path.join(args.out, "video_grid.md"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

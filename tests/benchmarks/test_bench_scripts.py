@@ -112,7 +112,17 @@ def test_video_grid_quick(quick_runs):
         for row in r["rows"]:
             assert 0 <= row["implausible"] <= 1 and row["implausible_se"] >= 0
             _positive(row["mse"], "mse")
-    assert "| moving-digits | 4 | grid (2048) | 2048 |" in (quick_runs["bench_video_grid.py"] / "video_grid.md").read_text()
+    assert "| moving-digits | 4 | 1 | 32 | grid (2048) | 2048 |" in \
+        (quick_runs["bench_video_grid.py"] / "video_grid.md").read_text()
+
+
+def test_video_grid_sweep(tmp_path):
+    """--epochs x --widths: one fit per pair, each with the asked training length and width."""
+    _run([str(REPO / "benchmarks" / "bench_video_grid.py"), "--quick", "--datasets", "permanence", "--channels", "1",
+          "--epochs", "1", "2", "--widths", "8", "16", "--name", "s"], tmp_path)
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert [(r["epochs"], r["width"]) for r in res["results"]] == [(1, 8), (1, 16), (2, 8), (2, 16)]
+    assert "| permanence | 1 | 2 | 16 | grid (512) | 512 |" in (tmp_path / "s.md").read_text()
 
 
 def _run(args, tmp_path):
@@ -193,7 +203,7 @@ def test_video_dit_bench(tmp_path):
     _run([str(REPO / "benchmarks" / "bench_video_dit.py"), "--quick", "--dataset", "permanence", "--name", "d"],
          tmp_path)
     res = json.loads((tmp_path / "d.json").read_text())
-    assert [r["config"] for r in res["rows"]] == ["dit:4:32:1", "mlp:4:32:1"]
+    assert [r["config"] for r in res["rows"]] == ["dit:4:32:1", "dit:2:32:1:1x2x2", "mlp:4:32:1"]
     for r in res["rows"]:
         rates = [r["samples"], *r["restarts"].values()]
         assert all(0 <= x["implausible"] <= 1 and x["implausible_se"] >= 0 for x in rates)
