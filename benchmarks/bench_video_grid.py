@@ -65,7 +65,7 @@ def measure(dataset, channels, pca_dims, n_train, n_test, epochs, seed, width=No
     dim = codes.shape[1]
     rows = [dict(floor_row(dataset, ae, test, f"grid ({dim})", codes), dim=dim)]
     for k in pca_dims:
-        if k < dim and k < len(codes_train):
+        if 0 < k < dim and k < len(codes_train):
             rows.append(dict(floor_row(dataset, ae, test, f"PCA {k} of the grid", pca_codes(codes_train, codes, k)),
                              dim=k))
     return dict(dataset=dataset, channels=channels, code_dim=dim, epochs=config["epochs"], width=config["width"],
