@@ -112,7 +112,7 @@ def test_video_grid_quick(quick_runs):
         for row in r["rows"]:
             assert 0 <= row["implausible"] <= 1 and row["implausible_se"] >= 0
             _positive(row["mse"], "mse")
-    assert "| moving-digits | 4 | 1 | 32 | grid (2048) | 2048 |" in \
+    assert "| moving-digits | 4 | 1 | 64 | grid (2048) | 2048 |" in \
         (quick_runs["bench_video_grid.py"] / "video_grid.md").read_text()
 
 
