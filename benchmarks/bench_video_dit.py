@@ -39,9 +39,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 from otgen._base import spawn_seed  # noqa: E402
 from otgen.autoencoder import GridVideoAutoencoder  # noqa: E402
 from otgen.diffusion import DDIMScheduler, GridLatentDiffusion, LatentDiffusion  # noqa: E402
-from otgen.experiments._common import binomial_se, host_gflops  # noqa: E402
-from otgen.experiments.video import DIT_PATCH, VideoSettings, plausibility, video_data  # noqa: E402
+from otgen.experiments._common import host_gflops  # noqa: E402
+from otgen.experiments.video import DIT_PATCH, VideoSettings, video_data  # noqa: E402
 from otgen.latent import LatentSpace  # noqa: E402
+from bench_video_decoder_noise import implausible  # noqa: E402  (the same decoding and instruments)
 
 QUICK = dict(n_train=48, n_test=24, n_samples=8, ae_epochs=1, ddim_steps=4,
              configs=["dit:4:32:1", "dit:2:32:1:1x2x2", "mlp:4:32:1"],
@@ -50,19 +51,44 @@ QUICK = dict(n_train=48, n_test=24, n_samples=8, ae_epochs=1, ddim_steps=4,
 PLATEAU_SHARE = 0.1
 
 
-def implausible(dataset, ae, latent, z):
-    """Implausible rate of the clips decoded from standardised codes ``z`` (n, d), and its binomial SE."""
-    codes = latent.inverse_transform(np.asarray(z, np.float32)).astype(np.float32)
-    clips = np.clip(np.asarray(ae.decode(codes)), 0.0, 1.0)
-    rate = float(plausibility(dataset, clips)["implausible_rate"])
-    return dict(implausible=rate, implausible_se=binomial_se(rate, len(clips)))
+KINDS = ("dit", "mlp")
+#: Diffusion timesteps of every denoiser fitted here (the models' default schedule): the range of ``--restart-t``.
+TRAIN_TIMESTEPS = LatentDiffusion().num_train_timesteps
+
+
+def parse_config(spec: str) -> tuple:
+    """``KIND:STEPS:WIDTH:DEPTH[:PATCH]`` -> (kind, steps, width, depth, patch or None), or a clear error."""
+    parts = spec.split(":") if isinstance(spec, str) else []
+    try:
+        kind, steps, width, depth = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
+        patch = tuple(int(p) for p in parts[4].split("x")) if len(parts) == 5 else None
+    except (IndexError, ValueError):
+        kind = None
+    if kind not in KINDS or len(parts) > 5 or steps < 2 or min(width, depth) < 1 or \
+            (patch is not None and (kind == "mlp" or len(patch) != 3 or min(patch) < 1)):
+        raise argparse.ArgumentTypeError(
+            f"a denoiser is KIND:STEPS:WIDTH:DEPTH[:PATCH] with KIND in {KINDS}, STEPS >= 2 (the loss plateau "
+            f"compares two windows), positive WIDTH and DEPTH and, for dit only, PATCH as TxHxW "
+            f"(e.g. dit:3000:128:4:2x4x4), got {spec!r}")
+    return kind, steps, width, depth, patch
+
+
+def _config_arg(spec: str) -> str:
+    parse_config(spec)                                 # checked before the autoencoder's minutes of training
+    return spec
+
+
+def _timestep_arg(text: str) -> int:
+    t = int(text)
+    if not 0 <= t < TRAIN_TIMESTEPS:
+        raise argparse.ArgumentTypeError(f"a restart timestep is in [0, {TRAIN_TIMESTEPS}), got {t}")
+    return t
 
 
 @torch.no_grad()
 def ddim_from(model, z0, t_start, steps, seed):
     """Noise ``z0`` (n, d) to the first DDIM timestep <= ``t_start``; run ``model``'s DDIM sampler down to 0."""
-    scheduler = DDIMScheduler(num_train_timesteps=model.num_train_timesteps, beta_schedule=model.schedule,
-                              clip_sample=model.clip_range_)
+    scheduler = DDIMScheduler.from_config(model.noise_schedule().config)      # the model's schedule and clip
     net = model.model_.eval()
     scheduler.set_timesteps(steps)
     ts = [int(t) for t in scheduler.timesteps if int(t) <= t_start]
@@ -77,14 +103,12 @@ def ddim_from(model, z0, t_start, steps, seed):
 
 def fit_model(spec, codes, latent, ae, s):
     """The denoiser of ``spec`` (``KIND:STEPS:WIDTH:DEPTH[:PATCH]``) fitted on ``codes``."""
-    kind, steps, width, depth, *patch = spec.split(":")
-    steps, width, depth = int(steps), int(width), int(depth)
+    kind, steps, width, depth, patch = parse_config(spec)
     if kind == "mlp":
         return LatentDiffusion(denoiser="mlp", hidden=width, depth=depth, n_steps=steps, latent=latent, device="cpu",
                                seed=s.seed).fit(codes)
     cfg = dict(s.dit_config(), hidden=width, depth=depth)
-    patch = tuple(int(p) for p in patch[0].split("x")) if patch else DIT_PATCH
-    return GridLatentDiffusion(latent_shape=ae.latent_shape_, patch=patch, n_steps=steps, latent=latent,
+    return GridLatentDiffusion(latent_shape=ae.latent_shape_, patch=patch or DIT_PATCH, n_steps=steps, latent=latent,
                                device="cpu", seed=s.seed, **cfg).fit(codes)
 
 
@@ -99,7 +123,11 @@ def measure(args, sizes):
     codes = np.asarray(ae.encode(train), np.float32)
     latent = LatentSpace().fit(codes)
     z_test = latent.transform(np.asarray(ae.encode(test), np.float32))
-    out = dict(ae_seconds=ae_seconds, floor=implausible(s.dataset, ae, latent, z_test), rows=[])
+
+    def decoded(z):                                    # standardised codes (n, d) -> implausible rate and SE
+        return implausible(s.dataset, ae, latent.inverse_transform(np.asarray(z, np.float32)))
+
+    out = dict(ae_seconds=ae_seconds, floor=decoded(z_test), rows=[])
     for spec in sizes["configs"]:
         t0 = time.perf_counter()
         model = fit_model(spec, codes, latent, ae, s)
@@ -110,20 +138,22 @@ def measure(args, sizes):
                    loss_change=(last - prev) / prev, restarts={})
         samples = model.sample(sizes["n_samples"], seed=spawn_seed(s.seed, "bench sample", spec), method="ddim",
                                num_inference_steps=sizes["ddim_steps"])
-        row["samples"] = implausible(s.dataset, ae, latent, latent.transform(samples))
+        row["samples"] = implausible(s.dataset, ae, samples)
         for t in sizes["restart_t"]:
             seed = spawn_seed(s.seed, "bench restart", spec, str(t))
             z, t_used = ddim_from(model, z_test, t, sizes["ddim_steps"], seed)
-            row["restarts"][str(t)] = dict(implausible(s.dataset, ae, latent, z), t_used=t_used)
+            row["restarts"][str(t)] = dict(decoded(z), t_used=t_used)
         out["rows"].append(row)
-        print(f"{spec}: loss {last:.3f} ({row['loss_change']:+.1%}), samples {row['samples']['implausible']:.3f}, "
+        print(f"{spec}: loss {last:.3f} ({row['loss_change']:+.1%}), "
+              f"samples {row['samples']['implausible']:.3f}, "
               + ", ".join(f"t={t} {r['implausible']:.3f}" for t, r in row["restarts"].items()), flush=True)
     return out
 
 
 def table(meta, res, restart_t):
     head = (f"Video diffusion denoisers on the grid autoencoder's codes ({meta['dataset']}, {meta['n_train']} training "
-            f"clips): implausible rate (± SE) of decoded clips; samples: {meta['n_samples']} DDIM-{meta['ddim_steps']} "
+            f"clips): implausible rate (± SE) of decoded clips; samples: {meta['n_samples']} "
+            f"DDIM-{meta['ddim_steps']} "
             f"samples from noise; t = k: {meta['n_test']} held-out codes noised to timestep k and brought back by the "
             f"same DDIM sampler. Floor (held-out reconstructions): {res['floor']['implausible']:.3f} ± "
             f"{res['floor']['implausible_se']:.3f}. Loss: last 10 % of the steps, and its change against the previous "
@@ -141,9 +171,10 @@ def table(meta, res, restart_t):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="permanence", choices=["bistable", "moving-digits", "permanence"])
-    ap.add_argument("--configs", nargs="+", default=["dit:1500:64:3", "dit:6000:64:3", "mlp:2000:512:2"],
+    ap.add_argument("--configs", nargs="+", type=_config_arg,
+                    default=["dit:1500:64:3", "dit:6000:64:3", "mlp:2000:512:2"],
                     help="KIND:STEPS:WIDTH:DEPTH[:PATCH], KIND dit or mlp, PATCH e.g. 1x2x2")
-    ap.add_argument("--restart-t", nargs="+", type=int, default=[50, 200, 400, 600, 800, 999])
+    ap.add_argument("--restart-t", nargs="+", type=_timestep_arg, default=[50, 200, 400, 600, 800, 999])
     ap.add_argument("--n-train", type=int, default=VideoSettings.n_train)
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--n-samples", type=int, default=500)

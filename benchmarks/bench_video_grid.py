@@ -69,8 +69,7 @@ def measure(dataset, channels, pca_dims, n_train, n_test, epochs, seed, width=No
             rows.append(dict(floor_row(dataset, ae, test, f"PCA {k} of the grid", pca_codes(codes_train, codes, k)),
                              dim=k))
     return dict(dataset=dataset, channels=channels, code_dim=dim, epochs=config["epochs"], width=config["width"],
-                fit_seconds=seconds,
-                n_train=n_train, n_test=n_test, rows=rows)
+                fit_seconds=seconds, n_train=n_train, n_test=n_test, rows=rows)
 
 
 def main(argv=None):
@@ -113,7 +112,8 @@ def main(argv=None):
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for row in r["rows"]:
-            lines.append(f"| {r['dataset']} | {r['channels']} | {r['epochs']} | {r['width']} | {row['code']} | {row['dim']} | "
+            lines.append(f"| {r['dataset']} | {r['channels']} | {r['epochs']} | {r['width']} | {row['code']} | "
+                         f"{row['dim']} | "
                          f"{row['implausible']:.3f} ± {row['implausible_se']:.3f} | {row['mse']:.4f} | "
                          f"{r['fit_seconds']:.0f} |")
     with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:

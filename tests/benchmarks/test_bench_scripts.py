@@ -210,3 +210,15 @@ def test_video_dit_bench(tmp_path):
         assert all(x["t_used"] <= int(t) for t, x in r["restarts"].items())
         _positive(r["loss_last"], "loss_last")
     assert "| dit:4:32:1 |" in (tmp_path / "d.md").read_text()
+
+
+@pytest.mark.parametrize("args, word", [(["--configs", "dit:3000:128"], "KIND:STEPS:WIDTH:DEPTH"),
+                                        (["--configs", "mlp:10:8:1:2x2x2"], "for dit only"),
+                                        (["--configs", "unet:10:8:1"], "KIND in"),
+                                        (["--restart-t", "1000"], "restart timestep")])
+def test_video_dit_bench_refuses_bad_settings_before_fitting(tmp_path, args, word):
+    """A bad denoiser or timestep stops the script at once (exit 2) with what is wrong, before any training."""
+    p = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_video_dit.py"), *args, "--out", str(tmp_path)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and word in p.stderr
+    assert not list(tmp_path.iterdir())
