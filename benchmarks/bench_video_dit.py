@@ -36,7 +36,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from otgen._base import spawn_seed  # noqa: E402
+from otgen._base import flush_denormals, spawn_seed  # noqa: E402
 from otgen.autoencoder import GridVideoAutoencoder  # noqa: E402
 from otgen.diffusion import DDIMScheduler, GridLatentDiffusion, LatentDiffusion  # noqa: E402
 from otgen.experiments._common import host_gflops  # noqa: E402
@@ -201,4 +201,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    with flush_denormals():      # as the otgen command line: every torch thread flushes subnormals
+        main()

@@ -28,6 +28,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import numbers
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 __all__ = ["NotFittedError", "BaseEstimator", "clone", "part_state", "part_from_state", "check_seed", "spawn_seed", "torch_generator", "atomic_torch_save",
-           "safe_torch_load", "like_input"]
+           "safe_torch_load", "like_input", "flush_denormals"]
 
 FILE_FORMAT = "otgen"          # marks a file written by BaseEstimator.save
 _NDARRAY = "__ndarray__"        # marks a numpy array stored as a tensor (weights_only cannot read numpy)
@@ -78,6 +79,41 @@ def spawn_seed(seed: int, *names) -> int:
 def torch_generator(seed: int, device="cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
     return torch.Generator(device=device).manual_seed(check_seed(seed))
+
+
+#: A float32 subnormal (the smallest normal float32 is 1.18e-38): it reads as 0 once denormals are flushed.
+_SUBNORMAL = 1e-40
+
+
+def denormals_flushed() -> bool:
+    """Whether the CPU now treats subnormal floats as zero (tried on one: with DAZ set it reads as 0)."""
+    return float(torch.tensor([_SUBNORMAL], dtype=torch.float32) * 1.0) == 0.0
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Flush subnormal floats to zero on the CPU for the duration of a command, training or sampling loop.
+
+    As a network trains, some gradients sink below the smallest normal float: a sigmoid decoder's
+    well-drawn background pixels have ``sigmoid(x) < 1e-32``, so their loss gradient, divided by the
+    number of pixels, is subnormal, and it flows back through the transposed convolution and the
+    blocks below. x86 CPUs compute with subnormals tens of times slower, and so do the convolutions
+    that meet them. Flushing them (FTZ/DAZ, :func:`torch.set_flush_denormal`) changes those values
+    by less than 1.2e-38. The previous mode is restored on exit; where the CPU cannot flush, nothing
+    changes; other devices are unaffected.
+
+    The mode belongs to a thread, and a thread starts with its parent's: torch's worker threads started
+    inside the block flush, a pool started before it does not (only the calling thread does). The
+    ``otgen`` command line enters the block before any torch work, so every thread of a command flushes;
+    in your own script, enter it (or call ``torch.set_flush_denormal(True)``) before the first torch
+    operation. ``benchmarks/bench_denormals.py`` measures the gain, fit against fit.
+    """
+    previous = denormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(previous)
 
 
 # ----------------------------------------------------------------------------- numpy in, numpy out

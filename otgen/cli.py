@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from otgen import __version__
+from otgen._base import flush_denormals
 from otgen._validation import ConvergenceWarning
 from otgen.data.toy2d import gaussian_grid, gaussian_ring
 from otgen.experiments import Cache, mnist, toy2d, video
@@ -382,7 +383,8 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return args.func(args)
+        with flush_denormals():     # first thing: every torch thread the command starts inherits the mode
+            return args.func(args)
     except KeyboardInterrupt:
         ckpt = getattr(args, "checkpoint_path", None)
         kept = f"; the last checkpoint is kept in {ckpt}" if ckpt and os.path.exists(ckpt) else ""

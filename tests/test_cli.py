@@ -133,6 +133,16 @@ def test_compare_options_come_from_the_settings(monkeypatch, tmp_path):
     assert seen["settings"].dataset == "moving-digits" and seen["settings"].angle_threshold == 0.4
 
 
+@pytest.mark.skipif(not __import__("torch").set_flush_denormal(False), reason="this CPU cannot flush subnormal floats")
+def test_a_command_runs_with_subnormals_flushed_and_restores_the_mode(monkeypatch):
+    from otgen._base import denormals_flushed
+    seen = []
+    monkeypatch.setattr(video, "run", lambda s, out, **kw: seen.append(denormals_flushed()) or (_ for _ in ()).throw(
+        ValueError("stop here")))
+    assert main(["compare", "video", "--quiet"]) == 2
+    assert seen == [True] and not denormals_flushed()
+
+
 def test_options_that_do_not_apply_are_refused(capsys):
     for argv in (["compare", "mnist", "--clips", "bistable"], ["compare", "video", "--latent-dim", "8"],
                  ["compare", "video", "--data-dir", "x"], ["compare", "video", "--clf-epochs", "3"],

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from otgen._base import check_seed
+from otgen._base import check_seed, flush_denormals
 from otgen._validation import (as_tensor, check_choice, check_positive_float, check_positive_int,
                                resolve_device)
 
@@ -43,6 +43,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, loss: str = "bce")
     return F.mse_loss(x_hat, x)
 
 
+@flush_denormals()
 def train_autoencoder(model: torch.nn.Module, data, *, epochs: int = 30, batch_size: int = 128,
                       lr: float = 2e-3, weight_decay: float = 0.0, loss: str = "bce", device=None,
                       seed: int = 0, verbose: bool = False, desc: str = "autoencoder", augment=None, labels=None,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from otgen._base import check_seed, torch_generator
+from otgen._base import check_seed, flush_denormals, torch_generator
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
 from otgen.diffusion.schedules import NoiseSchedule, seeded_randn
 
@@ -61,6 +61,7 @@ def _denoising_loss(model: nn.Module, schedule: NoiseSchedule, x: torch.Tensor, 
     return nn.functional.mse_loss(model(schedule.add_noise(x0, noise, t), t), noise)
 
 
+@flush_denormals()
 def train_denoiser(model: nn.Module, data, schedule: NoiseSchedule, *, n_steps: int = 10000,
                    batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 0.0,
                    ema: float | None = 0.999, grad_clip: float | None = 1.0, warmup: int | None = None,
@@ -247,6 +248,7 @@ def _reverse_chain(model, scheduler, x, generator, variance_steps, bar):
 
 
 @torch.no_grad()
+@flush_denormals()
 def sample(model: nn.Module, scheduler: NoiseSchedule, n: int, shape, *, num_inference_steps: int | None = None,
            seed: int = 0, generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
            device=None, batch_size: int | None = None, variance_steps: int | None = None, verbose: bool = False):

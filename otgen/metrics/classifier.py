@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from otgen._base import BaseEstimator, check_seed, like_input
+from otgen._base import BaseEstimator, check_seed, flush_denormals, like_input
 from otgen._validation import as_tensor, check_positive_float, check_positive_int, resolve_device
 from otgen.autoencoder.image import check_images
 from otgen.autoencoder.training import batched_apply
@@ -154,7 +154,7 @@ class MNISTClassifier(BaseEstimator):
         gen = torch.Generator().manual_seed(seed)
         history = {"loss": [], "accuracy": [], "step_loss": [], "time": []}
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), flush_denormals():
             torch.manual_seed(seed)  # initialisation and dropout
             model = _CNN(self.feature_dim).to(dev).train()
             opt = torch.optim.Adam(model.parameters(), lr=lr)

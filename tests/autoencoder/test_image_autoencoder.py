@@ -186,3 +186,27 @@ def test_labelled_control_separates_labels(tmp_path):
     back = ImageAutoencoder.load(tmp_path / "lab.pt")
     np.testing.assert_allclose(back.encode(x), ae.encode(x), atol=1e-6)
     assert not hasattr(ImageAutoencoder(**dict(kw, epochs=1)).fit(x, y).model_, "head")   # labels ignored
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush subnormal floats")
+def test_train_autoencoder_flushes_subnormals_while_it_runs():
+    from otgen._base import denormals_flushed
+    seen = []
+
+    def augment(x, generator):                 # called inside the loop, on every mini-batch
+        seen.append(denormals_flushed())
+        return x
+
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def encode(self, x):
+            return self.lin(x)
+
+        def decode(self, z):
+            return z
+
+    train_autoencoder(Flat(), torch.rand(16, 4), epochs=2, batch_size=8, loss="mse", device="cpu", augment=augment)
+    assert seen and all(seen) and not denormals_flushed()

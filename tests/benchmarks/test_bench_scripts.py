@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("bench_scaling.py", "bench_generation.py", "bench_hard_cases.py", "bench_video_grid.py")
+SCRIPTS = ("bench_scaling.py", "bench_generation.py", "bench_hard_cases.py", "bench_video_grid.py", "bench_denormals.py")
 
 
 def _positive(x, what):
@@ -114,6 +114,20 @@ def test_video_grid_quick(quick_runs):
             _positive(row["mse"], "mse")
     assert "| moving-digits | 4 | 1 | 64 | grid (2048) | 2048 |" in \
         (quick_runs["bench_video_grid.py"] / "video_grid.md").read_text()
+
+
+def test_denormals_quick(quick_runs):
+    """Both models fitted in both modes; same seed and data, so the two final losses agree (float32 noise)."""
+    res = json.loads((quick_runs["bench_denormals.py"] / "denormals_moving_digits.json").read_text())
+    assert res["meta"]["quick"]
+    rows = {(r["model"], r["mode"]): r for r in res["results"]}
+    assert set(rows) == {(m, mode) for m in ("grid", "dit") for mode in ("flushed", "kept")}
+    for r in rows.values():
+        _positive(r["seconds"], "seconds")
+        _positive(r["gemm_gflops"], "gemm_gflops")
+    for m in ("grid", "dit"):
+        assert rows[(m, "flushed")]["final_loss"] == pytest.approx(rows[(m, "kept")]["final_loss"], rel=1e-3)
+    assert len(rows[("grid", "kept")]["epoch_seconds"]) == res["meta"]["epochs"]
 
 
 def test_video_grid_sweep(tmp_path):

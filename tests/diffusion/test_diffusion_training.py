@@ -79,6 +79,27 @@ def test_training_is_shape_generic():
     assert x.shape == (5, 2, 3)
 
 
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush subnormal floats")
+def test_training_and_sampling_run_with_subnormals_flushed():
+    """Both loops flush subnormal floats while they run (they slow CPU arithmetic) and restore the mode after."""
+    from otgen._base import denormals_flushed
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def forward(self, x, t):
+            self.seen.append(denormals_flushed())
+            return self.w * x
+
+    model = Probe()
+    train_denoiser(model, torch.randn(20, 2), DDPMScheduler(50), n_steps=3, batch_size=8, device="cpu", ema=None)
+    sample(model, DDIMScheduler(50), 4, (2,), num_inference_steps=3, device="cpu")
+    assert model.seen and all(model.seen) and not denormals_flushed()
+
+
 def test_train_bad_inputs():
     model = MLPDenoiser(2, hidden=8, depth=1, time_embed_dim=4)
     s = DDPMScheduler(100)
