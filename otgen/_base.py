@@ -86,8 +86,8 @@ _SUBNORMAL = 1e-40
 
 
 def denormals_flushed() -> bool:
-    """Whether the CPU now treats subnormal floats as zero (tried on one: with DAZ set it reads as 0)."""
-    return float(torch.tensor([_SUBNORMAL], dtype=torch.float32) * 1.0) == 0.0
+    """Whether this thread of the CPU treats subnormal floats as zero: a subnormal times 1 reads as 0 under DAZ."""
+    return float(torch.tensor([_SUBNORMAL], dtype=torch.float32, device="cpu") * 1.0) == 0.0
 
 
 @contextlib.contextmanager
@@ -103,7 +103,9 @@ def flush_denormals():
     changes; other devices are unaffected.
 
     The mode belongs to a thread, and a thread starts with its parent's: torch's worker threads started
-    inside the block flush, a pool started before it does not (only the calling thread does). The
+    inside the block flush, and keep flushing after it; a pool started before it does not (only the calling
+    thread does). This holds on Linux, where a thread starts with its parent's mode. The mode covers all of the
+    thread's CPU float arithmetic (numpy too). The
     ``otgen`` command line enters the block before any torch work, so every thread of a command flushes;
     in your own script, enter it (or call ``torch.set_flush_denormal(True)``) before the first torch
     operation. ``benchmarks/bench_denormals.py`` measures the gain, fit against fit.

@@ -180,7 +180,7 @@ class VideoSettings:
         "same held-out clips (costs its training: 2-10 min)"))
     n_test: int = field(default=1000, metadata=dict(check="int", minimum=10, help="held-out clips (floors, detection)"))
     ae_epochs: int | None = field(default=None, metadata=dict(
-        check="int", optional=True, help="grid autoencoder epochs (default: bistable 8, moving-digits 20, "
+        check="int", optional=True, help="grid autoencoder epochs (default: bistable 8, moving-digits 30, "
         "permanence 10); also the old autoencoder's (default 24, 24, 48)"))
     ae_extra: int | None = field(default=None, metadata=dict(
         check="int0", optional=True, help="bistable: extra transition clips for the autoencoder only (default "

@@ -161,7 +161,7 @@ def test_per_dataset_defaults():
     b = VideoSettings()
     assert b.epochs() == 8 and b.extra() == b.n_train // 4 and dataclasses.replace(b, ae_extra=0).extra() == 0
     m = VideoSettings(dataset="moving-digits")         # the wider, longer-trained grid autoencoder (floor 1.5 %)
-    assert (m.epochs(), m.ae_config()["width"]) == (20, 64) and s.ae_config()["width"] == b.ae_config()["width"] == 32
+    assert (m.epochs(), m.ae_config()["width"]) == (30, 64) and s.ae_config()["width"] == b.ae_config()["width"] == 32
     assert dataclasses.replace(m, ae_epochs=3).ae_config()["epochs"] == 3
 
 
