@@ -23,8 +23,10 @@ import argparse
 import datetime
 import json
 import os
+import contextlib
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -78,7 +80,9 @@ def worker(args, sizes):
     """One process, one mode: the grid autoencoder, then the DiT on its codes; rows to ``--rows``."""
     settings = VideoSettings(dataset=args.dataset, n_train=sizes["n_train"], seed=args.seed, ae_epochs=sizes["epochs"])
     rows = []
-    with flush_denormals() if args.worker == "flushed" else _Kept():
+    if args.worker == "kept":
+        keep_subnormals()
+    with flush_denormals() if args.worker == "flushed" else contextlib.nullcontext():
         probe = threads_flushed()
         clips = video_data(args.dataset, sizes["n_train"], args.seed, "train")[0]
         gflops = host_gflops()
@@ -93,27 +97,17 @@ def worker(args, sizes):
         json.dump(dict(rows=rows, ae_config=settings.ae_config()), f)
 
 
-class _Kept:
-    """The ``kept`` mode: the loops run undecorated; nothing sets the flush mode."""
-
-    def __enter__(self):
-        keep_subnormals()
-
-    def __exit__(self, *exc):
-        return False
-
-
 def run_workers(args, argv):
     """Each mode in a fresh process, one after the other; their rows, in MODES order."""
     rows, config = [], None
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
     for mode in MODES:
-        path = os.path.join(args.out, f".denormals_{mode}_{os.getpid()}.json")
-        subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--worker", mode, "--rows", path],
-                       check=True, env=env)
-        with open(path) as f:
-            got = json.load(f)
-        os.remove(path)
+        with tempfile.TemporaryDirectory() as tmp:               # the worker's rows, gone whatever happens
+            path = os.path.join(tmp, "rows.json")
+            subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--worker", mode, "--rows", path],
+                           check=True, env=env)
+            with open(path) as f:
+                got = json.load(f)
         rows += got["rows"]
         config = got["ae_config"]
         for r in got["rows"]:
@@ -156,14 +150,20 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default=None, help="file stem (default denormals_<dataset>)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
-    ap.add_argument("--device", default="cpu", help="only cpu is measured (subnormals are a CPU matter)")
+    ap.add_argument("--device", default="cpu", choices=["cpu"], help="only cpu is measured (subnormals are a CPU matter)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)    # internal: one fit process
     ap.add_argument("--rows", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if (args.epochs is not None and args.epochs < 1) or args.dit_steps < 0 or args.n_train < 2:
-        ap.error("--epochs must be >= 1, --dit-steps >= 0 and --n-train >= 2")
+    if (args.epochs is not None and args.epochs < 1) or args.dit_steps < 0:
+        ap.error("--epochs must be >= 1 and --dit-steps >= 0")
+    if args.worker and not args.rows:
+        ap.error("--worker needs --rows")
     sizes = QUICK if args.quick else dict(n_train=args.n_train, epochs=args.epochs, dit_steps=args.dit_steps)
+    try:                                      # the experiment's own checks, before minutes in a worker
+        VideoSettings(dataset=args.dataset, n_train=sizes["n_train"], seed=args.seed, ae_epochs=sizes["epochs"])
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.worker:
         return worker(args, sizes)
     os.makedirs(args.out, exist_ok=True)

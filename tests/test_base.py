@@ -158,6 +158,7 @@ _CAN_FLUSH = torch.set_flush_denormal(False)
 @pytest.mark.skipif(not _CAN_FLUSH, reason="this CPU cannot flush subnormal floats")
 def test_flush_denormals_flushes_inside_and_restores_after():
     subnormal = torch.tensor([1e-40], dtype=torch.float32)
+    torch.set_flush_denormal(False)                    # a known start, whatever ran before in this process
     assert float(subnormal * 1.0) > 0 and not denormals_flushed()
     with flush_denormals():
         assert denormals_flushed() and float(subnormal * 1.0) == 0.0

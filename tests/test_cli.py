@@ -136,11 +136,11 @@ def test_compare_options_come_from_the_settings(monkeypatch, tmp_path):
 @pytest.mark.skipif(not __import__("torch").set_flush_denormal(False), reason="this CPU cannot flush subnormal floats")
 def test_a_command_runs_with_subnormals_flushed_and_restores_the_mode(monkeypatch):
     from otgen._base import denormals_flushed
-    seen = []
+    seen, before = [], denormals_flushed()
     monkeypatch.setattr(video, "run", lambda s, out, **kw: seen.append(denormals_flushed()) or (_ for _ in ()).throw(
         ValueError("stop here")))
     assert main(["compare", "video", "--quiet"]) == 2
-    assert seen == [True] and not denormals_flushed()
+    assert seen == [True] and denormals_flushed() == before
 
 
 def test_options_that_do_not_apply_are_refused(capsys):
